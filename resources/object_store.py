@@ -1,0 +1,223 @@
+"""Backup targets behind one interface: S3-compatible storage (boto3) and a local directory.
+
+`put_stream` consumes an iterator of chunks and holds at most one part in memory. It calls
+`before_commit` once the stream is exhausted and only makes the object visible if that returns:
+a failed dump aborts the multipart upload (or removes the partial file) instead of leaving a
+small, complete-looking object behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.parse import urlparse
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import dagster as dg
+
+PART_SIZE = 16 << 20
+
+
+class StoreError(RuntimeError):
+    """The backup target failed or could not be reached; the message names it."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    modified: datetime
+
+
+class Store(Protocol):
+    url: str
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], before_commit: Callable[[], None]) -> None: ...
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def open(self, key: str) -> BinaryIO: ...
+    def list(self, prefix: str) -> Iterator[StoredObject]: ...
+    def delete(self, keys: list[str]) -> None: ...
+
+
+class LocalStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).resolve()
+        self.url = f"file://{self.root}"
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise StoreError(f"key {key!r} escapes {self.url}")
+        return path
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], before_commit: Callable[[], None]) -> None:
+        path = self._path(key)
+        partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(partial, "wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            before_commit()
+            os.replace(partial, path)
+        except OSError as exc:
+            raise StoreError(f"cannot write {key} to {self.url}: {exc.strerror or exc}") from None
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.put_stream(key, [data], lambda: None)
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open(key) as f:
+            return f.read()
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")
+        except OSError as exc:
+            raise StoreError(f"cannot read {key} from {self.url}: {exc.strerror}") from None
+
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        base = self.root / prefix.rstrip("/") if prefix.endswith("/") else (self.root / prefix).parent
+        if not base.is_dir():
+            return
+        for dirpath, _dirs, files in os.walk(base):
+            for name in sorted(files):
+                path = Path(dirpath) / name
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    st = path.stat()
+                    yield StoredObject(key, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc))
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+
+
+class S3Store:
+    def __init__(self, bucket: str, prefix: str, client):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.url = f"s3://{bucket}/{self.prefix}"
+        self._s3 = client
+
+    def _fail(self, action: str, key: str, exc: Exception) -> StoreError:
+        return StoreError(f"cannot {action} {key} at {self.url}: {exc}")
+
+    def put_stream(self, key: str, chunks: Iterable[bytes], before_commit: Callable[[], None]) -> None:
+        full = self.prefix + key
+        buffer = bytearray()
+        parts: list[dict] = []
+        upload_id = None
+        try:
+            for chunk in chunks:
+                buffer += chunk
+                if len(buffer) >= PART_SIZE:
+                    if upload_id is None:
+                        upload_id = self._s3.create_multipart_upload(Bucket=self.bucket, Key=full)["UploadId"]
+                    parts.append(self._upload_part(full, upload_id, len(parts) + 1, bytes(buffer)))
+                    buffer.clear()
+            before_commit()
+            if upload_id is None:
+                self._s3.put_object(Bucket=self.bucket, Key=full, Body=bytes(buffer))
+                return
+            if buffer:
+                parts.append(self._upload_part(full, upload_id, len(parts) + 1, bytes(buffer)))
+            self._s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=full, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+            upload_id = None
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._fail("upload", key, exc) from None
+        finally:
+            if upload_id is not None:
+                try:
+                    self._s3.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
+                except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+                    pass  # the retention asset cleans unfinished uploads
+
+    def _upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> dict:
+        response = self._s3.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body)
+        return {"PartNumber": number, "ETag": response["ETag"]}
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self._s3.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._fail("upload", key, exc) from None
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open(key) as body:
+            return body.read()
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self._s3.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._fail("read", key, exc) from None
+
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        try:
+            pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield StoredObject(obj["Key"][len(self.prefix):], obj["Size"], obj["LastModified"])
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._fail("list", prefix, exc) from None
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": self.prefix + k} for k in keys[start : start + 1000]]
+            try:
+                self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+                raise self._fail("delete", batch[0]["Key"], exc) from None
+
+
+def open_store(
+    target: str,
+    endpoint_url: str | None = None,
+    region: str = "us-east-1",
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+) -> Store:
+    """`file:///path` or `s3://bucket/prefix`; S3 keys fall back to boto3's own credential chain."""
+    parsed = urlparse(target)
+    if parsed.scheme == "file":
+        return LocalStore(parsed.path)
+    if parsed.scheme == "s3":
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            config=botocore.config.Config(
+                connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"}
+            ),
+        )
+        return S3Store(parsed.netloc, parsed.path, client)
+    raise StoreError(f"unsupported backup target {target!r}")
+
+
+class ObjectStoreResource(dg.ConfigurableResource):
+    """Where backups live. Keys come from dg.EnvVar (Spaces keys), never from the configuration file."""
+
+    target: str
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+
+    def store(self) -> Store:
+        return open_store(self.target, self.endpoint_url, self.region, self.access_key_id, self.secret_access_key)

@@ -1,0 +1,243 @@
+"""Where a command runs: on this machine (subprocess) or on a farm node over SSH (paramiko).
+
+Both runners take an argument list, never a shell string. Over SSH the remote side has a shell, so
+the list is joined with shlex quoting; every argument that comes from configuration was validated
+at load time as well. Host keys are verified (RejectPolicy): an unknown node is refused.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shlex
+import subprocess
+import tempfile
+import threading
+from typing import Protocol
+
+import dagster as dg
+import paramiko
+
+from wpfarm_assets.config import SSHConfig
+
+CHUNK = 1 << 20
+# An argument equal to this is replaced by a path from which the command reads the secret given to
+# `Runner.start` (a pipe, so the secret never touches a disk, the command line or the environment).
+SECRET_FILE = "\x00secret-file"
+
+
+class CommandError(RuntimeError):
+    """A command exited non-zero; the message carries its name, exit status and stderr tail."""
+
+
+class Process(Protocol):
+    argv: list[str]
+
+    def read(self, size: int = CHUNK) -> bytes: ...
+    def write(self, data: bytes) -> None: ...
+    def close_stdin(self) -> None: ...
+    def wait(self) -> int: ...
+    def kill(self) -> None: ...
+    def stderr_tail(self) -> str: ...
+
+
+class Runner(Protocol):
+    where: str
+
+    def start(self, argv: list[str], *, stdin: bool = False, secret: bytes | None = None) -> Process: ...
+    def exists(self, path: str) -> bool: ...
+
+
+def describe_failure(proc: Process, status: int) -> str:
+    tail = proc.stderr_tail().strip()
+    return f"{proc.argv[0]} exited with status {status}" + (f": {tail}" if tail else "")
+
+
+def run(runner: Runner, argv: list[str], *, input: bytes | None = None, secret: bytes | None = None) -> str:
+    """Run to completion and return stdout as text; raise CommandError on a non-zero exit."""
+    proc = runner.start(argv, stdin=input is not None, secret=secret)
+    if input is not None:
+        proc.write(input)
+        proc.close_stdin()
+    chunks = []
+    while chunk := proc.read():
+        chunks.append(chunk)
+    status = proc.wait()
+    if status != 0:
+        raise CommandError(describe_failure(proc, status))
+    return b"".join(chunks).decode()
+
+
+class LocalProcess:
+    def __init__(self, argv: list[str], stdin: bool, secret: bytes | None):
+        self.argv = argv
+        self._stderr = tempfile.TemporaryFile()
+        pass_fds: tuple[int, ...] = ()
+        if secret is not None:
+            read_fd, write_fd = os.pipe()
+            os.write(write_fd, secret)  # a few bytes: fits the pipe buffer, never blocks
+            os.close(write_fd)
+            pass_fds = (read_fd,)
+            argv = [a.replace(SECRET_FILE, f"/dev/fd/{read_fd}") for a in argv]
+        try:
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                pass_fds=pass_fds,
+            )
+        except FileNotFoundError:
+            raise CommandError(f"{argv[0]}: command not found on this machine") from None
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
+
+    def read(self, size: int = CHUNK) -> bytes:
+        return self._proc.stdout.read1(size)
+
+    def write(self, data: bytes) -> None:
+        self._proc.stdin.write(data)
+
+    def close_stdin(self) -> None:
+        if self._proc.stdin and not self._proc.stdin.closed:
+            try:
+                self._proc.stdin.close()
+            except BrokenPipeError:
+                pass
+
+    def wait(self) -> int:
+        self.close_stdin()
+        status = self._proc.wait()
+        self._proc.stdout.close()
+        return status
+
+    def kill(self) -> None:
+        self._proc.kill()
+
+    def stderr_tail(self) -> str:
+        self._stderr.seek(0, os.SEEK_END)
+        size = self._stderr.tell()
+        self._stderr.seek(max(0, size - 4096))
+        return self._stderr.read().decode(errors="replace")
+
+
+class LocalRunner:
+    where = "local"
+
+    def start(self, argv: list[str], *, stdin: bool = False, secret: bytes | None = None) -> Process:
+        return LocalProcess(list(argv), stdin, secret)
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(path)
+
+
+class SSHProcess:
+    def __init__(self, client: paramiko.SSHClient, argv: list[str]):
+        self.argv = argv
+        self._channel = client.get_transport().open_session()
+        self._channel.exec_command(shlex.join(argv))
+        self._stderr: collections.deque[bytes] = collections.deque(maxlen=64)
+        self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._stderr_thread.start()
+
+    def _drain_stderr(self) -> None:
+        stream = self._channel.makefile_stderr("rb")
+        while chunk := stream.read(4096):
+            self._stderr.append(chunk)
+
+    def read(self, size: int = CHUNK) -> bytes:
+        return self._channel.recv(size) if not self._channel.closed else b""
+
+    def write(self, data: bytes) -> None:
+        self._channel.sendall(data)
+
+    def close_stdin(self) -> None:
+        if not self._channel.closed:
+            self._channel.shutdown_write()
+
+    def wait(self) -> int:
+        self.close_stdin()
+        status = self._channel.recv_exit_status()
+        self._stderr_thread.join(timeout=5)
+        self._channel.close()
+        return status
+
+    def kill(self) -> None:
+        self._channel.close()
+
+    def stderr_tail(self) -> str:
+        return b"".join(self._stderr)[-4096:].decode(errors="replace")
+
+
+class SSHRunner:
+    def __init__(self, config: SSHConfig):
+        self.where = f"{config.user}@{config.host}:{config.port}"
+        self._client = paramiko.SSHClient()
+        self._client.load_host_keys(os.path.expanduser(config.known_hosts))
+        self._client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            self._client.connect(
+                config.host,
+                port=config.port,
+                username=config.user,
+                key_filename=os.path.expanduser(config.key_file) if config.key_file else None,
+                allow_agent=False,
+                look_for_keys=config.key_file is None,
+                timeout=15,
+            )
+        except (paramiko.SSHException, OSError) as exc:
+            raise CommandError(f"cannot reach {self.where} over SSH: {exc}") from None
+
+    def start(self, argv: list[str], *, stdin: bool = False, secret: bytes | None = None) -> Process:
+        if secret is not None:
+            raise CommandError(
+                f"secrets are not sent over SSH; give {self.where} its own client option file"
+            )
+        return SSHProcess(self._client, list(argv))
+
+    def exists(self, path: str) -> bool:
+        with self._client.open_sftp() as sftp:
+            try:
+                sftp.lstat(path)
+                return True
+            except FileNotFoundError:
+                return False
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class NodeResource(dg.ConfigurableResource):
+    """A farm node commands run on: this machine when `ssh_host` is empty, else over SSH."""
+
+    ssh_host: str | None = None
+    ssh_port: int = 22
+    ssh_user: str = "root"
+    ssh_key_file: str | None = None
+    ssh_known_hosts: str = "~/.ssh/known_hosts"
+
+    @classmethod
+    def from_config(cls, ssh: SSHConfig | None) -> NodeResource:
+        if ssh is None:
+            return cls()
+        return cls(
+            ssh_host=ssh.host,
+            ssh_port=ssh.port,
+            ssh_user=ssh.user,
+            ssh_key_file=ssh.key_file,
+            ssh_known_hosts=ssh.known_hosts,
+        )
+
+    def runner(self) -> Runner:
+        if not self.ssh_host:
+            return LocalRunner()
+        return SSHRunner(
+            SSHConfig(
+                host=self.ssh_host,
+                port=self.ssh_port,
+                user=self.ssh_user,
+                key_file=self.ssh_key_file,
+                known_hosts=self.ssh_known_hosts,
+            )
+        )

@@ -1,0 +1,192 @@
+"""Back up one site: its database (`db`) or its files (`files`), as one stored object plus manifest.
+
+Plain functions, no Dagster: the assets and the benchmarks call them. The manifest is written last;
+a backup exists only if its manifest does.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cache
+
+from resources.gpg import gpg_version
+from resources.mariadb import COMPLETION_MARKER, MariaDB
+from resources.object_store import Store
+from resources.ssh import Runner, run
+from wpfarm_assets.config import Site
+from wpfarm_assets.keys import BackupKey
+from wpfarm_assets.pipeline import COMPRESS_ARGV, StreamStats, back_up_stream
+
+MANIFEST_FORMAT = 1
+
+# Left out of every file archive: caches, WordPress's own upgrade scratch space, backup plugins'
+# folders (backups of backups) and logs. Patterns are anchored at the site root.
+FILE_EXCLUDES = [
+    "wp-content/cache",
+    "wp-content/upgrade",
+    "wp-content/updraft",
+    "wp-content/ai1wm-backups",
+    "wp-content/backups-dup-lite",
+    "wp-content/backup-db",
+    "wp-content/backups",
+    "wp-content/uploads/backwpup-*",
+    "wp-content/wpvividbackups",
+    "*.log",
+]
+
+
+class BackupError(RuntimeError):
+    """A site's backup failed. The message names the site, the kind and the cause."""
+
+
+@dataclass(frozen=True)
+class Backup:
+    key: BackupKey
+    manifest: dict
+
+
+@cache
+def _local_version(argv: tuple[str, ...]) -> str:
+    try:
+        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=10).stdout
+    except FileNotFoundError:
+        return "missing"
+    return out.strip().splitlines()[0] if out.strip() else "unknown"
+
+
+_remote_versions: dict[tuple[str, str], str] = {}
+
+
+def _tool_version(runner: Runner, tool: str) -> str:
+    where = runner.where
+    if (where, tool) not in _remote_versions:
+        try:
+            _remote_versions[where, tool] = run(runner, [tool, "--version"]).strip().splitlines()[0]
+        except Exception:  # noqa: BLE001 - a version string is informational only
+            _remote_versions[where, tool] = "unknown"
+    return _remote_versions[where, tool]
+
+
+def _write_manifest(store: Store, key: BackupKey, started: datetime, stats: StreamStats, fingerprint: str,
+                    source: Runner, tools: dict, content: dict) -> dict:
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "site": key.site,
+        "kind": key.kind,
+        "object_key": key.data_key,
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "plaintext_bytes": stats.plaintext_bytes,
+        "stored_bytes": stats.stored_bytes,
+        "sha256": stats.sha256,
+        "duration_seconds": round(stats.seconds, 3),
+        "compression": " ".join(COMPRESS_ARGV[:2]),
+        "key_fingerprint": fingerprint,
+        "source": source.where,
+        "tools": {**tools, "zstd": _local_version(("zstd", "--version")), "gpg": gpg_version()},
+        **content,
+    }
+    store.put_bytes(key.manifest_key, json.dumps(manifest, indent=2, sort_keys=True).encode())
+    return manifest
+
+
+def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[str], fingerprint: str,
+                     now: datetime | None = None) -> Backup:
+    """mariadb-dump → zstd → gpg → store; then the manifest with every table's row count."""
+    started = now or datetime.now(timezone.utc)
+    key = BackupKey(site.name, "db", started)
+    try:
+        if not db.database_exists(site.database):
+            raise BackupError(f"database {site.database!r} does not exist on {db.runner.where}")
+        tables = db.row_counts(site.database)
+        tail = bytearray()
+
+        def keep_tail(chunk: bytes) -> None:
+            tail.extend(chunk[-64:])
+            del tail[:-64]
+
+        def completed() -> None:
+            if not bytes(tail).rstrip().endswith(COMPLETION_MARKER):
+                raise BackupError("the dump stream ended without mariadb-dump's completion marker (truncated)")
+
+        stats = back_up_stream(db.dump(site.database), encrypt_argv, store, key.data_key, keep_tail, completed)
+        tools = {"mariadb-dump": _tool_version(db.runner, "mariadb-dump"), "server": db.version()}
+        content = {"database": site.database, "tables": tables, "dump_complete": True}
+        manifest = _write_manifest(store, key, started, stats, fingerprint, db.runner, tools, content)
+    except Exception as exc:
+        raise BackupError(f"site {site.name}: database backup failed: {exc}") from exc
+    return Backup(key, manifest)
+
+
+def tar_argv(content_path: str, with_wp_config: bool) -> list[str]:
+    """tar of wp-content (and wp-config.php) relative to the site root, excludes anchored there."""
+    root, content = posixpath.split(content_path)
+    excludes = [p.replace("wp-content/", f"{content}/", 1) for p in FILE_EXCLUDES]
+    members = [content] + (["wp-config.php"] if with_wp_config else [])
+    return (
+        ["tar", "--create", "--file=-", f"--directory={root}", "--anchored"]
+        + [f"--exclude={p}" for p in excludes]
+        + ["--"]
+        + members
+    )
+
+
+class TarCounter:
+    """Counts regular files in a tar stream as it passes, block by block, without buffering it."""
+
+    def __init__(self) -> None:
+        self.files = 0
+        self._skip = 0  # bytes of member data (and padding) still to pass
+        self._header = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            if self._skip:
+                step = min(self._skip, len(view))
+                self._skip -= step
+                view = view[step:]
+                continue
+            need = 512 - len(self._header)
+            self._header += view[:need]
+            view = view[need:]
+            if len(self._header) == 512:
+                self._parse(bytes(self._header))
+                self._header.clear()
+
+    def _parse(self, header: bytes) -> None:
+        if header == b"\0" * 512:
+            return
+        field = header[124:136]
+        if field[0] & 0x80:  # base-256 for large sizes
+            size = int.from_bytes(field[1:], "big")
+        else:
+            size = int(field.rstrip(b"\0 ").strip() or b"0", 8)
+        if header[156:157] in (b"0", b"\0", b"7"):
+            self.files += 1
+        self._skip = (size + 511) // 512 * 512
+
+
+def back_up_files(site: Site, runner: Runner, store: Store, encrypt_argv: list[str], fingerprint: str,
+                  now: datetime | None = None) -> Backup:
+    """tar of wp-content (+ wp-config.php) → zstd → gpg → store; then the manifest with the file count."""
+    started = now or datetime.now(timezone.utc)
+    key = BackupKey(site.name, "files", started)
+    try:
+        if not runner.exists(site.content_path):
+            raise BackupError(f"content path {site.content_path} does not exist on {runner.where}")
+        root = posixpath.dirname(site.content_path)
+        with_config = runner.exists(posixpath.join(root, "wp-config.php"))
+        counter = TarCounter()
+        proc = runner.start(tar_argv(site.content_path, with_config))
+        stats = back_up_stream(proc, encrypt_argv, store, key.data_key, counter.feed)
+        tools = {"tar": _tool_version(runner, "tar")}
+        content = {"content_path": site.content_path, "files": counter.files, "wp_config": with_config}
+        manifest = _write_manifest(store, key, started, stats, fingerprint, runner, tools, content)
+    except Exception as exc:
+        raise BackupError(f"site {site.name}: files backup failed: {exc}") from exc
+    return Backup(key, manifest)

@@ -1,0 +1,157 @@
+"""The farm configuration: one validated model, read from $WPFARM_CONFIG (default configs/farm.yaml).
+
+Everything that later becomes a partition key, an object key or a command argument is validated
+here, at load time, so hostile input never reaches a shell, a path or a bucket.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "farm.yaml"
+
+# RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens, 1-63 characters
+# each, 253 in all. Lower case only, so one site has one spelling in keys and partitions.
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
+class ConfigError(ValueError):
+    """The farm configuration is missing or invalid; the message says where and why."""
+
+
+def validate_site_name(name: str) -> str:
+    if len(name) > 253 or not _HOSTNAME.match(name):
+        raise ValueError(
+            f"site name {name!r} is not a valid DNS host name "
+            "(lower-case letters, digits, inner hyphens, dot-separated labels)"
+        )
+    return name
+
+
+def validate_identifier(name: str) -> str:
+    if not _IDENTIFIER.match(name):
+        raise ValueError(
+            f"{name!r} is not a valid database identifier (letters, digits, underscore; 1-64)"
+        )
+    return name
+
+
+def validate_absolute_path(path: str) -> str:
+    pure = PurePosixPath(path)
+    if not pure.is_absolute() or ".." in pure.parts or "\x00" in path or "\n" in path:
+        raise ValueError(f"{path!r} must be an absolute path without '..'")
+    return str(pure)
+
+
+SiteName = Annotated[str, AfterValidator(validate_site_name)]
+Identifier = Annotated[str, AfterValidator(validate_identifier)]
+AbsolutePath = Annotated[str, AfterValidator(validate_absolute_path)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SSHConfig(_Model):
+    """A remote node reached over SSH; its host key must already be in known_hosts."""
+
+    host: str
+    port: int = 22
+    user: str = "root"
+    key_file: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+
+
+class DatabaseConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = 3306
+    user: str = "root"
+    # Set to run mariadb-dump / mariadb on the database node over SSH instead of locally.
+    ssh: SSHConfig | None = None
+
+
+class StorageConfig(_Model):
+    # Set to read and restore wp-content on the storage node over SSH instead of locally.
+    ssh: SSHConfig | None = None
+
+
+class BackupConfig(_Model):
+    target: str
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    gpg_recipient: str
+    # Keyring holding the recipient's public key; default $GNUPGHOME (or ~/.gnupg).
+    gpg_home: str | None = None
+    # Sites backed up at once inside one run.
+    parallelism: int = Field(default=4, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _target_scheme(self) -> BackupConfig:
+        if not (self.target.startswith("file:///") or re.match(r"^s3://[a-z0-9.-]{3,63}(/|$)", self.target)):
+            raise ValueError(
+                f"backup.target {self.target!r} must be file:///absolute/path or s3://bucket[/prefix]"
+            )
+        return self
+
+
+class Site(_Model):
+    name: SiteName
+    database: Identifier
+    content_path: AbsolutePath
+
+
+class FarmConfig(_Model):
+    database: DatabaseConfig = DatabaseConfig()
+    storage: StorageConfig = StorageConfig()
+    backup: BackupConfig
+    sites: list[Site] = []
+
+    @model_validator(mode="after")
+    def _unique_sites(self) -> FarmConfig:
+        seen: set[str] = set()
+        for site in self.sites:
+            if site.name in seen:
+                raise ValueError(f"site {site.name!r} is listed twice")
+            seen.add(site.name)
+        return self
+
+    def site(self, name: str) -> Site:
+        for site in self.sites:
+            if site.name == name:
+                return site
+        raise ConfigError(f"site {name!r} is not in the farm configuration")
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("WPFARM_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def parse_config(data: object, source: str = "<config>") -> FarmConfig:
+    try:
+        return FarmConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from None
+
+
+def load_config(path: str | os.PathLike | None = None) -> FarmConfig:
+    path = Path(path) if path else config_path()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read farm configuration {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(data, str(path))

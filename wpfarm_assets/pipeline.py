@@ -1,0 +1,198 @@
+"""The streaming pipelines: source → zstd → gpg → object store, and back.
+
+Nothing is buffered whole: data moves in 1 MiB chunks through OS pipes and one pump thread, and the
+store holds at most one multipart part. Every stage's exit status is checked before the object is
+committed, so a failed dump never becomes a small "successful" object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from resources.object_store import Store
+from resources.ssh import CHUNK, Process, describe_failure
+
+COMPRESS_ARGV = ["zstd", "-3", "-T0", "-q", "-c"]
+DECOMPRESS_ARGV = ["zstd", "-d", "-q", "-c"]
+
+
+class StreamError(RuntimeError):
+    """A stage of a backup or restore stream failed; the message names the stage and its stderr."""
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    plaintext_bytes: int
+    stored_bytes: int
+    sha256: str
+    seconds: float
+
+
+class _Stage:
+    """A local command in the chain, with stderr kept in a temporary file."""
+
+    def __init__(self, argv: list[str], stdin):
+        self.argv = argv
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=self._stderr)
+        except FileNotFoundError:
+            raise StreamError(f"{argv[0]} is not installed on this machine") from None
+
+    def stderr_tail(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read()[-4096:].decode(errors="replace")
+
+    def wait(self) -> int:
+        return self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+
+class _Pump(threading.Thread):
+    """Copies chunks from `read` to `write`, showing each chunk to `tap`, then calls `close`."""
+
+    def __init__(self, read: Callable[[], bytes], write: Callable[[bytes], None], close: Callable[[], None],
+                 tap: Callable[[bytes], None] | None = None):
+        super().__init__(daemon=True)
+        self._read, self._write, self._close, self._tap = read, write, close, tap
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while chunk := self._read():
+                if self._tap:
+                    self._tap(chunk)
+                self._write(chunk)
+        except BrokenPipeError:
+            pass  # the next stage died; its exit status says why
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            self.error = exc
+        finally:
+            try:
+                self._close()
+            except (BrokenPipeError, OSError):
+                pass
+
+
+def _failures(source: Process | None, stages: list[_Stage], sink: Process | None, pump: _Pump) -> list[str]:
+    """Wait for every stage and describe each that failed, first stage first."""
+    pump.join()
+    problems = []
+    if source is not None and (status := source.wait()) != 0:
+        problems.append(describe_failure(source, status))
+    if pump.error is not None:
+        problems.append(f"stream copy failed: {pump.error}")
+    for stage in stages:
+        if (status := stage.wait()) != 0:
+            problems.append(f"{stage.argv[0]} exited with status {status}: {stage.stderr_tail().strip()}")
+    if sink is not None and (status := sink.wait()) != 0:
+        problems.append(describe_failure(sink, status))
+    return problems
+
+
+def back_up_stream(
+    source: Process,
+    encrypt_argv: list[str],
+    store: Store,
+    key: str,
+    tap: Callable[[bytes], None] | None = None,
+    check: Callable[[], None] | None = None,
+) -> StreamStats:
+    """Stream `source` through zstd and gpg into `store` at `key`.
+
+    `tap` sees every plaintext chunk (counting, completion markers); `check` runs after all stages
+    succeeded and may raise to refuse the object. Nothing is committed unless both pass.
+    """
+    started = time.monotonic()
+    compress = _Stage(COMPRESS_ARGV, subprocess.PIPE)
+    encrypt = _Stage(encrypt_argv, compress.proc.stdout)
+    compress.proc.stdout.close()  # gpg owns it now; zstd sees SIGPIPE if gpg dies
+    plaintext = 0
+
+    def count(chunk: bytes) -> None:
+        nonlocal plaintext
+        plaintext += len(chunk)
+        if tap:
+            tap(chunk)
+
+    pump = _Pump(source.read, compress.proc.stdin.write, compress.proc.stdin.close, count)
+    pump.start()
+    digest = hashlib.sha256()
+    stored = 0
+
+    def encrypted() -> Iterator[bytes]:
+        nonlocal stored
+        while chunk := encrypt.proc.stdout.read1(CHUNK):
+            digest.update(chunk)
+            stored += len(chunk)
+            yield chunk
+
+    def before_commit() -> None:
+        problems = _failures(source, [compress, encrypt], None, pump)
+        if problems:
+            raise StreamError("; ".join(problems))
+        if check:
+            check()
+
+    try:
+        store.put_stream(key, encrypted(), before_commit)
+    except BaseException:
+        source.kill()
+        compress.kill()
+        encrypt.kill()
+        raise
+    finally:
+        encrypt.proc.stdout.close()
+    return StreamStats(plaintext, stored, digest.hexdigest(), time.monotonic() - started)
+
+
+def object_sha256(store: Store, key: str) -> tuple[str, int]:
+    """sha256 and size of a stored object, read as a stream."""
+    digest = hashlib.sha256()
+    size = 0
+    with store.open(key) as body:
+        while chunk := body.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def restore_stream(store: Store, key: str, expected_sha256: str, decrypt_argv: list[str], sink: Process) -> int:
+    """Stream a stored object through gpg -d and zstd -d into `sink`; return the plaintext bytes."""
+    decrypt = _Stage(decrypt_argv, subprocess.PIPE)
+    decompress = _Stage(DECOMPRESS_ARGV, decrypt.proc.stdout)
+    decrypt.proc.stdout.close()
+    digest = hashlib.sha256()
+    body = store.open(key)
+    download = _Pump(lambda: body.read(CHUNK), decrypt.proc.stdin.write, decrypt.proc.stdin.close, digest.update)
+    download.start()
+    plaintext = 0
+    try:
+        while chunk := decompress.proc.stdout.read1(CHUNK):
+            plaintext += len(chunk)
+            sink.write(chunk)
+    except (BrokenPipeError, OSError):
+        pass  # the sink died; its exit status says why
+    except BaseException:
+        for proc in (decrypt, decompress, sink):
+            proc.kill()
+        raise
+    finally:
+        sink.close_stdin()
+        decompress.proc.stdout.close()
+    problems = _failures(None, [decrypt, decompress], sink, download)
+    body.close()
+    if digest.hexdigest() != expected_sha256:
+        problems.insert(0, f"stored object {key} does not match its manifest's sha256")
+    if problems:
+        raise StreamError("; ".join(problems))
+    return plaintext

@@ -1,0 +1,86 @@
+"""Restore one site from its newest backup (or the newest of a given day): database, files, or both.
+
+The stored object is checked against its manifest's sha256 before anything is written, so a
+corrupted or truncated backup is refused instead of half-restored.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from datetime import date
+
+from resources.gpg import decrypt_argv, require_secret_key
+from resources.mariadb import MariaDB
+from resources.object_store import Store
+from resources.ssh import Runner, run
+from wpfarm_assets.config import Site, validate_absolute_path, validate_identifier
+from wpfarm_assets.keys import BackupKey, parse_manifest_key, site_prefix
+from wpfarm_assets.pipeline import object_sha256, restore_stream
+
+
+class RestoreError(RuntimeError):
+    """Nothing suitable to restore, or the restore failed; the message says which and why."""
+
+
+def list_backups(store: Store, site: str, kind: str) -> list[BackupKey]:
+    """Every complete backup (one with a manifest) of a site and kind, oldest first."""
+    keys = (parse_manifest_key(obj.key) for obj in store.list(site_prefix(site, kind)))
+    return sorted(k for k in keys if k is not None and k.site == site and k.kind == kind)
+
+
+def find_backup(store: Store, site: str, kind: str, on: date | None = None) -> BackupKey:
+    backups = [k for k in list_backups(store, site, kind) if on is None or k.time.date() == on]
+    if not backups:
+        when = f" from {on.isoformat()}" if on else ""
+        raise RestoreError(f"site {site}: no {kind} backup{when} in {store.url}")
+    return backups[-1]
+
+
+def read_manifest(store: Store, key: BackupKey) -> dict:
+    return json.loads(store.get_bytes(key.manifest_key))
+
+
+def _verified_manifest(store: Store, key: BackupKey, gnupg_home: str | None) -> dict:
+    manifest = read_manifest(store, key)
+    require_secret_key(manifest["key_fingerprint"], gnupg_home)
+    sha256, size = object_sha256(store, key.data_key)
+    if (sha256, size) != (manifest["sha256"], manifest["stored_bytes"]):
+        raise RestoreError(
+            f"site {key.site}: {key.data_key} is {size} bytes with sha256 {sha256[:12]}…, "
+            f"its manifest says {manifest['stored_bytes']} bytes and {manifest['sha256'][:12]}…; refusing to restore"
+        )
+    return manifest
+
+
+def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | None,
+                     to_database: str | None = None, on: date | None = None) -> dict:
+    """Load the chosen dump into `to_database` (default: the site's own database, in place)."""
+    target = validate_identifier(to_database or site.database)
+    key = find_backup(store, site.name, "db", on)
+    manifest = _verified_manifest(store, key, gnupg_home)
+    db.create_database(target)
+    try:
+        plaintext = restore_stream(store, key.data_key, manifest["sha256"], decrypt_argv(gnupg_home), db.load(target))
+    except Exception as exc:
+        raise RestoreError(f"site {site.name}: restoring {key.data_key} into {target} failed: {exc}") from exc
+    return {"object_key": key.data_key, "database": target, "plaintext_bytes": plaintext, "backup_time": key.time}
+
+
+def restore_files(site: Site, store: Store, runner: Runner, gnupg_home: str | None,
+                  to_path: str | None = None, on: date | None = None) -> dict:
+    """Extract the chosen archive under `to_path` (default: the site root, in place).
+
+    The archive holds `wp-content/…` (and `wp-config.php`) relative to the site root. Files not in
+    the archive are left where they are.
+    """
+    target = validate_absolute_path(to_path) if to_path else posixpath.dirname(site.content_path)
+    key = find_backup(store, site.name, "files", on)
+    manifest = _verified_manifest(store, key, gnupg_home)
+    try:
+        run(runner, ["mkdir", "-p", "--", target])
+        tar = runner.start(["tar", "--extract", "--file=-", f"--directory={target}"], stdin=True)
+        plaintext = restore_stream(store, key.data_key, manifest["sha256"], decrypt_argv(gnupg_home), tar)
+    except Exception as exc:
+        raise RestoreError(f"site {site.name}: restoring {key.data_key} into {target} failed: {exc}") from exc
+    return {"object_key": key.data_key, "path": target, "plaintext_bytes": plaintext, "backup_time": key.time}
