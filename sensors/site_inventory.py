@@ -1,0 +1,36 @@
+"""Keeps the `sites` partitions equal to the farm inventory; new sites get their first backup at once.
+
+A removed site's partition is deleted; its backups are kept.
+"""
+
+
+import dagster as dg
+
+from wpfarm_assets.assets import partition_range_tags, sites
+from wpfarm_assets.config import load_config
+
+
+@dg.sensor(
+    job_name="back_up_sites",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Adds and removes `sites` partitions to match configs/farm.yaml; backs up new sites.",
+)
+def site_inventory_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    wanted = [site.name for site in load_config().sites]
+    known = set(context.instance.get_dynamic_partitions(sites.name))
+    added = [name for name in wanted if name not in known]
+    removed = sorted(known - set(wanted))
+    requests = []
+    if added:
+        # New partitions are appended in this order, so they form one range: one run backs them up.
+        requests.append(dg.RunRequest(run_key=f"first-backup:{added[0]}..{added[-1]}:{len(known)}",
+                                      tags=partition_range_tags(added[0], added[-1])))
+    partition_requests = []
+    if added:
+        partition_requests.append(sites.build_add_request(added))
+    if removed:
+        partition_requests.append(sites.build_delete_request(removed))
+    if added or removed:
+        context.log.info(f"sites added: {added or 'none'}; removed: {removed or 'none'}")
+    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partition_requests)

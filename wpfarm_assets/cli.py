@@ -1,0 +1,191 @@
+"""`wpfarm`: the few operator commands typed at 3 a.m. They run the same Dagster assets and jobs
+against the instance in $DAGSTER_HOME, so everything they do shows in the web UI.
+
+    wpfarm backup [SITE ...]             back up the named sites now (all when none are named)
+    wpfarm restore SITE [--date D] [--to-database NAME] [--to-path DIR] [--kind all|db|files]
+    wpfarm demo [--sites N]              build a demo farm, back it up, restore one site and compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+
+from wpfarm_assets.config import ConfigError, FarmConfig, load_config, validate_identifier
+
+REPO = Path(__file__).resolve().parent.parent
+# Dagster's step-by-step DEBUG events belong in the web UI; the terminal shows warnings and results.
+TERMINAL_LOGGING = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def instance() -> dg.DagsterInstance:
+    """The instance in $DAGSTER_HOME (default ./.dagster, created with the project's dagster.yaml)."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / ".dagster")))
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists() and (REPO / "dagster.yaml").exists():
+        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    return dg.DagsterInstance.get()
+
+
+def contiguous_ranges(selected: list[str], order: list[str]) -> list[tuple[str, str]]:
+    """Cover `selected` with as few ranges of consecutive keys in `order` as possible."""
+    wanted = set(selected)
+    ranges: list[tuple[str, str]] = []
+    start = prev = None
+    for key in order:
+        if key in wanted:
+            start = start or key
+            prev = key
+        elif start:
+            ranges.append((start, prev))
+            start = None
+    if start:
+        ranges.append((start, prev))
+    return ranges
+
+
+def sync_partitions(inst: dg.DagsterInstance, config: FarmConfig) -> list[str]:
+    """Add configured sites missing from the `sites` partitions (the sensor does the same, and deletes)."""
+    known = set(inst.get_dynamic_partitions("sites"))
+    missing = [s.name for s in config.sites if s.name not in known]
+    if missing:
+        inst.add_dynamic_partitions("sites", missing)
+    return inst.get_dynamic_partitions("sites")
+
+
+def backup(names: list[str], config: FarmConfig) -> int:
+    from wpfarm_assets.assets import partition_range_tags
+    from wpfarm_assets.definitions import build_definitions
+
+    selected = names or [s.name for s in config.sites]
+    for name in selected:
+        config.site(name)  # unknown site: a clear error before anything runs
+    inst = instance()
+    order = sync_partitions(inst, config)
+    job = build_definitions(config).resolve_job_def("back_up_sites")
+    failed: list[str] = []
+    for first, last in contiguous_ranges(selected, order):
+        result = job.execute_in_process(
+            run_config=TERMINAL_LOGGING, instance=inst, tags=partition_range_tags(first, last), raise_on_error=False
+        )
+        print(f"run {result.run_id}: sites {first} .. {last}: {'success' if result.success else 'FAILED'}")
+        if not result.success:
+            for event in result.all_events:
+                if event.is_step_failure:
+                    print(f"  {event.step_key}: {event.step_failure_data.error.message.strip()}", file=sys.stderr)
+            failed.append(f"{first}..{last}")
+    return 1 if failed else 0
+
+
+def restore(args: argparse.Namespace, config: FarmConfig) -> int:
+    from wpfarm_assets.definitions import build_definitions
+
+    config.site(args.site)
+    if args.date:
+        date.fromisoformat(args.date)
+    if args.to_database:
+        validate_identifier(args.to_database)
+    job = build_definitions(config).resolve_job_def("restore_site")
+    op_config = {
+        "site": args.site,
+        "kind": args.kind,
+        "date": args.date,
+        "to_database": args.to_database,
+        "to_path": args.to_path,
+        "gnupg_home": args.gnupg_home,
+    }
+    result = job.execute_in_process(
+        run_config={**TERMINAL_LOGGING, "ops": {"restore_site_op": {"config": op_config}}},
+        instance=instance(),
+        raise_on_error=False,
+    )
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure:
+                print(f"restore failed: {event.step_failure_data.error.message.strip()}", file=sys.stderr)
+        return 1
+    for kind, restored in result.output_for_node("restore_site_op").items():
+        where = restored.get("database") or restored.get("path")
+        print(f"{args.site}: {kind} restored into {where} from {restored['object_key']}")
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from resources.mariadb import MariaDB
+    from resources.ssh import LocalRunner
+    from wpfarm_assets.demo import DemoSize, make_demo_farm, make_gpg_key
+    from wpfarm_assets.verify import tree_digest
+
+    workdir = Path(args.workdir).resolve()
+    gnupg = workdir / "gnupg"
+    fingerprint = make_gpg_key(gnupg)
+    db = MariaDB(LocalRunner(), args.db_host, args.db_port, args.db_user, os.environ.get("WPFARM_DB_PASSWORD"))
+    print(f"building {args.sites} demo sites in {workdir} ...")
+    path = make_demo_farm(workdir, db, sites=args.sites, gpg_recipient=fingerprint,
+                          target=f"file://{workdir / 'backups'}", gpg_home=str(gnupg), size=DemoSize())
+    os.environ["WPFARM_CONFIG"] = str(path)
+    config = load_config(path)
+    print(f"farm configuration: {path}")
+    if backup([], config) != 0:
+        return 1
+    site = config.sites[len(config.sites) // 2]
+    scratch_db, scratch_dir = "wp_demo_restore_check", workdir / "restore-check"
+    shutil.rmtree(scratch_dir, ignore_errors=True)
+    db.drop_database(scratch_db)
+    ns = argparse.Namespace(site=site.name, kind="all", date=None, to_database=scratch_db,
+                            to_path=str(scratch_dir), gnupg_home=str(gnupg))
+    if restore(ns, config) != 0:
+        return 1
+    source_sums, restored_sums = db.checksums(site.database), db.checksums(scratch_db)
+    source_tree, restored_tree = tree_digest(Path(site.content_path).parent), tree_digest(scratch_dir)
+    tables_equal = source_sums == restored_sums and bool(source_sums)
+    files_equal = source_tree == restored_tree
+    print(f"\n{site.name}: {len(source_sums)} tables, per-table checksums "
+          f"{'EQUAL' if tables_equal else 'DIFFER'} ({site.database} vs {scratch_db})")
+    print(f"{site.name}: {source_tree[1]} files, tree sha256 {source_tree[0][:16]}… "
+          f"{'EQUAL' if files_equal else 'DIFFER'} (vs {restored_tree[0][:16]}… in {scratch_dir})")
+    print(f"\nweb UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} WPFARM_CONFIG={path} dagster dev -m wpfarm_assets.definitions")
+    return 0 if tables_equal and files_equal else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wpfarm", description="Back up, restore and watch a WordPress farm.")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("backup", help="back up sites now (all when none are named)")
+    b.add_argument("sites", nargs="*", metavar="SITE")
+    r = sub.add_parser("restore", help="restore a site from its newest (or a given day's) backup")
+    r.add_argument("site", metavar="SITE")
+    r.add_argument("--date", help="YYYY-MM-DD (UTC): the newest backup of that day")
+    r.add_argument("--to-database", help="restore into this database instead of the site's own")
+    r.add_argument("--to-path", help="extract wp-content (and wp-config.php) under this directory instead")
+    r.add_argument("--kind", choices=["all", "db", "files"], default="all")
+    r.add_argument("--gnupg-home", default=os.environ.get("GNUPGHOME"), help="keyring with the farm's private key")
+    d = sub.add_parser("demo", help="build a demo farm on the local MariaDB, back it up, restore one site")
+    d.add_argument("--sites", type=int, default=20)
+    d.add_argument("--workdir", default=".demo")
+    d.add_argument("--db-host", default="127.0.0.1")
+    d.add_argument("--db-port", type=int, default=3306)
+    d.add_argument("--db-user", default="root")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            return demo(args)
+        config = load_config()
+        return backup(args.sites, config) if args.command == "backup" else restore(args, config)
+    except (ConfigError, ValueError) as exc:
+        print(f"wpfarm: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

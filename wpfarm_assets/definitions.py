@@ -1,0 +1,54 @@
+"""The one Definitions object of the wpfarm code location, assembled from the farm configuration."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from resources.gpg import GPGResource
+from resources.mariadb import MariaDBResource
+from resources.object_store import ObjectStoreResource
+from resources.ssh import NodeResource
+from sensors.site_inventory import site_inventory_sensor
+from wpfarm_assets.assets import database_dump, file_archive
+from wpfarm_assets.config import FarmConfig, load_config
+from wpfarm_assets.jobs import back_up_sites_job, restore_site
+
+
+def secret(name: str) -> dg.EnvVar | None:
+    """A credential from the environment (see .env.example), or None where the farm needs none."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def build_resources(config: FarmConfig) -> dict:
+    return {
+        "mariadb": MariaDBResource(
+            host=config.database.host,
+            port=config.database.port,
+            user=config.database.user,
+            password=secret("WPFARM_DB_PASSWORD"),
+        ),
+        "database_node": NodeResource.from_config(config.database.ssh),
+        "storage_node": NodeResource.from_config(config.storage.ssh),
+        "object_store": ObjectStoreResource(
+            target=config.backup.target,
+            endpoint_url=config.backup.s3_endpoint_url,
+            region=config.backup.s3_region,
+            access_key_id=secret("SPACES_ACCESS_KEY_ID"),
+            secret_access_key=secret("SPACES_SECRET_ACCESS_KEY"),
+        ),
+        "gpg": GPGResource(recipient=config.backup.gpg_recipient, home=config.backup.gpg_home),
+    }
+
+
+def build_definitions(config: FarmConfig) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[database_dump, file_archive],
+        jobs=[back_up_sites_job, restore_site],
+        sensors=[site_inventory_sensor],
+        resources=build_resources(config),
+    )
+
+
+defs = build_definitions(load_config())

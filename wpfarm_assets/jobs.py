@@ -1,0 +1,63 @@
+"""Jobs: back up any set of sites (asset job over the `sites` partitions) and restore one site."""
+
+
+from datetime import date
+
+import dagster as dg
+
+from resources.gpg import GPGResource
+from resources.mariadb import MariaDBResource
+from resources.object_store import ObjectStoreResource
+from resources.ssh import NodeResource
+from wpfarm_assets.assets import database_dump, file_archive, sites
+from wpfarm_assets.config import load_config
+from wpfarm_assets.restore import restore_database, restore_files
+
+back_up_sites_job = dg.define_asset_job(
+    "back_up_sites",
+    selection=[database_dump, file_archive],
+    partitions_def=sites,
+    description="Back up the database and files of the selected sites (one run covers many sites).",
+)
+
+
+class RestoreSiteConfig(dg.Config):
+    site: str
+    kind: str = "all"  # all | db | files
+    date: str | None = None  # YYYY-MM-DD: newest backup of that UTC day; default newest overall
+    to_database: str | None = None  # default: the site's own database (in place)
+    to_path: str | None = None  # default: the site root (in place)
+    gnupg_home: str | None = None  # keyring with the farm's private key; default $GNUPGHOME
+
+
+@dg.op
+def restore_site_op(
+    context: dg.OpExecutionContext,
+    config: RestoreSiteConfig,
+    mariadb: MariaDBResource,
+    database_node: NodeResource,
+    storage_node: NodeResource,
+    object_store: ObjectStoreResource,
+) -> dict:
+    if config.kind not in ("all", "db", "files"):
+        raise dg.Failure(f"kind must be all, db or files, not {config.kind!r}")
+    site = load_config().site(config.site)
+    on = date.fromisoformat(config.date) if config.date else None
+    store = object_store.store()
+    restored = {}
+    if config.kind in ("all", "db"):
+        db = mariadb.client(database_node.runner())
+        restored["db"] = restore_database(site, store, db, config.gnupg_home, config.to_database, on)
+        context.log.info(f"{site.name}: database restored from {restored['db']['object_key']}")
+    if config.kind in ("all", "files"):
+        restored["files"] = restore_files(site, store, storage_node.runner(), config.gnupg_home, config.to_path, on)
+        context.log.info(f"{site.name}: files restored from {restored['files']['object_key']}")
+    context.add_output_metadata({
+        kind: dg.MetadataValue.json({k: str(v) for k, v in r.items()}) for kind, r in restored.items()
+    })
+    return restored
+
+
+@dg.job(description="Restore one site's database and/or files from its newest (or a given day's) backup.")
+def restore_site():
+    restore_site_op()
