@@ -1,0 +1,202 @@
+"""Real services for the tests, started here on free loopback ports and stopped afterwards:
+moto_server (S3 over HTTP), an OpenSSH server, a throwaway GnuPG keyring. MariaDB is the machine's
+own server (scripts/setup makes sure it runs); each test creates and drops its own databases.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from resources.mariadb import MariaDB
+from resources.ssh import LocalRunner
+from wpfarm_assets.demo import DemoSize, create_site_content, create_site_database, make_gpg_key
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def db() -> MariaDB:
+    client = MariaDB(LocalRunner(), "127.0.0.1", 3306, "root", None)
+    client.version()  # fails loudly if the server is not running
+    return client
+
+
+@dataclass(frozen=True)
+class Keyring:
+    home: str  # public and secret key (restore side)
+    public_home: str  # public key only (what a worker holds)
+    fingerprint: str
+
+
+@pytest.fixture(scope="session")
+def keyring(tmp_path_factory) -> Keyring:
+    base = tmp_path_factory.mktemp("gnupg")
+    home = base / "full"
+    fingerprint = make_gpg_key(home, "wpfarm test key")
+    public = base / "public"
+    public.mkdir(mode=0o700)
+    exported = subprocess.run(["gpg", "--batch", "--homedir", str(home), "--export", fingerprint],
+                              capture_output=True, check=True).stdout
+    subprocess.run(["gpg", "--batch", "--homedir", str(public), "--import"], input=exported,
+                   capture_output=True, check=True)
+    return Keyring(str(home), str(public), fingerprint)
+
+
+@dataclass(frozen=True)
+class S3Service:
+    endpoint: str
+
+    def client(self):
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="test", aws_secret_access_key="test")
+
+    def new_bucket(self) -> str:
+        name = f"wpfarm-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3() -> S3Service:
+    port = free_port()
+    proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc, "moto_server")
+        yield S3Service(f"http://127.0.0.1:{port}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def _s3_credentials(monkeypatch):
+    # boto3's own credential chain; moto accepts any keys. Never real credentials in tests.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+
+
+@dataclass(frozen=True)
+class SSHService:
+    port: int
+    key_file: str
+    known_hosts: str
+    user: str
+
+    def config(self) -> dict:
+        return {"host": "127.0.0.1", "port": self.port, "user": self.user,
+                "key_file": self.key_file, "known_hosts": self.known_hosts}
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory) -> SSHService:
+    """Debian's OpenSSH server on a loopback port, key auth only, with its host key pinned."""
+    base = tmp_path_factory.mktemp("sshd")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / "host_key")], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / "client_key")], check=True)
+    shutil.copy(base / "client_key.pub", base / "authorized_keys")
+    os.chmod(base / "authorized_keys", 0o600)
+    port = free_port()
+    host_pub = (base / "host_key.pub").read_text().split()
+    (base / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    (base / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {base / 'host_key'}\n"
+        f"AuthorizedKeysFile {base / 'authorized_keys'}\nPidFile {base / 'sshd.pid'}\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+        "StrictModes no\nUsePAM no\nSubsystem sftp internal-sftp\n"
+    )
+    os.makedirs("/run/sshd", exist_ok=True)
+    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(base / "sshd_config")],
+                            stdout=subprocess.DEVNULL, stderr=open(base / "sshd.log", "wb"))
+    try:
+        wait_for_port(port, proc, "sshd")
+        yield SSHService(port, str(base / "client_key"), str(base / "known_hosts"), os.environ.get("USER", "root"))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@dataclass
+class Farm:
+    """A small farm of demo sites on the real MariaDB, with a farm.yaml written for it."""
+
+    workdir: Path
+    config_path: Path
+    sites: list[dict]
+    keyring: Keyring
+
+    def site_root(self, i: int = 0) -> Path:
+        return Path(self.sites[i]["content_path"]).parent
+
+
+@pytest.fixture
+def make_farm(tmp_path, db, keyring, monkeypatch):
+    """make_farm(n, target=..., database_ssh=..., storage_ssh=..., size=...) -> Farm; drops its databases after."""
+    created: list[str] = []
+
+    def make(n: int = 2, *, target: str | None = None, database_ssh: dict | None = None,
+             storage_ssh: dict | None = None, size: DemoSize = DemoSize(posts=30, uploads=3), **backup) -> Farm:
+        tag = uuid.uuid4().hex[:8]
+        sites = []
+        for i in range(n):
+            name = f"s{i}-{tag}.test.example"
+            database = f"wpt_{tag}_{i}"
+            create_site_database(db, database, name, size, seed=i)
+            created.append(database)
+            content = create_site_content(tmp_path / "sites" / name, name, size, seed=i)
+            sites.append({"name": name, "database": database, "content_path": str(content)})
+        config = {
+            "database": {"host": "127.0.0.1", "port": 3306, "user": "root",
+                         **({"ssh": database_ssh} if database_ssh else {})},
+            "storage": {"ssh": storage_ssh} if storage_ssh else {},
+            "backup": {"target": target or f"file://{tmp_path / 'backups'}",
+                       "gpg_recipient": keyring.fingerprint, "gpg_home": keyring.public_home, **backup},
+            "sites": sites,
+        }
+        path = tmp_path / "farm.yaml"
+        path.write_text(yaml.safe_dump(config))
+        monkeypatch.setenv("WPFARM_CONFIG", str(path))
+        return Farm(tmp_path, path, sites, keyring)
+
+    yield make
+    for database in created:
+        db.drop_database(database)
+
+
+@pytest.fixture
+def dagster_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(Path(__file__).resolve().parent.parent / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home

@@ -1,0 +1,63 @@
+import io
+import random
+import tarfile
+
+import pytest
+
+from wpfarm_assets.backup import TarCounter, tar_argv
+from wpfarm_assets.cli import contiguous_ranges
+from wpfarm_assets.verify import excluded
+
+
+def make_tar(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo("wp-content/uploads")
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_tar_counter_counts_regular_files_whatever_the_chunking(seed):
+    rng = random.Random(seed)
+    files = {f"wp-content/{'d/' * rng.randint(0, 40)}f{i}-{'x' * rng.randint(0, 120)}": rng.randbytes(rng.randint(0, 3000))
+             for i in range(rng.randint(1, 40))}
+    data = make_tar(files)
+    counter = TarCounter()
+    pos = 0
+    while pos < len(data):
+        step = rng.randint(1, 2000)
+        counter.feed(data[pos : pos + step])
+        pos += step
+    assert counter.files == len(files)
+
+
+def test_tar_command_is_an_argument_list_with_anchored_excludes():
+    argv = tar_argv("/srv/sites/a.example/wp-content", with_wp_config=True)
+    assert argv[:5] == ["tar", "--create", "--file=-", "--directory=/srv/sites/a.example", "--anchored"]
+    assert argv[-3:] == ["--", "wp-content", "wp-config.php"]
+    assert "--exclude=wp-content/cache" in argv and "--exclude=*.log" in argv
+    assert tar_argv("/srv/x/wp-content", with_wp_config=False)[-2:] == ["--", "wp-content"]
+
+
+@pytest.mark.parametrize("path,out", [
+    ("wp-content/cache/x.html", True), ("wp-content/upgrade", True), ("wp-content/debug.log", True),
+    ("wp-content/uploads/2026/01/a.log", True), ("wp-content/updraft/db.gz", True),
+    ("wp-content/plugins/cache-plugin/cache/x.php", False), ("wp-content/uploads/a.jpg", False),
+    ("wp-config.php", False),
+])
+def test_excludes_match_the_archive_rules(path, out):
+    assert excluded(path) is out
+
+
+def test_selected_sites_become_the_fewest_contiguous_ranges():
+    order = ["a", "b", "c", "d", "e", "f"]
+    assert contiguous_ranges(["a", "b", "c", "d", "e", "f"], order) == [("a", "f")]
+    assert contiguous_ranges(["b", "c", "e"], order) == [("b", "c"), ("e", "e")]
+    assert contiguous_ranges(["f", "a"], order) == [("a", "a"), ("f", "f")]
+    assert contiguous_ranges([], order) == []
