@@ -147,7 +147,7 @@ class SSHProcess:
             self._stderr.append(chunk)
 
     def read(self, size: int = CHUNK) -> bytes:
-        return self._channel.recv(size) if not self._channel.closed else b""
+        return self._channel.recv(size)  # b"" only once all buffered data is read and the remote closed
 
     def write(self, data: bytes) -> None:
         self._channel.sendall(data)

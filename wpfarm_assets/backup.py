@@ -140,8 +140,14 @@ class TarCounter:
 
     def __init__(self) -> None:
         self.files = 0
+        self.ended = False  # saw the end-of-archive (zero) block, with nothing after it but zeros
         self._skip = 0  # bytes of member data (and padding) still to pass
         self._header = bytearray()
+
+    @property
+    def complete(self) -> bool:
+        """Whether the stream ended where a tar archive may end (not inside a member)."""
+        return self.ended and not self._skip and not self._header
 
     def feed(self, chunk: bytes) -> None:
         view = memoryview(chunk)
@@ -160,7 +166,9 @@ class TarCounter:
 
     def _parse(self, header: bytes) -> None:
         if header == b"\0" * 512:
+            self.ended = True
             return
+        self.ended = False
         field = header[124:136]
         if field[0] & 0x80:  # base-256 for large sizes
             size = int.from_bytes(field[1:], "big")
@@ -183,7 +191,12 @@ def back_up_files(site: Site, runner: Runner, store: Store, encrypt_argv: list[s
         with_config = runner.exists(posixpath.join(root, "wp-config.php"))
         counter = TarCounter()
         proc = runner.start(tar_argv(site.content_path, with_config))
-        stats = back_up_stream(proc, encrypt_argv, store, key.data_key, counter.feed)
+
+        def completed() -> None:
+            if not counter.complete:
+                raise BackupError("the tar stream ended inside the archive (truncated)")
+
+        stats = back_up_stream(proc, encrypt_argv, store, key.data_key, counter.feed, completed)
         tools = {"tar": _tool_version(runner, "tar")}
         content = {"content_path": site.content_path, "files": counter.files, "wp_config": with_config}
         manifest = _write_manifest(store, key, started, stats, fingerprint, runner, tools, content)

@@ -35,6 +35,15 @@ def test_tar_counter_counts_regular_files_whatever_the_chunking(seed):
         counter.feed(data[pos : pos + step])
         pos += step
     assert counter.files == len(files)
+    assert counter.complete
+
+
+def test_tar_counter_notices_a_stream_cut_short():
+    data = make_tar({"wp-content/a": b"x" * 5000, "wp-content/b": b"y" * 700})
+    for cut in (100, 512, 1024, 3000, 6656):
+        counter = TarCounter()
+        counter.feed(data[:cut])
+        assert not counter.complete, cut
 
 
 def test_tar_command_is_an_argument_list_with_anchored_excludes():
