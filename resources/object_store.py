@@ -8,6 +8,7 @@ small, complete-looking object behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -72,7 +73,8 @@ class LocalStore:
         except OSError as exc:
             raise StoreError(f"cannot write {key} to {self.url}: {exc.strerror or exc}") from None
         finally:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self.put_stream(key, [data], lambda: None)

@@ -9,14 +9,13 @@ from resources.gpg import GPGResource
 from resources.mariadb import MariaDBResource
 from resources.object_store import ObjectStoreResource
 from resources.ssh import NodeResource
-from wpfarm_assets.assets import database_dump, file_archive, sites
+from wpfarm_assets.assets import database_dump, file_archive
 from wpfarm_assets.config import load_config
 from wpfarm_assets.restore import restore_database, restore_files
 
 back_up_sites_job = dg.define_asset_job(
     "back_up_sites",
     selection=[database_dump, file_archive],
-    partitions_def=sites,
     description="Back up the database and files of the selected sites (one run covers many sites).",
 )
 

@@ -1,0 +1,34 @@
+"""A backup restores with stock tools alone: the README's own shell block, run verbatim."""
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from wpfarm_assets.cli import main
+from wpfarm_assets.verify import tree_digest
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_block() -> str:
+    match = re.search(r"<!-- stock-restore -->\n```sh\n(.*?)```", README.read_text(), re.S)
+    assert match, "README.md lost its stock-restore block"
+    return match.group(1)
+
+
+def test_readme_procedure_restores_tables_and_files_exactly(make_farm, dagster_home, db, tmp_path):
+    farm = make_farm(1)
+    site = farm.sites[0]
+    assert main(["backup"]) == 0
+    target_db = "wpt_stock_restore"
+    db.drop_database(target_db)
+    env = {**os.environ, "BACKUPS": str(farm.workdir / "backups"), "SITE": site["name"], "DB": target_db,
+           "DEST": str(tmp_path / "stock"), "GNUPGHOME": farm.keyring.home}
+    try:
+        done = subprocess.run(["bash", "-c", readme_block()], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert db.checksums(target_db) == db.checksums(site["database"])
+        assert tree_digest(tmp_path / "stock") == tree_digest(farm.site_root(0))
+    finally:
+        db.drop_database(target_db)
