@@ -6,6 +6,7 @@ its own materialization, and the step then fails naming exactly the sites that d
 """
 
 
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,6 +20,9 @@ from wpfarm_assets.backup import Backup, BackupError
 from wpfarm_assets.backup import back_up_database as _back_up_database
 from wpfarm_assets.backup import back_up_files as _back_up_files
 from wpfarm_assets.config import Site, load_config
+
+# Batching many sites into one run is the point of backfill_policy; its "beta" label is noise here.
+warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
 
 sites = dg.DynamicPartitionsDefinition(name="sites")
 

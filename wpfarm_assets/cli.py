@@ -17,11 +17,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from wpfarm_assets.config import ConfigError, FarmConfig, load_config, validate_identifier
+from wpfarm_assets.config import ConfigError, FarmConfig, load_config, validate_absolute_path, validate_identifier
 
 REPO = Path(__file__).resolve().parent.parent
-# Dagster's step-by-step DEBUG events belong in the web UI; the terminal shows warnings and results.
-TERMINAL_LOGGING = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Dagster's event log belongs in the web UI; the terminal shows the results and failure reasons.
+TERMINAL_LOGGING = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def instance() -> dg.DagsterInstance:
@@ -50,6 +50,18 @@ def contiguous_ranges(selected: list[str], order: list[str]) -> list[tuple[str, 
     return ranges
 
 
+def step_failures(result) -> list[str]:
+    """The operator-facing reason of each failed step (Dagster's wrapper errors stripped)."""
+    reasons = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            while error.cause is not None and "DagsterExecutionStepExecutionError" in error.cls_name:
+                error = error.cause
+            reasons.append(f"{event.step_key}: {error.message.strip()}")
+    return reasons
+
+
 def sync_partitions(inst: dg.DagsterInstance, config: FarmConfig) -> list[str]:
     """Add configured sites missing from the `sites` partitions (the sensor does the same, and deletes)."""
     known = set(inst.get_dynamic_partitions("sites"))
@@ -76,9 +88,8 @@ def backup(names: list[str], config: FarmConfig) -> int:
         )
         print(f"run {result.run_id}: sites {first} .. {last}: {'success' if result.success else 'FAILED'}")
         if not result.success:
-            for event in result.all_events:
-                if event.is_step_failure:
-                    print(f"  {event.step_key}: {event.step_failure_data.error.message.strip()}", file=sys.stderr)
+            for reason in step_failures(result):
+                print(f"  {reason}", file=sys.stderr)
             failed.append(f"{first}..{last}")
     return 1 if failed else 0
 
@@ -91,6 +102,8 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
         date.fromisoformat(args.date)
     if args.to_database:
         validate_identifier(args.to_database)
+    if args.to_path:
+        validate_absolute_path(args.to_path)
     job = build_definitions(config).resolve_job_def("restore_site")
     op_config = {
         "site": args.site,
@@ -106,9 +119,8 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
         raise_on_error=False,
     )
     if not result.success:
-        for event in result.all_events:
-            if event.is_step_failure:
-                print(f"restore failed: {event.step_failure_data.error.message.strip()}", file=sys.stderr)
+        for reason in step_failures(result):
+            print(f"restore failed: {reason}", file=sys.stderr)
         return 1
     for kind, restored in result.output_for_node("restore_site_op").items():
         where = restored.get("database") or restored.get("path")
