@@ -36,6 +36,13 @@ class StoredObject:
     modified: datetime
 
 
+@dataclass(frozen=True)
+class UnfinishedUpload:
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
 class Store(Protocol):
     url: str
 
@@ -45,6 +52,8 @@ class Store(Protocol):
     def open(self, key: str) -> BinaryIO: ...
     def list(self, prefix: str) -> Iterator[StoredObject]: ...
     def delete(self, keys: list[str]) -> None: ...
+    def unfinished_uploads(self, prefix: str) -> list[UnfinishedUpload]: ...
+    def abort_upload(self, upload: UnfinishedUpload) -> None: ...
 
 
 class LocalStore:
@@ -104,6 +113,12 @@ class LocalStore:
     def delete(self, keys: list[str]) -> None:
         for key in keys:
             self._path(key).unlink(missing_ok=True)
+
+    def unfinished_uploads(self, prefix: str) -> list[UnfinishedUpload]:
+        return []  # an interrupted local write is a `.partial-*` file: it shows in `list` without a manifest
+
+    def abort_upload(self, upload: UnfinishedUpload) -> None:
+        pass  # nothing is ever unfinished here
 
 
 class S3Store:
@@ -184,6 +199,26 @@ class S3Store:
                 self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
             except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
                 raise self._fail("delete", batch[0]["Key"], exc) from None
+
+
+    def unfinished_uploads(self, prefix: str) -> list[UnfinishedUpload]:
+        try:
+            pages = self._s3.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix
+            )
+            return [
+                UnfinishedUpload(u["Key"][len(self.prefix):], u["UploadId"], u["Initiated"])
+                for page in pages
+                for u in page.get("Uploads", [])
+            ]
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._fail("list uploads under", prefix, exc) from None
+
+    def abort_upload(self, upload: UnfinishedUpload) -> None:
+        try:
+            self._s3.abort_multipart_upload(Bucket=self.bucket, Key=self.prefix + upload.key, UploadId=upload.upload_id)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._fail("abort upload", upload.key, exc) from None
 
 
 def open_store(

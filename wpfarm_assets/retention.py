@@ -1,0 +1,175 @@
+"""Retention: which backups of a site to keep (14 daily, 26 weekly, 12 monthly), and safe cleanup.
+
+`plan_retention` is the whole policy, as a pure function. `apply_retention` applies it to one site's
+backups in a store: one listing of the site's prefix, deletes in batches, manifests first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from resources.object_store import Store
+from wpfarm_assets.keys import KINDS, BackupKey, parse_manifest_key, site_prefix
+
+RULES = ("daily", "weekly", "monthly")
+ABORTED_UPLOAD_AGE = timedelta(days=1)
+
+
+def _period(rule: str, time: datetime) -> tuple:
+    if rule == "daily":
+        return (time.year, time.month, time.day)
+    if rule == "weekly":
+        iso = time.isocalendar()
+        return (iso.year, iso.week)
+    return (time.year, time.month)
+
+
+def plan_retention(backup_times: Iterable[datetime], daily: int = 14, weekly: int = 26,
+                   monthly: int = 12) -> dict[datetime, str]:
+    """Map each backup time to keep onto its tier ("daily", "weekly", "monthly"); others expire.
+
+    borg prune's semantics, exactly:
+    - the rules run in order daily → weekly → monthly, each over all backups, newest first;
+    - a rule looks at the newest backup of each period (UTC day; ISO week, Monday to Sunday; month)
+      and keeps it, until it has kept as many as asked;
+    - a backup already kept by an earlier rule does not count toward a later one: its period is
+      passed over (it is still that period's newest, so no older backup of it is taken instead);
+    - periods with no backup are skipped: they do not count;
+    - while a rule has kept fewer than asked, it also keeps the oldest backup of all.
+
+    So with a year or more of daily backups the three tiers never overlap: 14 + 26 + 12 = 52
+    restore points. restic's `forget --keep-daily/weekly/monthly` counts differently: one snapshot
+    may fill a daily, a weekly and a monthly slot at once, so the same policy yields about 46
+    distinct restore points and reaches less far back. We promise 52 points (the seed's
+    backup-cleanup.sh promise), so we follow borg.
+    """
+    times = sorted({_utc(t) for t in backup_times}, reverse=True)
+    kept: dict[datetime, str] = {}
+    for rule, wanted in zip(RULES, (daily, weekly, monthly)):
+        if wanted <= 0 or not times:
+            continue
+        last_period, count = None, 0
+        for time in times:
+            period = _period(rule, time)
+            if period == last_period:
+                continue
+            last_period = period
+            if time in kept:
+                continue
+            kept[time] = rule
+            count += 1
+            if count == wanted:
+                break
+        else:
+            kept.setdefault(times[-1], rule)  # the rule is short: keep the oldest backup
+    return kept
+
+
+def _utc(time: datetime) -> datetime:
+    if time.tzinfo is None:
+        raise ValueError(f"backup time {time} must be timezone-aware (UTC)")
+    return time.astimezone(timezone.utc)
+
+
+class RetentionRefused(RuntimeError):
+    """Retention did not run for a site (its newest backup failed verification); nothing was deleted."""
+
+
+@dataclass
+class KindReport:
+    kept: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RULES, 0))
+    deleted: int = 0
+    bytes_freed: int = 0
+    oldest: datetime | None = None
+    newest: datetime | None = None
+
+
+@dataclass
+class RetentionReport:
+    site: str
+    dry_run: bool
+    kinds: dict[str, KindReport] = field(default_factory=dict)
+    aborted_removed: int = 0
+    aborted_bytes: int = 0
+    deleted_keys: list[str] = field(default_factory=list)
+
+    @property
+    def deleted(self) -> int:
+        return sum(k.deleted for k in self.kinds.values())
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(k.bytes_freed for k in self.kinds.values()) + self.aborted_bytes
+
+
+def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, weekly: int = 26,
+                    monthly: int = 12, dry_run: bool = False) -> RetentionReport:
+    """Keep what `plan_retention` keeps for each kind of the site's backups; delete the rest.
+
+    Safety: refuses (deleting nothing) when the newest backup of a kind fails verification (its
+    object is missing or not the size its manifest records); never deletes the newest backup;
+    deletes each expired backup's manifest before its object, so a half-deleted backup never looks
+    complete; removes aborted uploads (objects without a manifest, unfinished multipart uploads)
+    older than a day. With dry_run, reports the same numbers and deletes nothing.
+    """
+    prefix = f"sites/{site}/"
+    site_prefix(site, "db")  # validates the name
+    objects = {obj.key: obj for obj in store.list(prefix)}
+    report = RetentionReport(site, dry_run)
+    manifests_to_delete: list[str] = []
+    objects_to_delete: list[str] = []
+    referenced: set[str] = set()
+
+    for kind in KINDS:
+        backups = sorted(k for k in map(parse_manifest_key, objects) if k and k.kind == kind and k.site == site)
+        kind_report = report.kinds.setdefault(kind, KindReport())
+        if not backups:
+            continue
+        for key in backups:
+            referenced.update((key.manifest_key, key.data_key))
+        newest = backups[-1]
+        _verify(store, newest, objects)
+        plan = plan_retention([k.time for k in backups], daily, weekly, monthly)
+        for key in backups:
+            if key.time in plan:
+                kind_report.kept[plan[key.time]] += 1
+                continue
+            if key == newest:  # plan_retention always keeps it; this guards the guarantee
+                continue
+            manifests_to_delete.append(key.manifest_key)
+            kind_report.deleted += 1
+            for k in (key.manifest_key, key.data_key):
+                if k in objects:
+                    objects_to_delete.append(k)
+                    kind_report.bytes_freed += objects[k].size
+        kept_times = sorted(t for t in plan)
+        kind_report.oldest, kind_report.newest = kept_times[0], kept_times[-1]
+
+    aborted = [o for key, o in objects.items() if key not in referenced and now - o.modified > ABORTED_UPLOAD_AGE]
+    report.aborted_removed = len(aborted)
+    report.aborted_bytes = sum(o.size for o in aborted)
+    stale_uploads = [u for u in store.unfinished_uploads(prefix) if now - u.initiated > ABORTED_UPLOAD_AGE]
+    report.aborted_removed += len(stale_uploads)
+
+    data_keys = [k for k in objects_to_delete if k not in manifests_to_delete] + [o.key for o in aborted]
+    report.deleted_keys = manifests_to_delete + data_keys
+    if not dry_run:
+        store.delete(manifests_to_delete)  # first: from here on these backups no longer exist
+        store.delete(data_keys)
+        for upload in stale_uploads:
+            store.abort_upload(upload)
+    return report
+
+
+def _verify(store: Store, newest: BackupKey, objects: dict) -> None:
+    manifest = json.loads(store.get_bytes(newest.manifest_key))
+    stored = objects.get(newest.data_key)
+    if stored is None or stored.size != manifest["stored_bytes"]:
+        found = "missing" if stored is None else f"{stored.size} bytes"
+        raise RetentionRefused(
+            f"site {newest.site}: newest {newest.kind} backup {newest.data_key} failed verification "
+            f"({found}, manifest says {manifest['stored_bytes']} bytes); retention skipped, nothing deleted"
+        )
