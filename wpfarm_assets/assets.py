@@ -1,14 +1,16 @@
-"""The per-site backup assets. Thin: read config and resources, call wpfarm_assets.backup, report.
+"""The backup assets. Thin: read config and resources, call the plain modules, report metadata.
 
-One run covers any number of sites (a partition range, BackfillPolicy.single_run) and backs them up
-in parallel. One site's failure does not hide the others: each site that succeeded is recorded as
-its own materialization, and the step then fails naming exactly the sites that did not.
+Per site (`sites` partitions): database_dump, file_archive, retention. One run covers any number of
+sites (a partition range, BackfillPolicy.single_run) and works on them in parallel. One site's
+failure does not hide the others: each site that succeeded is recorded as its own materialization,
+and the step then fails naming exactly the sites that did not.
+Farm-wide: backup_inventory, one row per site and kind.
 """
-
 
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 
 import dagster as dg
 
@@ -16,10 +18,13 @@ from resources.gpg import GPGResource
 from resources.mariadb import MariaDBResource
 from resources.object_store import ObjectStoreResource
 from resources.ssh import NodeResource
-from wpfarm_assets.backup import Backup, BackupError
+from wpfarm_assets.backup import Backup
 from wpfarm_assets.backup import back_up_database as _back_up_database
 from wpfarm_assets.backup import back_up_files as _back_up_files
 from wpfarm_assets.config import Site, load_config
+from wpfarm_assets.inventory import backup_inventory as inventory_frame
+from wpfarm_assets.inventory import spaces_monthly_cost
+from wpfarm_assets.retention import RULES, RetentionReport, apply_retention
 
 # Batching many sites into one run is the point of backfill_policy; its "beta" label is noise here.
 warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
@@ -53,29 +58,25 @@ def backup_metadata(backup: Backup) -> dict:
     return metadata
 
 
-def back_up_sites(context: dg.AssetExecutionContext, work: Callable[[Site], Backup]) -> dg.MaterializeResult:
+def for_each_site(context: dg.AssetExecutionContext, work: Callable[[Site], dict]) -> dg.MaterializeResult:
+    """Run `work` (returning a site's metadata) for every site of the run, in parallel, isolated.
+
+    Each site that succeeded gets its own materialization with its metadata; if any failed, the step
+    then fails naming exactly those sites and their causes, so only they show as failed.
+    """
     config = load_config()
-    parallelism = config.backup.parallelism
     names = context.partition_keys
-
-    def one(name: str) -> Backup:
-        try:
-            return work(config.site(name))
-        except BackupError:
-            raise
-        except Exception as exc:  # a missing key, an unknown site: still name the site
-            raise BackupError(f"site {name}: {exc}") from exc
-
     failures: dict[str, str] = {}
     done: dict[str, dict] = {}
-    with ThreadPoolExecutor(max_workers=min(parallelism, len(names))) as pool:
-        for name, future in [(n, pool.submit(one, n)) for n in names]:
+    with ThreadPoolExecutor(max_workers=min(config.backup.parallelism, len(names))) as pool:
+        futures = {name: pool.submit(lambda n: work(config.site(n)), name) for name in names}
+        for name, future in futures.items():
             try:
-                done[name] = backup_metadata(future.result())
-                context.log.info(f"{name}: {done[name]['object_key']} ({done[name]['stored_bytes']} bytes)")
+                done[name] = future.result()
             except Exception as exc:  # noqa: BLE001 - collected and reported per site below
-                failures[name] = str(exc)
-                context.log.error(str(exc))
+                message = str(exc)
+                failures[name] = message if message.startswith(f"site {name}") else f"site {name}: {message}"
+                context.log.error(failures[name])
 
     if failures:
         for name, metadata in done.items():
@@ -87,7 +88,7 @@ def back_up_sites(context: dg.AssetExecutionContext, work: Callable[[Site], Back
         )
     for name, metadata in done.items():
         context.add_asset_metadata(metadata, partition_key=name)
-    return dg.MaterializeResult(metadata={"sites": len(done)})
+    return dg.MaterializeResult()
 
 
 @dg.asset(
@@ -107,8 +108,8 @@ def database_dump(
     """The site's database: mariadb-dump → zstd → gpg → object store, with a manifest."""
     db = mariadb.client(database_node.runner())
     store = object_store.store()
-    return back_up_sites(
-        context, lambda site: _back_up_database(site, db, store, gpg.encrypt_argv(), gpg.fingerprint())
+    return for_each_site(
+        context, lambda site: backup_metadata(_back_up_database(site, db, store, gpg.encrypt_argv(), gpg.fingerprint()))
     )
 
 
@@ -128,6 +129,77 @@ def file_archive(
     """The site's wp-content (and wp-config.php): tar → zstd → gpg → object store, with a manifest."""
     runner = storage_node.runner()
     store = object_store.store()
-    return back_up_sites(
-        context, lambda site: _back_up_files(site, runner, store, gpg.encrypt_argv(), gpg.fingerprint())
+    return for_each_site(
+        context, lambda site: backup_metadata(_back_up_files(site, runner, store, gpg.encrypt_argv(), gpg.fingerprint()))
+    )
+
+
+class RetentionRunConfig(dg.Config):
+    dry_run: bool = False  # report what would be deleted, delete nothing
+    as_of: str | None = None  # ISO UTC time to judge upload ages by (replays and tests); default now
+
+
+@dg.asset(
+    partitions_def=sites,
+    deps=[database_dump, file_archive],
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="backups",
+    kinds={"s3"},
+    pool="storage",
+)
+def retention(
+    context: dg.AssetExecutionContext, config: RetentionRunConfig, object_store: ObjectStoreResource
+) -> dg.MaterializeResult:
+    """Keeps the site's 14 daily / 26 weekly / 12 monthly restore points per kind; deletes the rest."""
+    store = object_store.store()
+    rules = load_config().retention
+    now = datetime.fromisoformat(config.as_of) if config.as_of else datetime.now(timezone.utc)
+
+    def one(site: Site) -> dict:
+        report = apply_retention(store, site.name, now, daily=rules.daily, weekly=rules.weekly,
+                                 monthly=rules.monthly, dry_run=config.dry_run)
+        return retention_metadata(report)
+
+    return for_each_site(context, one)
+
+
+def retention_metadata(report: RetentionReport) -> dict:
+    kept = {tier: sum(k.kept[tier] for k in report.kinds.values()) for tier in RULES}
+    oldest = [k.oldest for k in report.kinds.values() if k.oldest]
+    newest = [k.newest for k in report.kinds.values() if k.newest]
+    return {
+        **{f"kept_{tier}": n for tier, n in kept.items()},
+        "deleted": report.deleted,
+        "bytes_freed": report.bytes_freed,
+        "aborted_uploads_removed": report.aborted_removed,
+        "oldest_restore_point": min(oldest).isoformat() if oldest else "none",
+        "newest_restore_point": max(newest).isoformat() if newest else "none",
+        "dry_run": report.dry_run,
+        "per_kind": dg.MetadataValue.json({
+            kind: {**k.kept, "deleted": k.deleted, "bytes_freed": k.bytes_freed} for kind, k in report.kinds.items()
+        }),
+    }
+
+
+@dg.asset(deps=[retention], group_name="backups", kinds={"pandas"})
+def backup_inventory(context: dg.AssetExecutionContext, object_store: ObjectStoreResource) -> dg.MaterializeResult:
+    """One row per site and kind: newest backup, its age, restore points per tier, bytes, cost."""
+    config = load_config()
+    frame = inventory_frame(object_store.store(), [s.name for s in config.sites], datetime.now(timezone.utc),
+                            config.retention.daily, config.retention.weekly, config.retention.monthly)
+    total = int(frame["stored_bytes"].sum())
+    never = sorted(set(frame.loc[frame["newest_backup"].isna(), "site"]))
+    return dg.MaterializeResult(
+        value=frame,
+        metadata={
+            "sites": int(frame["site"].nunique()),
+            "stored_bytes": total,
+            "projected_monthly_cost_usd": round(spaces_monthly_cost(total), 2),
+            "never_backed_up": dg.MetadataValue.json(never),
+            "inventory": dg.MetadataValue.table(
+                records=[dg.TableRecord({k: (v if v == v else None) for k, v in row.items()})
+                         for row in frame.to_dict("records")],
+                schema=dg.TableSchema(columns=[dg.TableColumn(c, str(frame[c].dtype)) for c in frame.columns]),
+            ),
+        },
     )

@@ -102,6 +102,14 @@ class BackupConfig(_Model):
         return self
 
 
+class RetentionConfig(_Model):
+    """Restore points kept per site and kind (borg prune semantics; see wpfarm_assets.retention)."""
+
+    daily: int = Field(default=14, ge=0)
+    weekly: int = Field(default=26, ge=0)
+    monthly: int = Field(default=12, ge=0)
+
+
 class Site(_Model):
     name: SiteName
     database: Identifier
@@ -112,6 +120,7 @@ class FarmConfig(_Model):
     database: DatabaseConfig = DatabaseConfig()
     storage: StorageConfig = StorageConfig()
     backup: BackupConfig
+    retention: RetentionConfig = RetentionConfig()
     sites: list[Site] = []
 
     @model_validator(mode="after")

@@ -11,9 +11,9 @@ from resources.mariadb import MariaDBResource
 from resources.object_store import ObjectStoreResource
 from resources.ssh import NodeResource
 from sensors.site_inventory import site_inventory_sensor
-from wpfarm_assets.assets import database_dump, file_archive
+from wpfarm_assets.assets import backup_inventory, database_dump, file_archive, retention
 from wpfarm_assets.config import FarmConfig, load_config
-from wpfarm_assets.jobs import back_up_sites_job, restore_site
+from wpfarm_assets.jobs import apply_retention_job, back_up_sites_job, restore_site
 
 
 def secret(name: str) -> dg.EnvVar | None:
@@ -44,8 +44,8 @@ def build_resources(config: FarmConfig) -> dict:
 
 def build_definitions(config: FarmConfig) -> dg.Definitions:
     return dg.Definitions(
-        assets=[database_dump, file_archive],
-        jobs=[back_up_sites_job, restore_site],
+        assets=[database_dump, file_archive, retention, backup_inventory],
+        jobs=[back_up_sites_job, apply_retention_job, restore_site],
         sensors=[site_inventory_sensor],
         resources=build_resources(config),
     )

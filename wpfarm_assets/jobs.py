@@ -9,7 +9,7 @@ from resources.gpg import GPGResource
 from resources.mariadb import MariaDBResource
 from resources.object_store import ObjectStoreResource
 from resources.ssh import NodeResource
-from wpfarm_assets.assets import database_dump, file_archive
+from wpfarm_assets.assets import database_dump, file_archive, retention
 from wpfarm_assets.config import load_config
 from wpfarm_assets.restore import restore_database, restore_files
 
@@ -17,6 +17,12 @@ back_up_sites_job = dg.define_asset_job(
     "back_up_sites",
     selection=[database_dump, file_archive],
     description="Back up the database and files of the selected sites (one run covers many sites).",
+)
+
+apply_retention_job = dg.define_asset_job(
+    "apply_retention",
+    selection=[retention],
+    description="Keep each selected site's 14 daily / 26 weekly / 12 monthly backups; delete the rest.",
 )
 
 

@@ -133,11 +133,10 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
         newest = backups[-1]
         _verify(store, newest, objects)
         plan = plan_retention([k.time for k in backups], daily, weekly, monthly)
+        plan.setdefault(newest.time, "daily")  # the newest is never deleted, whatever the counts say
         for key in backups:
             if key.time in plan:
                 kind_report.kept[plan[key.time]] += 1
-                continue
-            if key == newest:  # plan_retention always keeps it; this guards the guarantee
                 continue
             manifests_to_delete.append(key.manifest_key)
             kind_report.deleted += 1
