@@ -180,3 +180,26 @@ def test_manifests_go_first_so_an_interrupted_cleanup_leaves_no_complete_looking
     store.calls = None
     apply_retention(store, site.name, datetime.now(UTC) + timedelta(days=2))  # a later run, a day on
     assert not [o for o in store.list("sites/") if o.key in orphans]
+
+
+def test_backup_inventory_has_a_row_per_site_and_kind_with_ages_tiers_and_cost(s3_farm, dagster_home):
+    from wpfarm_assets.assets import backup_inventory
+    from wpfarm_assets.definitions import build_resources
+
+    _, config, store, seeder = s3_farm
+    seen, never = config.sites[0].name, config.sites[1].name
+    keys = daily(store, seeder, seen, 20, start=datetime.now(UTC).replace(microsecond=0) - timedelta(days=19, hours=3))
+    tiers = list(plan_retention(k.time for k in keys if k.kind == "db").values())
+    result = dg.materialize([backup_inventory], resources=build_resources(config), instance=dg.DagsterInstance.get())
+    assert result.success
+    frame = result.output_for_node("backup_inventory")
+    assert len(frame) == 4 and set(frame["kind"]) == {"db", "files"}
+    row = frame[(frame.site == seen) & (frame.kind == "db")].iloc[0]
+    assert 2.9 <= row.age_hours <= 3.2 and row.restore_points == 20
+    assert (row.daily, row.weekly, row.monthly) == tuple(tiers.count(t) for t in ("daily", "weekly", "monthly"))
+    assert row.daily == 14
+    assert row.stored_bytes == sum(o.size for o in store.list(f"sites/{seen}/db/"))
+    assert frame[frame.site == never]["newest_backup"].isna().all()
+    metadata = result.asset_materializations_for_node("backup_inventory")[0].metadata
+    assert metadata["never_backed_up"].value == [never]
+    assert metadata["projected_monthly_cost_usd"].value == 5.0  # under the 250 GiB Spaces includes
