@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 
@@ -41,6 +42,7 @@ def _list_keys(home: str | None, recipient: str, secret: bool) -> str:
     return result.stdout if result.returncode == 0 else ""
 
 
+@functools.lru_cache(maxsize=16)  # failures are not cached: a key imported later is found
 def key_fingerprint(recipient: str, home: str | None) -> str:
     """The fingerprint of the public encryption key for `recipient`, or a GPGError saying it is missing."""
     for line in _list_keys(home, recipient, secret=False).splitlines():
@@ -59,6 +61,7 @@ def require_secret_key(fingerprint: str, home: str | None) -> None:
         )
 
 
+@functools.cache
 def gpg_version() -> str:
     out = subprocess.run(["gpg", "--version"], capture_output=True, text=True).stdout
     return out.splitlines()[0] if out else "unknown"

@@ -38,6 +38,7 @@ class MariaDB:
         self.runner = runner
         self._host, self._port, self._user = host, port, user
         self._secret = None
+        self._version: str | None = None
         if password:
             escaped = password.replace("\\", "\\\\").replace('"', '\\"')
             self._secret = f'[client]\npassword="{escaped}"\n'.encode()
@@ -65,26 +66,29 @@ class MariaDB:
         return [line.split("\t") for line in out.splitlines()]
 
     def version(self) -> str:
-        return self.query("SELECT VERSION()")[0][0]
+        if self._version is None:
+            self._version = self.query("SELECT VERSION()")[0][0]
+        return self._version
 
     def database_exists(self, database: str) -> bool:
-        rows = self.query(
-            f"SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {_literal(database)}"
-        )
-        return bool(rows)
+        return self.tables(database) is not None
 
-    def tables(self, database: str) -> list[str]:
+    def tables(self, database: str) -> list[str] | None:
+        """The database's base tables, or None when there is no such database (one query)."""
         rows = self.query(
-            "SELECT TABLE_NAME FROM information_schema.TABLES "
-            f"WHERE TABLE_SCHEMA = {_literal(database)} AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME"
+            "SELECT s.SCHEMA_NAME, IFNULL(t.TABLE_NAME, '') FROM information_schema.SCHEMATA s "
+            "LEFT JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = s.SCHEMA_NAME AND t.TABLE_TYPE = 'BASE TABLE' "
+            f"WHERE s.SCHEMA_NAME = {_literal(database)} ORDER BY t.TABLE_NAME"
         )
-        return [row[0] for row in rows]
+        if not rows:
+            return None
+        return [row[1] for row in rows if row[1]]  # an empty name: the database has no tables
 
-    def row_counts(self, database: str) -> dict[str, int]:
-        """Exact row count of every base table (one query)."""
+    def row_counts(self, database: str) -> dict[str, int] | None:
+        """Exact row count of every base table (two queries), or None when there is no such database."""
         tables = self.tables(database)
         if not tables:
-            return {}
+            return tables
         sql = " UNION ALL ".join(
             f"SELECT {_literal(t)}, COUNT(*) FROM {_quote(database)}.{_quote(t)}" for t in tables
         )
@@ -92,7 +96,7 @@ class MariaDB:
 
     def checksums(self, database: str) -> dict[str, str]:
         """CHECKSUM TABLE of every base table: equal data gives equal checksums."""
-        tables = self.tables(database)
+        tables = self.tables(database) or []
         if not tables:
             return {}
         rows = self.query("CHECKSUM TABLE " + ", ".join(f"{_quote(database)}.{_quote(t)}" for t in tables))

@@ -100,9 +100,9 @@ def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[s
     started = now or datetime.now(timezone.utc)
     key = BackupKey(site.name, "db", started)
     try:
-        if not db.database_exists(site.database):
-            raise BackupError(f"database {site.database!r} does not exist on {db.runner.where}")
         tables = db.row_counts(site.database)
+        if tables is None:
+            raise BackupError(f"database {site.database!r} does not exist on {db.runner.where}")
         tail = bytearray()
 
         def keep_tail(chunk: bytes) -> None:
