@@ -30,11 +30,15 @@ from wpfarm_assets.retention import RULES, RetentionReport, apply_retention
 warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
 
 sites = dg.DynamicPartitionsDefinition(name="sites")
+RETENTION_PARALLELISM = 8  # sites whose backups are listed and pruned at once (object store only)
+
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 def partition_range_tags(first: str, last: str) -> dict[str, str]:
     """Run tags that make one run cover the sites from `first` to `last` in partition order."""
-    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    return {RANGE_START: first, RANGE_END: last}
 
 
 def backup_metadata(backup: Backup) -> dict:
@@ -58,7 +62,7 @@ def backup_metadata(backup: Backup) -> dict:
     return metadata
 
 
-def for_each_site(context: dg.AssetExecutionContext, work: Callable[[Site], dict]) -> dg.MaterializeResult:
+def for_each_site(context: dg.AssetExecutionContext, parallelism: int, work: Callable[[Site], dict]) -> dg.MaterializeResult:
     """Run `work` (returning a site's metadata) for every site of the run, in parallel, isolated.
 
     Each site that succeeded gets its own materialization with its metadata; if any failed, the step
@@ -68,7 +72,7 @@ def for_each_site(context: dg.AssetExecutionContext, work: Callable[[Site], dict
     names = context.partition_keys
     failures: dict[str, str] = {}
     done: dict[str, dict] = {}
-    with ThreadPoolExecutor(max_workers=min(config.backup.parallelism, len(names))) as pool:
+    with ThreadPoolExecutor(max_workers=min(parallelism, len(names))) as pool:
         futures = {name: pool.submit(lambda n: work(config.site(n)), name) for name in names}
         for name, future in futures.items():
             try:
@@ -109,7 +113,7 @@ def database_dump(
     db = mariadb.client(database_node.runner())
     store = object_store.store()
     return for_each_site(
-        context, lambda site: backup_metadata(_back_up_database(site, db, store, gpg.encrypt_argv(), gpg.fingerprint()))
+        context, load_config().database.parallelism, lambda site: backup_metadata(_back_up_database(site, db, store, gpg.encrypt_argv(), gpg.fingerprint()))
     )
 
 
@@ -130,7 +134,7 @@ def file_archive(
     runner = storage_node.runner()
     store = object_store.store()
     return for_each_site(
-        context, lambda site: backup_metadata(_back_up_files(site, runner, store, gpg.encrypt_argv(), gpg.fingerprint()))
+        context, load_config().storage.parallelism, lambda site: backup_metadata(_back_up_files(site, runner, store, gpg.encrypt_argv(), gpg.fingerprint()))
     )
 
 
@@ -160,7 +164,7 @@ def retention(
                                  monthly=rules.monthly, dry_run=config.dry_run)
         return retention_metadata(report)
 
-    return for_each_site(context, one)
+    return for_each_site(context, RETENTION_PARALLELISM, one)
 
 
 def retention_metadata(report: RetentionReport) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from wpfarm_assets.batches import site_runs
 from wpfarm_assets.config import ConfigError, FarmConfig, load_config, validate_absolute_path, validate_identifier
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,23 +32,6 @@ def instance() -> dg.DagsterInstance:
     if not (home / "dagster.yaml").exists() and (REPO / "dagster.yaml").exists():
         shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     return dg.DagsterInstance.get()
-
-
-def contiguous_ranges(selected: list[str], order: list[str]) -> list[tuple[str, str]]:
-    """Cover `selected` with as few ranges of consecutive keys in `order` as possible."""
-    wanted = set(selected)
-    ranges: list[tuple[str, str]] = []
-    start = prev = None
-    for key in order:
-        if key in wanted:
-            start = start or key
-            prev = key
-        elif start:
-            ranges.append((start, prev))
-            start = None
-    if start:
-        ranges.append((start, prev))
-    return ranges
 
 
 def step_failures(result) -> list[str]:
@@ -82,7 +66,7 @@ def backup(names: list[str], config: FarmConfig) -> int:
     order = sync_partitions(inst, config)
     job = build_definitions(config).resolve_job_def("back_up_sites")
     failed: list[str] = []
-    for first, last in contiguous_ranges(selected, order):
+    for first, last in site_runs(selected, order, config.backup.sites_per_run):
         result = job.execute_in_process(
             run_config=TERMINAL_LOGGING, instance=inst, tags=partition_range_tags(first, last), raise_on_error=False
         )

@@ -76,11 +76,15 @@ class DatabaseConfig(_Model):
     user: str = "root"
     # Set to run mariadb-dump / mariadb on the database node over SSH instead of locally.
     ssh: SSHConfig | None = None
+    # Dumps running at once on this tier, farm-wide (the database_dump steps share one pool slot).
+    parallelism: int = Field(default=4, ge=1, le=64)
 
 
 class StorageConfig(_Model):
     # Set to read and restore wp-content on the storage node over SSH instead of locally.
     ssh: SSHConfig | None = None
+    # File archives running at once on this tier, farm-wide (one pool slot for file_archive steps).
+    parallelism: int = Field(default=4, ge=1, le=64)
 
 
 class BackupConfig(_Model):
@@ -90,8 +94,9 @@ class BackupConfig(_Model):
     gpg_recipient: str
     # Keyring holding the recipient's public key; default $GNUPGHOME (or ~/.gnupg).
     gpg_home: str | None = None
-    # Sites backed up at once inside one run.
-    parallelism: int = Field(default=4, ge=1, le=64)
+    # The nightly schedule (UTC cron) and how many sites one run covers.
+    schedule: str = "0 2 * * *"
+    sites_per_run: int = Field(default=100, ge=1)
 
     @model_validator(mode="after")
     def _target_scheme(self) -> BackupConfig:

@@ -10,6 +10,8 @@ from resources.gpg import GPGResource
 from resources.mariadb import MariaDBResource
 from resources.object_store import ObjectStoreResource
 from resources.ssh import NodeResource
+from schedules.daily_backup import build_daily_backup_schedule
+from sensors.retention_after_backup import retention_after_backup, retention_after_failed_backup
 from sensors.site_inventory import site_inventory_sensor
 from wpfarm_assets.assets import backup_inventory, database_dump, file_archive, retention
 from wpfarm_assets.config import FarmConfig, load_config
@@ -46,7 +48,8 @@ def build_definitions(config: FarmConfig) -> dg.Definitions:
     return dg.Definitions(
         assets=[database_dump, file_archive, retention, backup_inventory],
         jobs=[back_up_sites_job, apply_retention_job, restore_site],
-        sensors=[site_inventory_sensor],
+        schedules=[build_daily_backup_schedule(config.backup.schedule, config.backup.sites_per_run)],
+        sensors=[site_inventory_sensor, retention_after_backup, retention_after_failed_backup],
         resources=build_resources(config),
     )
 

@@ -11,13 +11,17 @@ def test_definitions_hold_the_site_assets_jobs_and_sensor(make_farm):
     make_farm(1)
     defs = build_definitions(load_config())
     graph = defs.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {"database_dump", "file_archive"}
-    for key in ("database_dump", "file_archive"):
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
+        "database_dump", "file_archive", "retention", "backup_inventory"}
+    assert graph.get(dg.AssetKey("retention")).parent_keys == {dg.AssetKey("database_dump"), dg.AssetKey("file_archive")}
+    for key in ("database_dump", "file_archive", "retention"):
         node = graph.get(dg.AssetKey(key))
         assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition)
         assert node.partitions_def.name == "sites"
-    assert defs.resolve_job_def("back_up_sites") and defs.resolve_job_def("restore_site")
-    assert defs.resolve_sensor_def("site_inventory_sensor")
+    for job in ("back_up_sites", "apply_retention", "restore_site"):
+        assert defs.resolve_job_def(job)
+    for sensor in ("site_inventory_sensor", "retention_after_backup", "retention_after_failed_backup"):
+        assert defs.resolve_sensor_def(sensor)
     assert set(defs.resources) >= {"mariadb", "database_node", "storage_node", "object_store", "gpg"}
 
 
@@ -45,3 +49,47 @@ def test_inventory_sensor_is_quiet_when_partitions_match(make_farm, dagster_home
     instance.add_dynamic_partitions("sites", [s["name"] for s in farm.sites])
     result = site_inventory_sensor(dg.build_sensor_context(instance=instance))
     assert result.run_requests == [] and result.dynamic_partitions_requests == []
+
+
+def test_nightly_schedule_covers_every_site_in_runs_of_the_configured_size(make_farm, dagster_home):
+    from datetime import datetime, timezone
+
+    farm = make_farm(5, sites_per_run=2)
+    names = [s["name"] for s in farm.sites]
+    instance = dg.DagsterInstance.get()
+    defs = build_definitions(load_config())
+    schedule = defs.resolve_schedule_def("daily_backup_schedule")
+    assert schedule.cron_schedule == "0 2 * * *" and schedule.execution_timezone == "UTC"
+    when = datetime(2026, 11, 27, 2, tzinfo=timezone.utc)
+    empty = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
+    assert empty.run_requests == [] and "no sites yet" in empty.skip_message
+
+    instance.add_dynamic_partitions("sites", names)
+    data = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
+    ranges = [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+              for r in data.run_requests]
+    assert ranges == [(names[0], names[1]), (names[2], names[3]), (names[4], names[4])]
+    assert len({r.run_key for r in data.run_requests}) == 3
+
+
+def test_retention_follows_a_backup_run_for_the_same_sites_even_when_some_failed(make_farm, dagster_home, db):
+    from sensors.retention_after_backup import retention_after_failed_backup
+    from wpfarm_assets.assets import partition_range_tags
+
+    farm = make_farm(3)
+    names = [s["name"] for s in farm.sites]
+    db.drop_database(farm.sites[1]["database"])
+    instance = dg.DagsterInstance.get()
+    instance.add_dynamic_partitions("sites", names)
+    defs = build_definitions(load_config())
+    result = defs.resolve_job_def("back_up_sites").execute_in_process(
+        instance=instance, tags=partition_range_tags(names[0], names[2]), raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
+    context = dg.build_run_status_sensor_context(
+        sensor_name="retention_after_failed_backup", dagster_event=failure, dagster_instance=instance,
+        dagster_run=result.dagster_run).for_run_failure()
+    request = retention_after_failed_backup(context)
+    assert request.tags == partition_range_tags(names[0], names[2])
+    retention = defs.resolve_job_def("apply_retention").execute_in_process(instance=instance, tags=request.tags)
+    assert retention.success  # the broken site had no backups: nothing to keep or delete

@@ -10,7 +10,7 @@ from resources.gpg import encrypt_argv
 from resources.mariadb import MariaDB
 from resources.object_store import open_store
 from resources.ssh import LocalRunner
-from wpfarm_assets.assets import partition_range_tags
+from wpfarm_assets.assets import partition_range_tags, sites
 from wpfarm_assets.backup import BackupError, back_up_database, back_up_files
 from wpfarm_assets.config import load_config
 from wpfarm_assets.definitions import build_definitions
@@ -55,6 +55,8 @@ def test_missing_database_fails_that_site_only(make_farm, dagster_home, db):
     materialized = instance.get_materialized_partitions(dg.AssetKey("database_dump"))
     assert materialized == {s.name for s in fine}
     assert instance.get_materialized_partitions(dg.AssetKey("file_archive")) == {s.name for s in config.sites}
+    status = instance.get_status_by_partition(dg.AssetKey("database_dump"), [s.name for s in config.sites], sites)
+    assert {name for name, st in status.items() if st == dg.AssetPartitionStatus.FAILED} == {broken.name}
 
 
 def test_missing_public_key_fails_naming_each_site_and_the_key(make_farm, dagster_home):

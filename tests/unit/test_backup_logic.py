@@ -5,7 +5,7 @@ import tarfile
 import pytest
 
 from wpfarm_assets.backup import TarCounter, tar_argv
-from wpfarm_assets.cli import contiguous_ranges
+from wpfarm_assets.batches import site_runs
 from wpfarm_assets.verify import excluded
 
 
@@ -64,9 +64,11 @@ def test_excludes_match_the_archive_rules(path, out):
     assert excluded(path) is out
 
 
-def test_selected_sites_become_the_fewest_contiguous_ranges():
+def test_selected_sites_become_the_fewest_runs_of_consecutive_partitions():
     order = ["a", "b", "c", "d", "e", "f"]
-    assert contiguous_ranges(["a", "b", "c", "d", "e", "f"], order) == [("a", "f")]
-    assert contiguous_ranges(["b", "c", "e"], order) == [("b", "c"), ("e", "e")]
-    assert contiguous_ranges(["f", "a"], order) == [("a", "a"), ("f", "f")]
-    assert contiguous_ranges([], order) == []
+    assert site_runs(order, order, 100) == [("a", "f")]
+    assert site_runs(["b", "c", "e"], order, 100) == [("b", "c"), ("e", "e")]
+    assert site_runs(["f", "a"], order, 100) == [("a", "a"), ("f", "f")]
+    assert site_runs([], order, 100) == []
+    assert site_runs(order, order, 4) == [("a", "d"), ("e", "f")]
+    assert site_runs(["a", "b", "c", "e", "f"], order, 2) == [("a", "b"), ("c", "c"), ("e", "f")]

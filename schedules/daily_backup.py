@@ -1,0 +1,28 @@
+"""The nightly backup: every site, in runs of `backup.sites_per_run` sites (retention follows each run)."""
+
+import dagster as dg
+
+from wpfarm_assets.assets import partition_range_tags, sites
+from wpfarm_assets.batches import site_runs
+
+
+def build_daily_backup_schedule(cron: str, sites_per_run: int) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name="daily_backup_schedule",
+        job_name="back_up_sites",
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Back up every site ({sites_per_run} sites a run); retention follows each run.",
+    )
+    def daily_backup_schedule(context: dg.ScheduleEvaluationContext):
+        names = context.instance.get_dynamic_partitions(sites.name)
+        day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+        if not names:
+            return dg.SkipReason("no sites yet: the site_inventory_sensor adds them from farm.yaml")
+        return [
+            dg.RunRequest(run_key=f"{day}:{first}", tags=partition_range_tags(first, last))
+            for first, last in site_runs(names, names, sites_per_run)
+        ]
+
+    return daily_backup_schedule
