@@ -1,8 +1,9 @@
 """Retention over a farm: 500 sites x 60 daily backups on moto_server, time and S3 request count.
 
 Seeds the bucket (one small object and one manifest per backup), then, in one run:
-  floor      one paginated listing per site prefix and nothing else (the least any retention can do);
-  retention  apply_retention for every site, as the retention asset does (same parallelism).
+  floor      one paginated listing of the farm and nothing else (the least any retention can do);
+  retention  what the retention asset does for a run of all sites: list_sites (one farm-wide
+             listing), then apply_retention for every site, 8 at a time.
 Prints wall time and requests for both and the ratio. moto_server is started here on a free
 loopback port and stopped at the end.
 
@@ -26,7 +27,7 @@ import boto3
 
 from resources.object_store import S3Store
 from wpfarm_assets.keys import BackupKey
-from wpfarm_assets.retention import apply_retention
+from wpfarm_assets.retention import apply_retention, list_sites
 
 
 def start_moto() -> tuple[subprocess.Popen, str]:
@@ -81,12 +82,17 @@ def main() -> None:
             calls.clear()
             started = time.monotonic()
             with ThreadPoolExecutor(args.workers) as pool:
-                results = list(pool.map(work, sites))
+                results = work(pool)
             return time.monotonic() - started, sum(calls.values()), Counter(calls), results
 
-        floor_s, floor_n, _, _ = measure(lambda site: list(store.list(f"sites/{site}/")))
+        floor_s, floor_n, _, _ = measure(lambda pool: list(store.list("sites/")))
         now = last + timedelta(hours=1)
-        ret_s, ret_n, ret_calls, reports = measure(lambda site: apply_retention(store, site, now))
+
+        def retention(pool):
+            listings = list_sites(store, sites)
+            return list(pool.map(lambda site: apply_retention(store, site, now, listing=listings[site]), sites))
+
+        ret_s, ret_n, ret_calls, reports = measure(retention)
         deleted = sum(r.deleted for r in reports)
         remaining = sum(1 for site in sites[:1] for _ in store.list(f"sites/{site}/db/")) // 2
         print(f"{'run':10} {'seconds':>8} {'requests':>9}")

@@ -24,7 +24,7 @@ from wpfarm_assets.backup import back_up_files as _back_up_files
 from wpfarm_assets.config import Site, load_config
 from wpfarm_assets.inventory import backup_inventory as inventory_frame
 from wpfarm_assets.inventory import spaces_monthly_cost
-from wpfarm_assets.retention import RULES, RetentionReport, apply_retention
+from wpfarm_assets.retention import RULES, RetentionReport, apply_retention, list_sites
 
 # Batching many sites into one run is the point of backfill_policy; its "beta" label is noise here.
 warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
@@ -159,9 +159,11 @@ def retention(
     rules = load_config().retention
     now = datetime.fromisoformat(config.as_of) if config.as_of else datetime.now(timezone.utc)
 
+    listings = list_sites(store, context.partition_keys)
+
     def one(site: Site) -> dict:
         report = apply_retention(store, site.name, now, daily=rules.daily, weekly=rules.weekly,
-                                 monthly=rules.monthly, dry_run=config.dry_run)
+                                 monthly=rules.monthly, dry_run=config.dry_run, listing=listings[site.name])
         return retention_metadata(report)
 
     return for_each_site(context, RETENTION_PARALLELISM, one)

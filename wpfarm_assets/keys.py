@@ -47,6 +47,12 @@ def site_prefix(site: str, kind: str) -> str:
     return f"sites/{site}/{kind}/"
 
 
+def site_of(key: str) -> str | None:
+    """The site an object key belongs to (`sites/<site>/…`), or None."""
+    parts = key.split("/", 2)
+    return parts[1] if len(parts) == 3 and parts[0] == "sites" else None
+
+
 def parse_manifest_key(key: str) -> BackupKey | None:
     """The backup a manifest key names, or None for any other object."""
     match = _MANIFEST.match(key)

@@ -11,11 +11,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from resources.object_store import Store
-from wpfarm_assets.keys import KINDS, BackupKey, parse_manifest_key, site_prefix
+from resources.object_store import Store, StoredObject, UnfinishedUpload
+from wpfarm_assets.keys import KINDS, BackupKey, parse_manifest_key, site_of, site_prefix
 
 RULES = ("daily", "weekly", "monthly")
 ABORTED_UPLOAD_AGE = timedelta(days=1)
+# From this many sites on, one paginated listing of the whole farm costs fewer requests than one
+# listing per site (a site holds a few hundred objects: one page; the farm, one page per 1000).
+FARM_WIDE_LISTING_FROM = 50
 
 
 def _period(rule: str, time: datetime) -> tuple:
@@ -74,6 +77,29 @@ def _utc(time: datetime) -> datetime:
     return time.astimezone(timezone.utc)
 
 
+@dataclass
+class SiteListing:
+    objects: list[StoredObject] = field(default_factory=list)
+    uploads: list[UnfinishedUpload] = field(default_factory=list)
+
+
+def list_sites(store: Store, sites: list[str]) -> dict[str, SiteListing]:
+    """Every object and unfinished upload under each site's prefix, in as few listings as possible."""
+    listings = {site: SiteListing() for site in sites}
+    if len(sites) < FARM_WIDE_LISTING_FROM:
+        for site in sites:
+            prefix = f"sites/{site}/"
+            listings[site] = SiteListing(list(store.list(prefix)), store.unfinished_uploads(prefix))
+        return listings
+    for obj in store.list("sites/"):
+        if (listing := listings.get(site_of(obj.key))) is not None:
+            listing.objects.append(obj)
+    for upload in store.unfinished_uploads("sites/"):
+        if (listing := listings.get(site_of(upload.key))) is not None:
+            listing.uploads.append(upload)
+    return listings
+
+
 class RetentionRefused(RuntimeError):
     """Retention did not run for a site (its newest backup failed verification); nothing was deleted."""
 
@@ -106,7 +132,7 @@ class RetentionReport:
 
 
 def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, weekly: int = 26,
-                    monthly: int = 12, dry_run: bool = False) -> RetentionReport:
+                    monthly: int = 12, dry_run: bool = False, listing: SiteListing | None = None) -> RetentionReport:
     """Keep what `plan_retention` keeps for each kind of the site's backups; delete the rest.
 
     Safety: refuses (deleting nothing) when the newest backup of a kind fails verification (its
@@ -114,10 +140,11 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
     deletes each expired backup's manifest before its object, so a half-deleted backup never looks
     complete; removes aborted uploads (objects without a manifest, unfinished multipart uploads)
     older than a day. With dry_run, reports the same numbers and deletes nothing.
+    `listing` is the site's objects when the caller listed many sites at once (list_sites).
     """
-    prefix = f"sites/{site}/"
     site_prefix(site, "db")  # validates the name
-    objects = {obj.key: obj for obj in store.list(prefix)}
+    listing = listing or list_sites(store, [site])[site]
+    objects = {obj.key: obj for obj in listing.objects}
     report = RetentionReport(site, dry_run)
     manifests_to_delete: list[str] = []
     objects_to_delete: list[str] = []
@@ -150,7 +177,7 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
     aborted = [o for key, o in objects.items() if key not in referenced and now - o.modified > ABORTED_UPLOAD_AGE]
     report.aborted_removed = len(aborted)
     report.aborted_bytes = sum(o.size for o in aborted)
-    stale_uploads = [u for u in store.unfinished_uploads(prefix) if now - u.initiated > ABORTED_UPLOAD_AGE]
+    stale_uploads = [u for u in listing.uploads if now - u.initiated > ABORTED_UPLOAD_AGE]
     report.aborted_removed += len(stale_uploads)
 
     data_keys = [k for k in objects_to_delete if k not in manifests_to_delete] + [o.key for o in aborted]

@@ -203,3 +203,18 @@ def test_backup_inventory_has_a_row_per_site_and_kind_with_ages_tiers_and_cost(s
     metadata = result.asset_materializations_for_node("backup_inventory")[0].metadata
     assert metadata["never_backed_up"].value == [never]
     assert metadata["projected_monthly_cost_usd"].value == 5.0  # under the 250 GiB Spaces includes
+
+
+def test_one_farm_wide_listing_gives_each_site_exactly_its_own_objects(s3_farm, monkeypatch):
+    import wpfarm_assets.retention as retention_module
+
+    _, config, store, seeder = s3_farm
+    names = [s.name for s in config.sites]
+    for name in names:
+        daily(store, seeder, name, 3)
+    per_site = retention_module.list_sites(store, names)
+    monkeypatch.setattr(retention_module, "FARM_WIDE_LISTING_FROM", 1)
+    farm_wide = retention_module.list_sites(store, names)
+    for name in names:
+        assert sorted(o.key for o in farm_wide[name].objects) == sorted(o.key for o in per_site[name].objects)
+        assert len(per_site[name].objects) == 12 and all(o.key.startswith(f"sites/{name}/") for o in per_site[name].objects)

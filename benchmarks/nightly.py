@@ -1,0 +1,233 @@
+"""The nightly backup of a whole farm, against baselines on the same data, in one run.
+
+    .venv/bin/python -m benchmarks.nightly --sites 500 --profile small
+    .venv/bin/python -m benchmarks.nightly --sites 50 --profile heavy
+
+Approaches (every one writes to a fresh local directory: the "upload" costs the same for all and
+would otherwise measure the S3 server on this 2-core machine, not the approach):
+  seed     the seed's scripts: for each site in turn, `mariadb-dump | gzip | gpg` (gpg's default
+           settings, so zlib again) to a file, the same for `tar`, then the upload (a copy);
+  floor    the same dumps and tars to /dev/null, with wpfarm's parallelism: the least any tool can do;
+  wpfarm   `wpfarm backup`: every site in runs of backup.sites_per_run, dumps then archives, each
+           step with its tier's parallelism, zstd + gpg, manifests, materializations;
+  per-run  wpfarm with one run per site (`wpfarm backup SITE`, 4 at a time as the run queue
+           allows), timed on --sample-c sites and scaled to the whole farm (said in the output).
+Reported: wall time, CPU time (user+sys of every process), peak memory (the largest sum of the RSS
+of all processes at once, sampled every 50 ms), bytes stored; then the ratios the issue asks for.
+Farms are built once under /var/tmp/wpfarm-bench-* and reused (--rebuild to start over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+from resources.mariadb import MariaDB
+from resources.ssh import LocalRunner
+from wpfarm_assets.backup import tar_argv
+from wpfarm_assets.config import load_config
+from wpfarm_assets.demo import DemoSize, make_demo_farm, make_gpg_key
+
+PROFILES = {
+    "small": DemoSize(),  # ~0.2 MB of SQL, ~0.5 MB of files
+    "heavy": DemoSize(posts=2500, post_words=3000, uploads=100, upload_bytes=1 << 20),  # ~50 MB SQL, ~100 MB files
+}
+VENV = Path(sys.executable).parent
+
+
+class PeakMemory:
+    """Samples the summed RSS of this process and all its descendants."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _tree_rss(self) -> int:
+        parents, rss = {}, {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                parents[int(entry)] = int(fields[1])
+                rss[int(entry)] = int(fields[21]) * 4096
+            except (OSError, IndexError, ValueError):
+                continue
+        me, total = os.getpid(), 0
+        for pid in rss:
+            p = pid
+            while p and p != me:
+                p = parents.get(p, 0)
+            if p == me:
+                total += rss[pid]
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._tree_rss())
+            time.sleep(0.05)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(label: str, work, target: Path | None) -> dict:
+    if target:
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+    cpu0, own0 = children_cpu(), time.process_time()
+    started = time.monotonic()
+    with PeakMemory() as memory:
+        note = work()
+    wall = time.monotonic() - started
+    stored = sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) if target else 0
+    return {"label": label, "wall": wall, "cpu": children_cpu() - cpu0 + time.process_time() - own0,
+            "peak_mb": memory.peak / 1e6, "stored_mb": stored / 1e6, "note": note or ""}
+
+
+def build_farm(workdir: Path, sites: int, profile: str, rebuild: bool) -> Path:
+    config_path = workdir / "farm.yaml"
+    if config_path.exists() and not rebuild:
+        return config_path
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    fingerprint = make_gpg_key(workdir / "gnupg")
+    db = MariaDB(LocalRunner(), "127.0.0.1", 3306, "root", None)
+    started = time.monotonic()
+    make_demo_farm(workdir, db, sites=sites, gpg_recipient=fingerprint, target=f"file://{workdir / 'wpfarm'}",
+                   gpg_home=str(workdir / "gnupg"), size=PROFILES[profile], prefix=f"b{profile[0]}{sites}")
+    print(f"built {sites} {profile} sites in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    return config_path
+
+
+def run_floor(config) -> None:
+    db = MariaDB(LocalRunner(), config.database.host, config.database.port, config.database.user, None)
+
+    def dump(site):
+        with open(os.devnull, "wb") as null:
+            subprocess.run(db.dump_argv(site.database), stdout=null, check=True)
+
+    def archive(site):
+        root = Path(site.content_path).parent
+        with open(os.devnull, "wb") as null:
+            subprocess.run(tar_argv(site.content_path, (root / "wp-config.php").exists()), stdout=null, check=True)
+
+    with ThreadPoolExecutor(config.database.parallelism) as pool:
+        list(pool.map(dump, config.sites))
+    with ThreadPoolExecutor(config.storage.parallelism) as pool:
+        list(pool.map(archive, config.sites))
+
+
+SEED_DB = 'mariadb-dump --single-transaction --quick -h 127.0.0.1 -u root "$DB" | gzip | gpg --batch --homedir "$GNUPG" --trust-model always -e -r "$KEY" > "$OUT"'
+SEED_FILES = 'tar -czf - -C "$ROOT" wp-content wp-config.php | gpg --batch --homedir "$GNUPG" --trust-model always -e -r "$KEY" > "$OUT"'
+
+
+def run_seed(config, scratch: Path, target: Path) -> None:
+    scratch.mkdir(parents=True, exist_ok=True)
+    for site in config.sites:
+        for kind, script in (("db", SEED_DB), ("files", SEED_FILES)):
+            out = scratch / f"{site.name}.{kind}.gpg"
+            env = {**os.environ, "DB": site.database, "ROOT": str(Path(site.content_path).parent), "OUT": str(out),
+                   "GNUPG": config.backup.gpg_home, "KEY": config.backup.gpg_recipient}
+            subprocess.run(["bash", "-o", "pipefail", "-c", script], env=env, check=True)
+            shutil.copy(out, target / out.name)
+            out.unlink()
+
+
+def wpfarm_env(config_path: Path, home: Path) -> dict:
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parent.parent / "dagster.yaml", home / "dagster.yaml")
+    return {**os.environ, "WPFARM_CONFIG": str(config_path), "DAGSTER_HOME": str(home)}
+
+
+def run_wpfarm(config_path: Path, home: Path, sites: list[str] | None = None) -> str:
+    done = subprocess.run([str(VENV / "wpfarm"), "backup", *(sites or [])], env=wpfarm_env(config_path, home),
+                          capture_output=True, text=True)
+    runs = done.stdout.count("run ")
+    failed = done.stdout.count("FAILED")
+    return f"{runs} runs, {failed} failed" + (f"; {done.stderr.strip().splitlines()[-1][:200]}" if failed else "")
+
+
+def run_per_site(env: dict, names: list[str]) -> str:
+    def one(name):
+        subprocess.run([str(VENV / "wpfarm"), "backup", name], env=env, capture_output=True, check=True)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(one, names))
+    return f"{len(names)} one-site runs"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sites", type=int, default=500)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="small")
+    parser.add_argument("--sample-c", type=int, default=40, help="sites timed for one-run-per-site, then scaled")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["seed", "per-run"])
+    parser.add_argument("--rebuild", action="store_true")
+    args = parser.parse_args()
+
+    workdir = Path(f"/var/tmp/wpfarm-bench-{args.profile}-{args.sites}")
+    config_path = build_farm(workdir, args.sites, args.profile, args.rebuild)
+    os.environ["WPFARM_CONFIG"] = str(config_path)
+    config = load_config(config_path)
+    names = [s.name for s in config.sites]
+    target = Path(config.backup.target[len("file://"):])
+
+    results = [measure("floor", lambda: run_floor(config), None)]
+    results.append(measure("wpfarm", lambda: run_wpfarm(config_path, workdir / "dagster-batched"), target))
+    if "seed" not in args.skip:
+        results.append(measure("seed", lambda: run_seed(config, workdir / "seed-scratch", workdir / "seed"), workdir / "seed"))
+    if "per-run" not in args.skip:
+        env = wpfarm_env(config_path, workdir / "dagster-per-site")
+        subprocess.run([str(VENV / "wpfarm"), "backup", names[0]], env=env, capture_output=True, check=True)  # adds partitions
+        sample = names[1 : args.sample_c + 1]
+        r = measure("per-run", lambda: run_per_site(env, sample), target)
+        scale = len(names) / len(sample)
+        for key in ("wall", "cpu"):
+            r[key] *= scale
+        r["stored_mb"] *= scale
+        r["note"] += f", scaled x{scale:.1f} to {len(names)} sites"
+        results.append(r)
+
+    by = {r["label"]: r for r in results}
+    print(f"\n{args.sites} {args.profile} sites; database.parallelism={config.database.parallelism}, "
+          f"storage.parallelism={config.storage.parallelism}, sites_per_run={config.backup.sites_per_run}, {os.cpu_count()} cores")
+    print(f"{'approach':9} {'wall s':>8} {'CPU s':>8} {'peak MB':>8} {'stored MB':>10}  note")
+    for r in results:
+        print(f"{r['label']:9} {r['wall']:8.1f} {r['cpu']:8.1f} {r['peak_mb']:8.0f} {r['stored_mb']:10.1f}  {r['note']}")
+    floor, ours = by["floor"]["wall"], by["wpfarm"]["wall"]
+    overhead = ours - floor
+    print(f"\nwpfarm / floor: {ours / floor:.2f}x; orchestration overhead (wpfarm - floor) {overhead:.1f}s "
+          f"= {overhead / ours:.0%} of wpfarm's wall time")
+    if "seed" in by:
+        print(f"seed / wpfarm: {by['seed']['wall'] / ours:.2f}x (wpfarm is that much faster)")
+    if "per-run" in by:
+        per_run_overhead = by["per-run"]["wall"] - floor
+        print(f"per-run overhead {per_run_overhead:.1f}s; wpfarm's is {overhead / per_run_overhead:.3f} of it")
+
+
+if __name__ == "__main__":
+    main()
