@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -119,13 +120,17 @@ class SSHService:
 
 
 @pytest.fixture(scope="session")
-def sshd(tmp_path_factory) -> SSHService:
-    """Debian's OpenSSH server on a loopback port, key auth only, with its host key pinned."""
-    base = tmp_path_factory.mktemp("sshd")
+def sshd() -> SSHService:
+    """Debian's OpenSSH server on a loopback port, key auth only, with its host key pinned.
+
+    Its folder is readable by other users: sshd reads authorized_keys as the user logging in.
+    """
+    base = Path(tempfile.mkdtemp(prefix="wpfarm-sshd-", dir="/var/tmp"))
+    base.chmod(0o755)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / "host_key")], check=True)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / "client_key")], check=True)
     shutil.copy(base / "client_key.pub", base / "authorized_keys")
-    os.chmod(base / "authorized_keys", 0o600)
+    os.chmod(base / "authorized_keys", 0o644)
     port = free_port()
     host_pub = (base / "host_key.pub").read_text().split()
     (base / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
@@ -144,6 +149,26 @@ def sshd(tmp_path_factory) -> SSHService:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def backup_user() -> str:
+    """An unprivileged account for SSH sources: root reads every file, a real backup user does not."""
+    name = "wpfarm-test"
+    if subprocess.run(["id", name], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", name], check=True)
+    subprocess.run(["usermod", "-p", "*", name], check=True)  # no password, but not locked: key login works
+    return name
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder other users can read (pytest's own tmp folders are root-only)."""
+    path = Path(tempfile.mkdtemp(prefix="wpfarm-test-", dir="/var/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass
@@ -165,7 +190,8 @@ def make_farm(tmp_path, db, keyring, monkeypatch):
     created: list[str] = []
 
     def make(n: int = 2, *, target: str | None = None, database_ssh: dict | None = None,
-             storage_ssh: dict | None = None, size: DemoSize = DemoSize(posts=30, uploads=3), **backup) -> Farm:
+             storage_ssh: dict | None = None, size: DemoSize = DemoSize(posts=30, uploads=3),
+             content_root: Path | None = None, **backup) -> Farm:
         tag = uuid.uuid4().hex[:8]
         sites = []
         for i in range(n):
@@ -173,7 +199,7 @@ def make_farm(tmp_path, db, keyring, monkeypatch):
             database = f"wpt_{tag}_{i}"
             create_site_database(db, database, name, size, seed=i)
             created.append(database)
-            content = create_site_content(tmp_path / "sites" / name, name, size, seed=i)
+            content = create_site_content((content_root or tmp_path / "sites") / name, name, size, seed=i)
             sites.append({"name": name, "database": database, "content_path": str(content)})
         config = {
             "database": {"host": "127.0.0.1", "port": 3306, "user": "root",

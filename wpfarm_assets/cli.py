@@ -1,7 +1,7 @@
 """`wpfarm`: the few operator commands typed at 3 a.m. They run the same Dagster assets and jobs
 against the instance in $DAGSTER_HOME, so everything they do shows in the web UI.
 
-    wpfarm backup [SITE ...]             back up the named sites now (all when none are named)
+    wpfarm backup [SITE ...] [--failed]  back up the named sites now (all when none are named)
     wpfarm restore SITE [--date D] [--to-database NAME] [--to-path DIR] [--kind all|db|files]
     wpfarm demo [--sites N]              build a demo farm, back it up, restore one site and compare
 """
@@ -55,8 +55,11 @@ def sync_partitions(inst: dg.DagsterInstance, config: FarmConfig) -> list[str]:
     return inst.get_dynamic_partitions("sites")
 
 
-def backup(names: list[str], config: FarmConfig) -> int:
-    from wpfarm_assets.assets import partition_range_tags
+def backup(names: list[str], config: FarmConfig, failed_only: bool = False) -> int:
+    """Back up the named sites (all when none), in runs of sites_per_run; with failed_only, exactly
+    the partitions of each asset whose latest attempt failed (what a UI backfill of failed
+    partitions does)."""
+    from wpfarm_assets.assets import database_dump, file_archive, partition_range_tags, sites
     from wpfarm_assets.definitions import build_definitions
 
     selected = names or [s.name for s in config.sites]
@@ -65,17 +68,24 @@ def backup(names: list[str], config: FarmConfig) -> int:
     inst = instance()
     order = sync_partitions(inst, config)
     job = build_definitions(config).resolve_job_def("back_up_sites")
-    failed: list[str] = []
-    for first, last in site_runs(selected, order, config.backup.sites_per_run):
-        result = job.execute_in_process(
-            run_config=TERMINAL_LOGGING, instance=inst, tags=partition_range_tags(first, last), raise_on_error=False
-        )
-        print(f"run {result.run_id}: sites {first} .. {last}: {'success' if result.success else 'FAILED'}")
-        if not result.success:
+    plan: list[tuple[list[str] | None, list[str]]] = [(None, selected)]
+    if failed_only:
+        plan = []
+        for asset in (database_dump, file_archive):
+            status = inst.get_status_by_partition(asset.key, selected, sites)
+            failed = [n for n, st in status.items() if st == dg.AssetPartitionStatus.FAILED]
+            plan.append(([asset.key], failed))
+            print(f"{asset.key.to_user_string()}: {len(failed)} failed site(s) to retry")
+    ok = True
+    for assets, chosen in plan:
+        for first, last in site_runs(chosen, order, config.backup.sites_per_run):
+            result = job.execute_in_process(run_config=TERMINAL_LOGGING, instance=inst, asset_selection=assets,
+                                            tags=partition_range_tags(first, last), raise_on_error=False)
+            print(f"run {result.run_id}: sites {first} .. {last}: {'success' if result.success else 'FAILED'}")
             for reason in step_failures(result):
                 print(f"  {reason}", file=sys.stderr)
-            failed.append(f"{first}..{last}")
-    return 1 if failed else 0
+            ok = ok and result.success
+    return 0 if ok else 1
 
 
 def restore(args: argparse.Namespace, config: FarmConfig) -> int:
@@ -155,6 +165,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("backup", help="back up sites now (all when none are named)")
     b.add_argument("sites", nargs="*", metavar="SITE")
+    b.add_argument("--failed", action="store_true", help="retry exactly the sites whose last backup failed")
     r = sub.add_parser("restore", help="restore a site from its newest (or a given day's) backup")
     r.add_argument("site", metavar="SITE")
     r.add_argument("--date", help="YYYY-MM-DD (UTC): the newest backup of that day")
@@ -177,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             return demo(args)
         config = load_config()
-        return backup(args.sites, config) if args.command == "backup" else restore(args, config)
+        return backup(args.sites, config, args.failed) if args.command == "backup" else restore(args, config)
     except (ConfigError, ValueError) as exc:
         print(f"wpfarm: {exc}", file=sys.stderr)
         return 2

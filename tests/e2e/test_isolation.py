@@ -1,0 +1,53 @@
+"""One site's failure neither fails nor hides the others; a retry of exactly the failed ones completes."""
+
+import dagster as dg
+import yaml
+
+from wpfarm_assets.assets import sites
+from wpfarm_assets.cli import main
+from wpfarm_assets.demo import DemoSize, create_site_database
+
+
+def statuses(names, asset):
+    status = dg.DagsterInstance.get().get_status_by_partition(dg.AssetKey(asset), names, sites)
+    return {name for name, st in status.items() if st == dg.AssetPartitionStatus.FAILED}, \
+        {name for name, st in status.items() if st == dg.AssetPartitionStatus.MATERIALIZED}
+
+
+def test_three_broken_sites_fail_alone_and_retrying_exactly_them_completes(
+        make_farm, dagster_home, db, sshd, backup_user, shared_dir, capsys):
+    farm = make_farm(12, storage_ssh={**sshd.config(), "user": backup_user}, content_root=shared_dir, sites_per_run=5)
+    names = [s["name"] for s in farm.sites]
+    missing_db, bad_path, unreadable = farm.sites[2], farm.sites[6], farm.sites[10]
+    db.drop_database(missing_db["database"])
+    config = yaml.safe_load(farm.config_path.read_text())
+    config["sites"][6]["content_path"] = str(shared_dir / "gone" / "wp-content")
+    farm.config_path.write_text(yaml.safe_dump(config))
+    secret = next((farm.site_root(10) / "wp-content" / "uploads").rglob("*.jpg"))
+    secret.chmod(0o600)  # root's file; the backup user may not read it
+
+    assert main(["backup"]) == 1
+    err = capsys.readouterr().err
+    assert f"site {missing_db['name']}: database backup failed: database" in err
+    assert f"site {bad_path['name']}: files backup failed: content path" in err
+    assert f"site {unreadable['name']}: files backup failed" in err and "Permission denied" in err
+    assert statuses(names, "database_dump") == ({missing_db["name"]}, set(names) - {missing_db["name"]})
+    assert statuses(names, "file_archive") == ({bad_path["name"], unreadable["name"]},
+                                               set(names) - {bad_path["name"], unreadable["name"]})
+
+    create_site_database(db, missing_db["database"], missing_db["name"], DemoSize(posts=30, uploads=3), seed=2)
+    config["sites"][6]["content_path"] = bad_path["content_path"]
+    farm.config_path.write_text(yaml.safe_dump(config))
+    secret.chmod(0o644)
+    instance = dg.DagsterInstance.get()
+    runs_before = len(instance.get_run_records())
+
+    assert main(["backup", "--failed"]) == 0
+    out = capsys.readouterr().out
+    assert "database_dump: 1 failed site(s) to retry" in out and "file_archive: 2 failed site(s) to retry" in out
+    assert statuses(names, "database_dump") == (set(), set(names))
+    assert statuses(names, "file_archive") == (set(), set(names))
+    assert len(instance.get_run_records()) - runs_before == 3  # one run per failed partition range, no more
+    for asset in ("database_dump", "file_archive"):
+        events = instance.fetch_materializations(dg.AssetKey(asset), limit=100).records
+        assert len(events) == len(names)  # nobody was backed up twice
