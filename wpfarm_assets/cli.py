@@ -134,14 +134,15 @@ def demo(args: argparse.Namespace) -> int:
     db = MariaDB(LocalRunner(), args.db_host, args.db_port, args.db_user, os.environ.get("WPFARM_DB_PASSWORD"))
     print(f"building {args.sites} demo sites in {workdir} ...")
     path = make_demo_farm(workdir, db, sites=args.sites, gpg_recipient=fingerprint,
-                          target=f"file://{workdir / 'backups'}", gpg_home=str(gnupg), size=DemoSize())
+                          target=f"file://{workdir / 'backups'}", gpg_home=str(gnupg), size=DemoSize(),
+                          prefix=args.prefix)
     os.environ["WPFARM_CONFIG"] = str(path)
     config = load_config(path)
     print(f"farm configuration: {path}")
     if backup([], config) != 0:
         return 1
     site = config.sites[len(config.sites) // 2]
-    scratch_db, scratch_dir = "wp_demo_restore_check", workdir / "restore-check"
+    scratch_db, scratch_dir = f"wp_{args.prefix}_restore_check", workdir / "restore-check"
     shutil.rmtree(scratch_dir, ignore_errors=True)
     db.drop_database(scratch_db)
     ns = argparse.Namespace(site=site.name, kind="all", date=None, to_database=scratch_db,
@@ -176,6 +177,7 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="build a demo farm on the local MariaDB, back it up, restore one site")
     d.add_argument("--sites", type=int, default=20)
     d.add_argument("--workdir", default=".demo")
+    d.add_argument("--prefix", default="demo", type=validate_identifier, help="names: wp_PREFIX_001, site001.PREFIX.wpfarm.test")
     d.add_argument("--db-host", default="127.0.0.1")
     d.add_argument("--db-port", type=int, default=3306)
     d.add_argument("--db-user", default="root")

@@ -38,7 +38,7 @@ def test_hostile_site_names_in_the_configuration_stop_the_cli(make_farm, dagster
 def test_demo_backs_up_twenty_sites_and_restores_one_identically(tmp_path, db):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster_home")}
     try:
-        done = subprocess.run([WPFARM, "demo", "--sites", "20", "--workdir", str(tmp_path / "demo")],
+        done = subprocess.run([WPFARM, "demo", "--sites", "20", "--workdir", str(tmp_path / "demo"), "--prefix", "e2e"],
                               env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert done.stdout.count(": success") == 1
@@ -47,5 +47,5 @@ def test_demo_backs_up_twenty_sites_and_restores_one_identically(tmp_path, db):
         assert len(manifests) == 40
     finally:
         for i in range(1, 21):
-            db.drop_database(f"wp_demo_{i:03d}")
-        db.drop_database("wp_demo_restore_check")
+            db.drop_database(f"wp_e2e_{i:03d}")
+        db.drop_database("wp_e2e_restore_check")
