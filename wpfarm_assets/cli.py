@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 from datetime import date
@@ -161,6 +162,12 @@ def demo(args: argparse.Namespace) -> int:
     return 0 if tables_equal and files_equal else 1
 
 
+def demo_prefix(text: str) -> str:
+    if not re.fullmatch(r"[a-z0-9]{1,20}", text):
+        raise argparse.ArgumentTypeError("use 1-20 lower-case letters and digits")
+    return text
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wpfarm", description="Back up, restore and watch a WordPress farm.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -177,7 +184,7 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="build a demo farm on the local MariaDB, back it up, restore one site")
     d.add_argument("--sites", type=int, default=20)
     d.add_argument("--workdir", default=".demo")
-    d.add_argument("--prefix", default="demo", type=validate_identifier, help="names: wp_PREFIX_001, site001.PREFIX.wpfarm.test")
+    d.add_argument("--prefix", default="demo", type=demo_prefix, help="names: wp_PREFIX_001, site001.PREFIX.wpfarm.test")
     d.add_argument("--db-host", default="127.0.0.1")
     d.add_argument("--db-port", type=int, default=3306)
     d.add_argument("--db-user", default="root")
