@@ -71,32 +71,38 @@ class MariaDB:
         return self._version
 
     def database_exists(self, database: str) -> bool:
-        return self.tables(database) is not None
+        rows = self.query(f"SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {_literal(database)}")
+        return rows[0][0] != "0"
 
-    def tables(self, database: str) -> list[str] | None:
-        """The database's base tables, or None when there is no such database (one query)."""
+    def tables(self, database: str) -> list[str]:
+        """The database's base tables. (Filtering TABLES on TABLE_SCHEMA alone lets the server read
+        just that database's metadata; a join would make it open every table on the server.)"""
         rows = self.query(
-            "SELECT s.SCHEMA_NAME, IFNULL(t.TABLE_NAME, '') FROM information_schema.SCHEMATA s "
-            "LEFT JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = s.SCHEMA_NAME AND t.TABLE_TYPE = 'BASE TABLE' "
-            f"WHERE s.SCHEMA_NAME = {_literal(database)} ORDER BY t.TABLE_NAME"
+            "SELECT TABLE_NAME FROM information_schema.TABLES "
+            f"WHERE TABLE_SCHEMA = {_literal(database)} AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME"
         )
-        if not rows:
-            return None
-        return [row[1] for row in rows if row[1]]  # an empty name: the database has no tables
+        return [row[0] for row in rows]
 
     def row_counts(self, database: str) -> dict[str, int] | None:
-        """Exact row count of every base table (two queries), or None when there is no such database."""
-        tables = self.tables(database)
-        if not tables:
-            return tables
-        sql = " UNION ALL ".join(
-            f"SELECT {_literal(t)}, COUNT(*) FROM {_quote(database)}.{_quote(t)}" for t in tables
+        """Exact row count of every base table, or None when there is no such database: one client
+        call (the counting statement is built and run on the server)."""
+        schema = _literal(database)
+        rows = self.query(
+            f"SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {schema}; "
+            "SET SESSION group_concat_max_len = 67108864; "
+            "SET @wpfarm_counts = (SELECT GROUP_CONCAT(CONCAT('SELECT ', QUOTE(TABLE_NAME), ', COUNT(*) FROM `', "
+            "REPLACE(TABLE_SCHEMA, '`', '``'), '`.`', REPLACE(TABLE_NAME, '`', '``'), '`') SEPARATOR ' UNION ALL ') "
+            f"FROM information_schema.TABLES WHERE TABLE_SCHEMA = {schema} AND TABLE_TYPE = 'BASE TABLE'); "
+            "SET @wpfarm_counts = IFNULL(@wpfarm_counts, 'SELECT 1, 1 FROM DUAL WHERE FALSE'); "
+            "PREPARE wpfarm_counts FROM @wpfarm_counts; EXECUTE wpfarm_counts; DEALLOCATE PREPARE wpfarm_counts"
         )
-        return {name: int(count) for name, count in self.query(sql)}
+        if rows[0][0] == "0":
+            return None
+        return {name: int(count) for name, count in sorted(rows[1:])}
 
     def checksums(self, database: str) -> dict[str, str]:
         """CHECKSUM TABLE of every base table: equal data gives equal checksums."""
-        tables = self.tables(database) or []
+        tables = self.tables(database)
         if not tables:
             return {}
         rows = self.query("CHECKSUM TABLE " + ", ".join(f"{_quote(database)}.{_quote(t)}" for t in tables))

@@ -174,7 +174,8 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
         kept_times = sorted(t for t in plan)
         kind_report.oldest, kind_report.newest = kept_times[0], kept_times[-1]
 
-    aborted = [o for key, o in objects.items() if key not in referenced and now - o.modified > ABORTED_UPLOAD_AGE]
+    aborted = [o for key, o in objects.items()
+               if key not in referenced and key.split("/")[2] in KINDS and now - o.modified > ABORTED_UPLOAD_AGE]
     report.aborted_removed = len(aborted)
     report.aborted_bytes = sum(o.size for o in aborted)
     stale_uploads = [u for u in listing.uploads if now - u.initiated > ABORTED_UPLOAD_AGE]

@@ -1,0 +1,87 @@
+"""Alert delivery through Prometheus Alertmanager, and backup metrics to a Prometheus Pushgateway.
+
+Alertmanager does the grouping, silences and routing by severity (configs/alertmanager); wpfarm
+only posts alerts (API v2) and resolves them. Metrics go to the Pushgateway so that Prometheus's
+own rules (configs/prometheus) still fire if Dagster itself is down.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+
+class AlertError(RuntimeError):
+    """Alertmanager or the Pushgateway could not be reached; the message names which and why."""
+
+
+def _request(method: str, url: str, body: bytes | None = None, content_type: str = "application/json") -> bytes:
+    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise AlertError(f"{method} {url} failed: {exc}") from None
+
+
+class AlertmanagerResource(dg.ConfigurableResource):
+    """Posts alerts to Alertmanager's API v2. Alerts stay firing for `hold_minutes` unless re-posted."""
+
+    url: str
+    hold_minutes: int = 120
+
+    def fire(self, labels: dict[str, str], annotations: dict[str, str]) -> None:
+        now = datetime.now(timezone.utc)
+        self._post([{"labels": labels, "annotations": annotations, "startsAt": now.isoformat(),
+                     "endsAt": (now + timedelta(minutes=self.hold_minutes)).isoformat()}])
+
+    def resolve(self, labels: dict[str, str]) -> None:
+        self._post([{"labels": labels, "endsAt": datetime.now(timezone.utc).isoformat()}])
+
+    def firing(self, alertname: str) -> list[dict[str, str]]:
+        """Labels of the active alerts named `alertname`."""
+        query = urllib.parse.urlencode({"filter": f'alertname="{alertname}"', "active": "true", "silenced": "true",
+                                        "inhibited": "true"})
+        alerts = json.loads(_request("GET", f"{self.url.rstrip('/')}/api/v2/alerts?{query}"))
+        return [a["labels"] for a in alerts]
+
+    def _post(self, alerts: list[dict]) -> None:
+        _request("POST", f"{self.url.rstrip('/')}/api/v2/alerts", json.dumps(alerts).encode())
+
+
+def metric_lines(metrics: dict[str, float], help_text: dict[str, str]) -> bytes:
+    lines = []
+    for name, value in metrics.items():
+        lines += [f"# HELP {name} {help_text[name]}", f"# TYPE {name} gauge", f"{name} {value}"]
+    return ("\n".join(lines) + "\n").encode()
+
+
+BACKUP_METRICS = {
+    "wpfarm_backup_last_success_timestamp_seconds": "Unix time the newest successful backup finished.",
+    "wpfarm_backup_stored_bytes": "Stored (compressed, encrypted) size of the newest backup.",
+    "wpfarm_backup_plaintext_bytes": "Size of the newest backup before compression.",
+    "wpfarm_backup_duration_seconds": "How long the newest backup took.",
+}
+
+
+class PushgatewayResource(dg.ConfigurableResource):
+    """Pushes each backup's metrics, grouped by site and kind (job="wpfarm_backup")."""
+
+    url: str
+
+    def push_backup(self, manifest: dict) -> None:
+        finished = datetime.fromisoformat(manifest["finished_at"]).timestamp()
+        metrics = {
+            "wpfarm_backup_last_success_timestamp_seconds": finished,
+            "wpfarm_backup_stored_bytes": manifest["stored_bytes"],
+            "wpfarm_backup_plaintext_bytes": manifest["plaintext_bytes"],
+            "wpfarm_backup_duration_seconds": manifest["duration_seconds"],
+        }
+        group = f"job/wpfarm_backup/site/{manifest['site']}/kind/{manifest['kind']}"
+        _request("PUT", f"{self.url.rstrip('/')}/metrics/{group}", metric_lines(metrics, BACKUP_METRICS),
+                 "text/plain; version=0.0.4")

@@ -1,0 +1,121 @@
+"""Backup health: how old each site's newest backup is, and whether the newest backups are intact.
+
+Plain functions over the store's listing (one listing for the farm). The same findings feed the
+`backup_age` and `backup_integrity` checks in the UI, `wpfarm status`, and the Alertmanager alerts.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from datetime import datetime
+
+from resources.object_store import Store, StoredObject
+from wpfarm_assets.keys import KINDS, BackupKey, parse_manifest_key, site_of
+from wpfarm_assets.pipeline import object_sha256
+
+OK, WARNING, CRITICAL = "ok", "warning", "critical"
+# The site record written when a site joins the inventory: its listing date is when it joined.
+SITE_RECORD = "site.json"
+
+
+def site_record_key(site: str) -> str:
+    return f"sites/{site}/{SITE_RECORD}"
+
+
+@dataclass(frozen=True)
+class Finding:
+    site: str
+    kind: str
+    severity: str  # ok | warning | critical
+    reason: str
+    newest: datetime | None = None
+    age_hours: float | None = None
+
+
+@dataclass
+class SiteBackups:
+    """One site's objects, grouped: the site record and, per kind, the complete backups (oldest first)."""
+
+    added: datetime | None
+    backups: dict[str, list[BackupKey]]
+    objects: dict[str, StoredObject]
+
+
+def group_listing(objects: list[StoredObject]) -> dict[str, SiteBackups]:
+    sites: dict[str, SiteBackups] = {}
+    for obj in objects:
+        site = site_of(obj.key)
+        if site is None:
+            continue
+        entry = sites.setdefault(site, SiteBackups(None, {kind: [] for kind in KINDS}, {}))
+        entry.objects[obj.key] = obj
+        if obj.key == site_record_key(site):
+            entry.added = obj.modified
+        elif (key := parse_manifest_key(obj.key)) is not None and key.site == site:
+            entry.backups[key.kind].append(key)
+    for entry in sites.values():
+        for backups in entry.backups.values():
+            backups.sort()
+    return sites
+
+
+def backup_age(sites: list[str], listing: dict[str, SiteBackups], now: datetime,
+               warning_hours: float, critical_hours: float) -> list[Finding]:
+    """A finding per site and kind. Never backed up: critical once the site is older than the
+    warning threshold (since its site record was written), ok before that."""
+    findings = []
+    for site in sorted(sites):
+        entry = listing.get(site) or SiteBackups(None, {kind: [] for kind in KINDS}, {})
+        for kind in KINDS:
+            backups = entry.backups[kind]
+            if not backups:
+                existed = (now - entry.added).total_seconds() / 3600 if entry.added else None
+                if existed is not None and existed < warning_hours:
+                    findings.append(Finding(site, kind, OK, f"new site ({existed:.1f} h), no backup yet"))
+                else:
+                    findings.append(Finding(site, kind, CRITICAL, "never backed up"))
+                continue
+            newest = backups[-1].time
+            age = (now - newest).total_seconds() / 3600
+            severity = CRITICAL if age >= critical_hours else WARNING if age >= warning_hours else OK
+            findings.append(Finding(site, kind, severity, f"newest backup {age:.1f} h old", newest, round(age, 1)))
+    return findings
+
+
+def backup_integrity(store: Store, sites: list[str], listing: dict[str, SiteBackups]) -> list[Finding]:
+    """Check the newest backup of each site and kind: the stored object's size and sha256 match its
+    manifest, the dump ended complete; a size under half or over double the median of the site's
+    earlier backups is a warning."""
+    findings = []
+    for site in sorted(sites):
+        entry = listing.get(site)
+        for kind in KINDS:
+            backups = entry.backups[kind] if entry else []
+            if not backups:
+                continue
+            newest = backups[-1]
+            findings.append(_check_newest(store, entry, newest, backups[:-1]))
+    return findings
+
+
+def _check_newest(store: Store, entry: SiteBackups, newest: BackupKey, earlier: list[BackupKey]) -> Finding:
+    finding = lambda severity, reason: Finding(newest.site, newest.kind, severity, reason, newest.time)  # noqa: E731
+    manifest = json.loads(store.get_bytes(newest.manifest_key))
+    stored = entry.objects.get(newest.data_key)
+    if stored is None:
+        return finding(CRITICAL, f"{newest.data_key} is missing")
+    if stored.size != manifest["stored_bytes"]:
+        return finding(CRITICAL, f"{newest.data_key} is {stored.size} bytes, its manifest says {manifest['stored_bytes']}")
+    sha256, _ = object_sha256(store, newest.data_key)
+    if sha256 != manifest["sha256"]:
+        return finding(CRITICAL, f"{newest.data_key} does not match its manifest's sha256 (corrupted)")
+    if newest.kind == "db" and not manifest.get("dump_complete"):
+        return finding(CRITICAL, f"{newest.data_key}: the dump did not end with mariadb-dump's completion marker")
+    sizes = [entry.objects[k.data_key].size for k in earlier[-14:] if k.data_key in entry.objects]
+    if len(sizes) >= 3:
+        median = statistics.median(sizes)
+        if stored.size < median / 2 or stored.size > median * 2:
+            return finding(WARNING, f"{stored.size} bytes against a median of {median:.0f} for the last {len(sizes)}")
+    return finding(OK, "size and sha256 match the manifest")
