@@ -30,21 +30,28 @@ def _request(method: str, url: str, body: bytes | None = None, content_type: str
 
 
 class AlertmanagerResource(dg.ConfigurableResource):
-    """Posts alerts to Alertmanager's API v2. Alerts stay firing for `hold_minutes` unless re-posted."""
+    """Posts alerts to Alertmanager's API v2. Alerts stay firing for `hold_minutes` unless re-posted.
+    Without a url, alerting is off (the checks still show in the UI) and every call does nothing."""
 
-    url: str
+    url: str | None = None
     hold_minutes: int = 120
 
     def fire(self, labels: dict[str, str], annotations: dict[str, str]) -> None:
+        if not self.url:
+            return
         now = datetime.now(timezone.utc)
         self._post([{"labels": labels, "annotations": annotations, "startsAt": now.isoformat(),
                      "endsAt": (now + timedelta(minutes=self.hold_minutes)).isoformat()}])
 
     def resolve(self, labels: dict[str, str]) -> None:
+        if not self.url:
+            return
         self._post([{"labels": labels, "endsAt": datetime.now(timezone.utc).isoformat()}])
 
     def firing(self, alertname: str) -> list[dict[str, str]]:
         """Labels of the active alerts named `alertname`."""
+        if not self.url:
+            return []
         query = urllib.parse.urlencode({"filter": f'alertname="{alertname}"', "active": "true", "silenced": "true",
                                         "inhibited": "true"})
         alerts = json.loads(_request("GET", f"{self.url.rstrip('/')}/api/v2/alerts?{query}"))
@@ -70,11 +77,13 @@ BACKUP_METRICS = {
 
 
 class PushgatewayResource(dg.ConfigurableResource):
-    """Pushes each backup's metrics, grouped by site and kind (job="wpfarm_backup")."""
+    """Pushes each backup's metrics, grouped by site and kind (job="wpfarm_backup"). No url: off."""
 
-    url: str
+    url: str | None = None
 
     def push_backup(self, manifest: dict) -> None:
+        if not self.url:
+            return
         finished = datetime.fromisoformat(manifest["finished_at"]).timestamp()
         metrics = {
             "wpfarm_backup_last_success_timestamp_seconds": finished,

@@ -4,7 +4,12 @@ A removed site's partition is deleted; its backups are kept.
 """
 
 
+from datetime import datetime, timezone
+
 import dagster as dg
+
+from resources.object_store import ObjectStoreResource
+from wpfarm_assets.health import record_sites
 
 from wpfarm_assets.assets import partition_range_tags, sites
 from wpfarm_assets.config import load_config
@@ -16,8 +21,9 @@ from wpfarm_assets.config import load_config
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Adds and removes `sites` partitions to match configs/farm.yaml; backs up new sites.",
 )
-def site_inventory_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    wanted = [site.name for site in load_config().sites]
+def site_inventory_sensor(context: dg.SensorEvaluationContext, object_store: ObjectStoreResource) -> dg.SensorResult:
+    config = load_config()
+    wanted = [site.name for site in config.sites]
     known = set(context.instance.get_dynamic_partitions(sites.name))
     added = [name for name in wanted if name not in known]
     removed = sorted(known - set(wanted))
@@ -28,6 +34,7 @@ def site_inventory_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
                                       tags=partition_range_tags(added[0], added[-1])))
     partition_requests = []
     if added:
+        record_sites(object_store.store(), [config.site(name) for name in added], datetime.now(timezone.utc))
         partition_requests.append(sites.build_add_request(added))
     if removed:
         partition_requests.append(sites.build_delete_request(removed))

@@ -191,7 +191,7 @@ def make_farm(tmp_path, db, keyring, monkeypatch):
 
     def make(n: int = 2, *, target: str | None = None, database_ssh: dict | None = None,
              storage_ssh: dict | None = None, size: DemoSize = DemoSize(posts=30, uploads=3),
-             content_root: Path | None = None, **backup) -> Farm:
+             content_root: Path | None = None, alerts: dict | None = None, **backup) -> Farm:
         tag = uuid.uuid4().hex[:8]
         sites = []
         for i in range(n):
@@ -207,6 +207,7 @@ def make_farm(tmp_path, db, keyring, monkeypatch):
             "storage": {"ssh": storage_ssh} if storage_ssh else {},
             "backup": {"target": target or f"file://{tmp_path / 'backups'}",
                        "gpg_recipient": keyring.fingerprint, "gpg_home": keyring.public_home, **backup},
+            "alerts": alerts or {},
             "sites": sites,
         }
         path = tmp_path / "farm.yaml"
@@ -226,3 +227,107 @@ def dagster_home(tmp_path, monkeypatch) -> Path:
     shutil.copy(Path(__file__).resolve().parent.parent / "dagster.yaml", home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return home
+
+
+class Receivers:
+    """Stand-ins for Slack and the SMS bridge (HTTP) and SendGrid (SMTP), recording what arrives."""
+
+    def __init__(self):
+        import http.server
+        import json as _json
+        import threading
+
+        from aiosmtpd.controller import Controller
+
+        self.http: dict[str, list[dict]] = {"/slack": [], "/sms": []}
+        self.mail: list[str] = []
+        received = self.http
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.setdefault(self.path, []).append(_json.loads(body or b"{}"))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http_port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        mail = self.mail
+
+        class Mailbox:
+            async def handle_DATA(self, server, session, envelope):
+                mail.append(envelope.content.decode(errors="replace"))
+                return "250 OK"
+
+        self.smtp_port = free_port()
+        self._smtp = Controller(Mailbox(), hostname="127.0.0.1", port=self.smtp_port)
+        self._smtp.start()
+
+    def text(self) -> dict[str, str]:
+        import json as _json
+
+        return {"slack": _json.dumps(self.http["/slack"]), "sms": _json.dumps(self.http["/sms"]),
+                "email": "\n".join(self.mail)}
+
+    def clear(self):
+        for calls in self.http.values():
+            calls.clear()
+        self.mail.clear()
+
+    def stop(self):
+        self._server.shutdown()
+        self._smtp.stop()
+
+
+@pytest.fixture(scope="session")
+def receivers():
+    r = Receivers()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="session")
+def alertmanager(receivers, tmp_path_factory) -> str:
+    """The real Alertmanager with the project's routing (configs/alertmanager/alertmanager.yml);
+    only the receivers' addresses and secrets point at the local stand-ins, and groups flush in 1 s."""
+    base = tmp_path_factory.mktemp("alertmanager")
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/alertmanager/alertmanager.yml").read_text())
+    (base / "slack_url").write_text(f"http://127.0.0.1:{receivers.http_port}/slack")
+    (base / "sendgrid_key").write_text("test-key")
+    config["global"].update(smtp_smarthost=f"127.0.0.1:{receivers.smtp_port}", smtp_require_tls=False,
+                            smtp_auth_password_file=str(base / "sendgrid_key"))
+    config["route"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")
+    for receiver in config["receivers"]:
+        for slack in receiver.get("slack_configs", []):
+            slack["api_url_file"] = str(base / "slack_url")
+        for hook in receiver.get("webhook_configs", []):
+            hook["url"] = f"http://127.0.0.1:{receivers.http_port}/sms"
+    (base / "alertmanager.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    proc = subprocess.Popen(
+        ["prometheus-alertmanager", f"--config.file={base / 'alertmanager.yml'}", f"--storage.path={base / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+        stdout=subprocess.DEVNULL, stderr=open(base / "alertmanager.log", "wb"))
+    try:
+        wait_for_port(port, proc, "alertmanager")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def pushgateway(tmp_path_factory) -> str:
+    port = free_port()
+    proc = subprocess.Popen(["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc, "pushgateway")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

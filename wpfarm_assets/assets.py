@@ -10,10 +10,11 @@ Farm-wide: backup_inventory, one row per site and kind.
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
+from resources.alerts import AlertError, AlertmanagerResource, PushgatewayResource
 from resources.gpg import GPGResource
 from resources.mariadb import MariaDBResource
 from resources.object_store import ObjectStoreResource
@@ -22,6 +23,7 @@ from wpfarm_assets.backup import Backup
 from wpfarm_assets.backup import back_up_database as _back_up_database
 from wpfarm_assets.backup import back_up_files as _back_up_files
 from wpfarm_assets.config import Site, load_config
+from wpfarm_assets.health import CRITICAL, OK, WARNING, backup_age, backup_integrity, group_listing, sync_alerts
 from wpfarm_assets.inventory import backup_inventory as inventory_frame
 from wpfarm_assets.inventory import spaces_monthly_cost
 from wpfarm_assets.retention import RULES, RetentionReport, apply_retention, list_sites
@@ -31,6 +33,8 @@ warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.Bet
 
 sites = dg.DynamicPartitionsDefinition(name="sites")
 RETENTION_PARALLELISM = 8  # sites whose backups are listed and pruned at once (object store only)
+# The asset-level picture (newest backup of *any* site); per-site age is the backup_age check.
+BACKUP_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=50), warn_window=timedelta(hours=26))
 
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -39,6 +43,15 @@ RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_p
 def partition_range_tags(first: str, last: str) -> dict[str, str]:
     """Run tags that make one run cover the sites from `first` to `last` in partition order."""
     return {RANGE_START: first, RANGE_END: last}
+
+
+def published(context: dg.AssetExecutionContext, pushgateway: PushgatewayResource, backup: Backup) -> dict:
+    """Push the backup's metrics (a Pushgateway outage is logged, never fails a good backup)."""
+    try:
+        pushgateway.push_backup(backup.manifest)
+    except AlertError as exc:
+        context.log.warning(f"site {backup.key.site}: metrics not pushed: {exc}")
+    return backup_metadata(backup)
 
 
 def backup_metadata(backup: Backup) -> dict:
@@ -101,6 +114,7 @@ def for_each_site(context: dg.AssetExecutionContext, parallelism: int, work: Cal
     group_name="backups",
     kinds={"mariadb", "s3"},
     pool="database",
+    freshness_policy=BACKUP_FRESHNESS,
 )
 def database_dump(
     context: dg.AssetExecutionContext,
@@ -108,13 +122,16 @@ def database_dump(
     database_node: NodeResource,
     object_store: ObjectStoreResource,
     gpg: GPGResource,
+    pushgateway: PushgatewayResource,
 ) -> dg.MaterializeResult:
     """The site's database: mariadb-dump → zstd → gpg → object store, with a manifest."""
     db = mariadb.client(database_node.runner())
     store = object_store.store()
-    return for_each_site(
-        context, load_config().database.parallelism, lambda site: backup_metadata(_back_up_database(site, db, store, gpg.encrypt_argv(), gpg.fingerprint()))
-    )
+
+    def one(site: Site) -> dict:
+        return published(context, pushgateway, _back_up_database(site, db, store, gpg.encrypt_argv(), gpg.fingerprint()))
+
+    return for_each_site(context, load_config().database.parallelism, one)
 
 
 @dg.asset(
@@ -123,19 +140,23 @@ def database_dump(
     group_name="backups",
     kinds={"s3"},
     pool="storage",
+    freshness_policy=BACKUP_FRESHNESS,
 )
 def file_archive(
     context: dg.AssetExecutionContext,
     storage_node: NodeResource,
     object_store: ObjectStoreResource,
     gpg: GPGResource,
+    pushgateway: PushgatewayResource,
 ) -> dg.MaterializeResult:
     """The site's wp-content (and wp-config.php): tar → zstd → gpg → object store, with a manifest."""
     runner = storage_node.runner()
     store = object_store.store()
-    return for_each_site(
-        context, load_config().storage.parallelism, lambda site: backup_metadata(_back_up_files(site, runner, store, gpg.encrypt_argv(), gpg.fingerprint()))
-    )
+
+    def one(site: Site) -> dict:
+        return published(context, pushgateway, _back_up_files(site, runner, store, gpg.encrypt_argv(), gpg.fingerprint()))
+
+    return for_each_site(context, load_config().storage.parallelism, one)
 
 
 class RetentionRunConfig(dg.Config):
@@ -209,3 +230,42 @@ def backup_inventory(context: dg.AssetExecutionContext, object_store: ObjectStor
             ),
         },
     )
+
+
+def health_result(context, findings: list, alertmanager: AlertmanagerResource, alertname: str) -> dg.AssetCheckResult:
+    """The check result for a set of findings, after bringing Alertmanager in line with them."""
+    config = load_config().alerts
+    link = f"{config.dagster_url.rstrip('/')}/runs/{context.run.run_id}"
+    alerts = sync_alerts(alertmanager, alertname, findings, link)
+    bad = [f for f in findings if f.severity != OK]
+    counts = {severity: sum(1 for f in findings if f.severity == severity) for severity in (OK, WARNING, CRITICAL)}
+    table = dg.MetadataValue.table(
+        records=[dg.TableRecord({"site": f.site, "kind": f.kind, "severity": f.severity, "reason": f.reason,
+                                 "age_hours": f.age_hours if f.age_hours is not None else -1.0}) for f in bad],
+        schema=dg.TableSchema(columns=[dg.TableColumn("site"), dg.TableColumn("kind"), dg.TableColumn("severity"),
+                                       dg.TableColumn("reason"), dg.TableColumn("age_hours", "float")]),
+    )
+    return dg.AssetCheckResult(
+        passed=not bad,
+        severity=dg.AssetCheckSeverity.ERROR if counts[CRITICAL] else dg.AssetCheckSeverity.WARN,
+        metadata={**counts, "not_ok": table, "alerts_firing": alerts["firing"], "alerts_resolved": alerts["resolved"]},
+        description=", ".join(f"{f.site} {f.kind}: {f.reason}" for f in bad[:20]) or "every site is fine",
+    )
+
+
+@dg.asset_check(asset=backup_inventory, description="Per site and kind: the newest backup's age against the thresholds.")
+def backup_age_check(context: dg.AssetCheckExecutionContext, object_store: ObjectStoreResource,
+                     alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
+    config = load_config()
+    listing = group_listing(list(object_store.store().list("sites/")))
+    findings = backup_age([s.name for s in config.sites], listing, datetime.now(timezone.utc),
+                          config.alerts.warning_after_hours, config.alerts.critical_after_hours)
+    return health_result(context, findings, alertmanager, "WpfarmBackupStale")
+
+
+@dg.asset_check(asset=backup_inventory, description="The newest backups match their manifests; sizes look normal.")
+def backup_integrity_check(context: dg.AssetCheckExecutionContext, object_store: ObjectStoreResource,
+                           alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
+    store = object_store.store()
+    findings = backup_integrity(store, [s.name for s in load_config().sites], group_listing(list(store.list("sites/"))))
+    return health_result(context, findings, alertmanager, "WpfarmBackupIntegrity")

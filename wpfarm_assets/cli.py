@@ -3,6 +3,7 @@ against the instance in $DAGSTER_HOME, so everything they do shows in the web UI
 
     wpfarm backup [SITE ...] [--failed]  back up the named sites now (all when none are named)
     wpfarm restore SITE [--date D] [--to-database NAME] [--to-path DIR] [--kind all|db|files]
+    wpfarm status                        every site's newest backup, its age and state
     wpfarm demo [--sites N]              build a demo farm, back it up, restore one site and compare
 """
 
@@ -13,7 +14,7 @@ import os
 import re
 import shutil
 import sys
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -47,12 +48,21 @@ def step_failures(result) -> list[str]:
     return reasons
 
 
+def store_of(config: FarmConfig):
+    from wpfarm_assets.definitions import build_resources
+
+    return build_resources(config)["object_store"].store()
+
+
 def sync_partitions(inst: dg.DagsterInstance, config: FarmConfig) -> list[str]:
     """Add configured sites missing from the `sites` partitions (the sensor does the same, and deletes)."""
+    from wpfarm_assets.health import record_sites
+
     known = set(inst.get_dynamic_partitions("sites"))
-    missing = [s.name for s in config.sites if s.name not in known]
+    missing = [s for s in config.sites if s.name not in known]
     if missing:
-        inst.add_dynamic_partitions("sites", missing)
+        record_sites(store_of(config), missing, datetime.now(timezone.utc))
+        inst.add_dynamic_partitions("sites", [s.name for s in missing])
     return inst.get_dynamic_partitions("sites")
 
 
@@ -87,6 +97,26 @@ def backup(names: list[str], config: FarmConfig, failed_only: bool = False) -> i
                 print(f"  {reason}", file=sys.stderr)
             ok = ok and result.success
     return 0 if ok else 1
+
+
+def status(config: FarmConfig) -> int:
+    """Per site and kind: the newest backup, its age and its state. Exit 0 when all are ok, else 1."""
+    from wpfarm_assets.health import OK, backup_age, group_listing
+
+    listing = group_listing(list(store_of(config).list("sites/")))
+    findings = backup_age([s.name for s in config.sites], listing, datetime.now(timezone.utc),
+                          config.alerts.warning_after_hours, config.alerts.critical_after_hours)
+    width = max([len(f.site) for f in findings] + [4])
+    print(f"{'SITE':{width}}  KIND   NEWEST (UTC)          AGE h  STATE     DETAIL")
+    for f in findings:
+        newest = f.newest.strftime("%Y-%m-%d %H:%M:%S") if f.newest else "-"
+        age = f"{f.age_hours:.1f}" if f.age_hours is not None else "-"
+        print(f"{f.site:{width}}  {f.kind:5}  {newest:20}  {age:>5}  {f.severity.upper():8}  {f.reason}")
+    bad = [f for f in findings if f.severity != OK]
+    print(f"\n{len(findings) - len(bad)} ok, {sum(f.severity == 'warning' for f in bad)} warning, "
+          f"{sum(f.severity == 'critical' for f in bad)} critical "
+          f"(warning after {config.alerts.warning_after_hours:g} h, critical after {config.alerts.critical_after_hours:g} h)")
+    return 1 if bad else 0
 
 
 def restore(args: argparse.Namespace, config: FarmConfig) -> int:
@@ -181,6 +211,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--to-path", help="extract wp-content (and wp-config.php) under this directory instead")
     r.add_argument("--kind", choices=["all", "db", "files"], default="all")
     r.add_argument("--gnupg-home", default=os.environ.get("GNUPGHOME"), help="keyring with the farm's private key")
+    sub.add_parser("status", help="the newest backup of every site and kind, its age and state")
     d = sub.add_parser("demo", help="build a demo farm on the local MariaDB, back it up, restore one site")
     d.add_argument("--sites", type=int, default=20)
     d.add_argument("--workdir", default=".demo")
@@ -197,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             return demo(args)
         config = load_config()
+        if args.command == "status":
+            return status(config)
         return backup(args.sites, config, args.failed) if args.command == "backup" else restore(args, config)
     except (ConfigError, ValueError) as exc:
         print(f"wpfarm: {exc}", file=sys.stderr)

@@ -115,6 +115,16 @@ class RetentionConfig(_Model):
     monthly: int = Field(default=12, ge=0)
 
 
+class AlertsConfig(_Model):
+    """Backup age thresholds and where alerts and metrics go (none: checks still show in the UI)."""
+
+    warning_after_hours: float = Field(default=26, gt=0)
+    critical_after_hours: float = Field(default=50, gt=0)
+    alertmanager_url: str | None = None
+    pushgateway_url: str | None = None
+    dagster_url: str = "http://localhost:3000"  # for run links in alerts
+
+
 class Site(_Model):
     name: SiteName
     database: Identifier
@@ -126,6 +136,7 @@ class FarmConfig(_Model):
     storage: StorageConfig = StorageConfig()
     backup: BackupConfig
     retention: RetentionConfig = RetentionConfig()
+    alerts: AlertsConfig = AlertsConfig()
     sites: list[Site] = []
 
     @model_validator(mode="after")

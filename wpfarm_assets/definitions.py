@@ -6,16 +6,26 @@ import os
 
 import dagster as dg
 
+from resources.alerts import AlertmanagerResource, PushgatewayResource
 from resources.gpg import GPGResource
 from resources.mariadb import MariaDBResource
 from resources.object_store import ObjectStoreResource
 from resources.ssh import NodeResource
+from schedules.backup_health import backup_health_schedule
 from schedules.daily_backup import build_daily_backup_schedule
 from sensors.retention_after_backup import retention_after_backup, retention_after_failed_backup
+from sensors.run_failures import run_failure_alert
 from sensors.site_inventory import site_inventory_sensor
-from wpfarm_assets.assets import backup_inventory, database_dump, file_archive, retention
+from wpfarm_assets.assets import (
+    backup_age_check,
+    backup_integrity_check,
+    backup_inventory,
+    database_dump,
+    file_archive,
+    retention,
+)
 from wpfarm_assets.config import FarmConfig, load_config
-from wpfarm_assets.jobs import apply_retention_job, back_up_sites_job, restore_site
+from wpfarm_assets.jobs import apply_retention_job, back_up_sites_job, check_backup_health_job, restore_site
 
 
 def secret(name: str) -> dg.EnvVar | None:
@@ -41,15 +51,19 @@ def build_resources(config: FarmConfig) -> dict:
             secret_access_key=secret("SPACES_SECRET_ACCESS_KEY"),
         ),
         "gpg": GPGResource(recipient=config.backup.gpg_recipient, home=config.backup.gpg_home),
+        "alertmanager": AlertmanagerResource(url=config.alerts.alertmanager_url),
+        "pushgateway": PushgatewayResource(url=config.alerts.pushgateway_url),
     }
 
 
 def build_definitions(config: FarmConfig) -> dg.Definitions:
     return dg.Definitions(
         assets=[database_dump, file_archive, retention, backup_inventory],
-        jobs=[back_up_sites_job, apply_retention_job, restore_site],
-        schedules=[build_daily_backup_schedule(config.backup.schedule, config.backup.sites_per_run)],
-        sensors=[site_inventory_sensor, retention_after_backup, retention_after_failed_backup],
+        asset_checks=[backup_age_check, backup_integrity_check],
+        jobs=[back_up_sites_job, apply_retention_job, check_backup_health_job, restore_site],
+        schedules=[build_daily_backup_schedule(config.backup.schedule, config.backup.sites_per_run),
+                   backup_health_schedule],
+        sensors=[site_inventory_sensor, retention_after_backup, retention_after_failed_backup, run_failure_alert],
         resources=build_resources(config),
     )
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from resources.object_store import Store, StoredObject
+from wpfarm_assets.config import Site
 from wpfarm_assets.keys import KINDS, BackupKey, parse_manifest_key, site_of
 from wpfarm_assets.pipeline import object_sha256
 
@@ -22,6 +23,14 @@ SITE_RECORD = "site.json"
 
 def site_record_key(site: str) -> str:
     return f"sites/{site}/{SITE_RECORD}"
+
+
+def record_sites(store: Store, sites: list[Site], now: datetime) -> None:
+    """Write each new site's record (kept when the site is removed; not rewritten if it returns)."""
+    for site in sites:
+        key = site_record_key(site.name)
+        if not any(obj.key == key for obj in store.list(key)):
+            store.put_bytes(key, json.dumps({**site.model_dump(), "added_at": now.isoformat()}).encode())
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,27 @@ def backup_age(sites: list[str], listing: dict[str, SiteBackups], now: datetime,
             severity = CRITICAL if age >= critical_hours else WARNING if age >= warning_hours else OK
             findings.append(Finding(site, kind, severity, f"newest backup {age:.1f} h old", newest, round(age, 1)))
     return findings
+
+
+def sync_alerts(alertmanager, alertname: str, findings: list[Finding], link: str) -> dict[str, int]:
+    """Fire an alert for every finding that is not ok; resolve every active `alertname` alert that
+    no longer matches one (a site backed up again, or a severity that changed)."""
+    wanted = {}
+    for f in findings:
+        if f.severity != OK:
+            labels = {"alertname": alertname, "site": f.site, "kind": f.kind, "severity": f.severity}
+            wanted[tuple(sorted(labels.items()))] = (labels, f)
+    for labels, f in wanted.values():
+        annotations = {"summary": f.reason, "run": link}
+        if f.age_hours is not None:
+            annotations["age_hours"] = str(f.age_hours)
+        alertmanager.fire(labels, annotations)
+    resolved = 0
+    for labels in alertmanager.firing(alertname):
+        if tuple(sorted(labels.items())) not in wanted:
+            alertmanager.resolve(labels)
+            resolved += 1
+    return {"firing": len(wanted), "resolved": resolved}
 
 
 def backup_integrity(store: Store, sites: list[str], listing: dict[str, SiteBackups]) -> list[Finding]:

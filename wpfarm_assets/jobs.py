@@ -9,7 +9,7 @@ from resources.gpg import GPGResource
 from resources.mariadb import MariaDBResource
 from resources.object_store import ObjectStoreResource
 from resources.ssh import NodeResource
-from wpfarm_assets.assets import database_dump, file_archive, retention
+from wpfarm_assets.assets import backup_inventory, database_dump, file_archive, retention
 from wpfarm_assets.config import load_config
 from wpfarm_assets.restore import restore_database, restore_files
 
@@ -23,6 +23,12 @@ apply_retention_job = dg.define_asset_job(
     "apply_retention",
     selection=[retention],
     description="Keep each selected site's 14 daily / 26 weekly / 12 monthly backups; delete the rest.",
+)
+
+check_backup_health_job = dg.define_asset_job(
+    "check_backup_health",
+    selection=[backup_inventory],
+    description="Refresh the backup inventory and run its age and integrity checks (which alert).",
 )
 
 

@@ -1,0 +1,17 @@
+"""A failed run alerts too (warning), with a link to it; the alert lapses unless runs keep failing."""
+
+import dagster as dg
+
+from resources.alerts import AlertmanagerResource
+from wpfarm_assets.config import load_config
+
+
+@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING, monitor_all_code_locations=False)
+def run_failure_alert(context: dg.RunFailureSensorContext, alertmanager: AlertmanagerResource) -> None:
+    run = context.dagster_run
+    link = f"{load_config().alerts.dagster_url.rstrip('/')}/runs/{run.run_id}"
+    message = context.failure_event.message or "run failed"
+    alertmanager.fire(
+        {"alertname": "WpfarmRunFailed", "job": run.job_name, "severity": "warning"},
+        {"summary": message[:500], "run": link},
+    )
