@@ -149,6 +149,7 @@ def back_up_stream(
         source.kill()
         compress.kill()
         encrypt.kill()
+        _failures(source, [compress, encrypt], None, pump)  # reap them; the first error is the one to report
         raise
     finally:
         encrypt.proc.stdout.close()

@@ -4,7 +4,7 @@ import dagster as dg
 
 from sensors.site_inventory import site_inventory_sensor
 from wpfarm_assets.config import load_config
-from wpfarm_assets.definitions import build_definitions
+from wpfarm_assets.definitions import build_definitions, build_resources
 
 
 def test_definitions_hold_the_site_assets_jobs_and_sensor(make_farm):
@@ -30,9 +30,8 @@ def test_inventory_sensor_adds_new_sites_and_requests_one_first_backup_run(make_
     names = [s["name"] for s in farm.sites]
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions("sites", [names[0], "gone.example.com"])
-    defs = build_definitions(load_config())
-
-    result = site_inventory_sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    config = load_config()
+    result = site_inventory_sensor(dg.build_sensor_context(instance=instance, resources=build_resources(config)))
 
     adds = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.AddDynamicPartitionsRequest)]
     deletes = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.DeleteDynamicPartitionsRequest)]
@@ -41,13 +40,16 @@ def test_inventory_sensor_adds_new_sites_and_requests_one_first_backup_run(make_
     (run,) = result.run_requests
     assert run.tags["dagster/asset_partition_range_start"] == names[1]
     assert run.tags["dagster/asset_partition_range_end"] == names[2]
+    store = build_resources(config)["object_store"].store()
+    recorded = {o.key.split("/")[1] for o in store.list("sites/") if o.key.endswith("/site.json")}
+    assert recorded == set(names[1:])  # when each new site joined: the clock for "never backed up"
 
 
 def test_inventory_sensor_is_quiet_when_partitions_match(make_farm, dagster_home):
     farm = make_farm(2)
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions("sites", [s["name"] for s in farm.sites])
-    result = site_inventory_sensor(dg.build_sensor_context(instance=instance))
+    result = site_inventory_sensor(dg.build_sensor_context(instance=instance, resources=build_resources(load_config())))
     assert result.run_requests == [] and result.dynamic_partitions_requests == []
 
 
