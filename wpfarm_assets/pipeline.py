@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from resources.object_store import Store
 from resources.ssh import CHUNK, Process, describe_failure
 
-COMPRESS_ARGV = ["zstd", "-3", "-T0", "-q", "-c"]
+COMPRESS_ARGV = ["zstd", "-3", "--single-thread", "-q", "-c"]
 DECOMPRESS_ARGV = ["zstd", "-d", "-q", "-c"]
 
 
