@@ -49,9 +49,10 @@ def step_failures(result) -> list[str]:
 
 
 def store_of(config: FarmConfig):
+    """The backup target, outside a run: the resource's dg.EnvVar credentials resolved here."""
     from wpfarm_assets.definitions import build_resources
 
-    return build_resources(config)["object_store"].store()
+    return build_resources(config)["object_store"].process_config_and_initialize().store()
 
 
 def sync_partitions(inst: dg.DagsterInstance, config: FarmConfig) -> list[str]:

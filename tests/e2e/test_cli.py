@@ -49,3 +49,14 @@ def test_demo_backs_up_twenty_sites_and_restores_one_identically(tmp_path, db):
         for i in range(1, 21):
             db.drop_database(f"wp_e2e_{i:03d}")
         db.drop_database("wp_e2e_restore_check")
+
+
+def test_commands_outside_a_run_use_the_spaces_keys_from_the_environment(make_farm, s3, monkeypatch):
+    from wpfarm_assets.cli import store_of
+    from wpfarm_assets.config import load_config
+
+    make_farm(1, target=f"s3://{s3.new_bucket()}/farm", s3_endpoint_url=s3.endpoint)
+    monkeypatch.setenv("SPACES_ACCESS_KEY_ID", "key-from-env")
+    monkeypatch.setenv("SPACES_SECRET_ACCESS_KEY", "secret-from-env")
+    credentials = store_of(load_config())._s3._request_signer._credentials
+    assert (credentials.access_key, credentials.secret_key) == ("key-from-env", "secret-from-env")
