@@ -196,9 +196,13 @@ class S3Store:
         for start in range(0, len(keys), 1000):
             batch = [{"Key": self.prefix + k} for k in keys[start : start + 1000]]
             try:
-                self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+                response = self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
             except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
                 raise self._fail("delete", batch[0]["Key"], exc) from None
+            if errors := response.get("Errors"):  # HTTP 200 with keys it did not delete
+                first = errors[0]
+                raise StoreError(f"cannot delete {len(errors)} objects at {self.url}, "
+                                 f"e.g. {first.get('Key')}: {first.get('Code')} {first.get('Message')}")
 
 
     def unfinished_uploads(self, prefix: str) -> list[UnfinishedUpload]:

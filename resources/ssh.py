@@ -21,6 +21,7 @@ import paramiko
 from wpfarm_assets.config import SSHConfig
 
 CHUNK = 1 << 20
+IDLE_TIMEOUT = 600  # seconds an SSH command may send nothing before it counts as dead
 # An argument equal to this is replaced by a path from which the command reads the secret given to
 # `Runner.start` (a pipe, so the secret never touches a disk, the command line or the environment).
 SECRET_FILE = "\x00secret-file"
@@ -136,6 +137,7 @@ class SSHProcess:
     def __init__(self, client: paramiko.SSHClient, argv: list[str]):
         self.argv = argv
         self._channel = client.get_transport().open_session()
+        self._channel.settimeout(IDLE_TIMEOUT)  # a node that dies mid-stream fails the backup, not hangs it
         self._channel.exec_command(shlex.join(argv))
         self._stderr: collections.deque[bytes] = collections.deque(maxlen=64)
         self._stderr_thread = threading.Thread(target=self._drain_stderr, daemon=True)
@@ -188,6 +190,7 @@ class SSHRunner:
             )
         except (paramiko.SSHException, OSError) as exc:
             raise CommandError(f"cannot reach {self.where} over SSH: {exc}") from None
+        self._client.get_transport().set_keepalive(30)
 
     def start(self, argv: list[str], *, stdin: bool = False, secret: bytes | None = None) -> Process:
         if secret is not None:

@@ -196,7 +196,9 @@ def back_up_files(site: Site, runner: Runner, store: Store, encrypt_argv: list[s
             if not counter.complete:
                 raise BackupError("the tar stream ended inside the archive (truncated)")
 
-        stats = back_up_stream(proc, encrypt_argv, store, key.data_key, counter.feed, completed)
+        # GNU tar exits 1 when a file changed or vanished while it was read (a live site); the
+        # archive is still whole, which `completed` checks, so that status is accepted.
+        stats = back_up_stream(proc, encrypt_argv, store, key.data_key, counter.feed, completed, frozenset({0, 1}))
         tools = {"tar": _tool_version(runner, "tar")}
         content = {"content_path": site.content_path, "files": counter.files, "wp_config": with_config}
         manifest = _write_manifest(store, key, started, stats, fingerprint, runner, tools, content)

@@ -58,13 +58,18 @@ class _Stage:
 
 
 class _Pump(threading.Thread):
-    """Copies chunks from `read` to `write`, showing each chunk to `tap`, then calls `close`."""
+    """Copies chunks from `read` to `write`, showing each chunk to `tap`, then calls `close`.
+
+    If it stops before the end (the next stage died, or `tap` refused a chunk) it calls `abort`, so
+    that the command it reads from is not left blocked on a full pipe forever.
+    """
 
     def __init__(self, read: Callable[[], bytes], write: Callable[[bytes], None], close: Callable[[], None],
-                 tap: Callable[[bytes], None] | None = None):
+                 tap: Callable[[bytes], None] | None = None, abort: Callable[[], None] | None = None):
         super().__init__(daemon=True)
-        self._read, self._write, self._close, self._tap = read, write, close, tap
+        self._read, self._write, self._close, self._tap, self._abort = read, write, close, tap, abort
         self.error: BaseException | None = None
+        self.finished = False  # read everything there was
 
     def run(self) -> None:
         try:
@@ -72,22 +77,26 @@ class _Pump(threading.Thread):
                 if self._tap:
                     self._tap(chunk)
                 self._write(chunk)
+            self.finished = True
         except BrokenPipeError:
             pass  # the next stage died; its exit status says why
         except BaseException as exc:  # noqa: BLE001 - reported by the caller
             self.error = exc
         finally:
+            if not self.finished and self._abort:
+                self._abort()
             try:
                 self._close()
             except (BrokenPipeError, OSError):
                 pass
 
 
-def _failures(source: Process | None, stages: list[_Stage], sink: Process | None, pump: _Pump) -> list[str]:
+def _failures(source: Process | None, stages: list[_Stage], sink: Process | None, pump: _Pump,
+              source_ok: frozenset[int] = frozenset({0})) -> list[str]:
     """Wait for every stage and describe each that failed, first stage first."""
     pump.join()
     problems = []
-    if source is not None and (status := source.wait()) != 0:
+    if source is not None and (status := source.wait()) not in source_ok:
         problems.append(describe_failure(source, status))
     if pump.error is not None:
         problems.append(f"stream copy failed: {pump.error}")
@@ -106,15 +115,22 @@ def back_up_stream(
     key: str,
     tap: Callable[[bytes], None] | None = None,
     check: Callable[[], None] | None = None,
+    source_ok: frozenset[int] = frozenset({0}),
 ) -> StreamStats:
     """Stream `source` through zstd and gpg into `store` at `key`.
 
     `tap` sees every plaintext chunk (counting, completion markers); `check` runs after all stages
-    succeeded and may raise to refuse the object. Nothing is committed unless both pass.
+    succeeded and may raise to refuse the object. Nothing is committed unless both pass. The
+    source's exit statuses in `source_ok` count as success.
     """
     started = time.monotonic()
-    compress = _Stage(COMPRESS_ARGV, subprocess.PIPE)
-    encrypt = _Stage(encrypt_argv, compress.proc.stdout)
+    try:
+        compress = _Stage(COMPRESS_ARGV, subprocess.PIPE)
+        encrypt = _Stage(encrypt_argv, compress.proc.stdout)
+    except BaseException:
+        source.kill()
+        source.wait()
+        raise
     compress.proc.stdout.close()  # gpg owns it now; zstd sees SIGPIPE if gpg dies
     plaintext = 0
 
@@ -124,7 +140,7 @@ def back_up_stream(
         if tap:
             tap(chunk)
 
-    pump = _Pump(source.read, compress.proc.stdin.write, compress.proc.stdin.close, count)
+    pump = _Pump(source.read, compress.proc.stdin.write, compress.proc.stdin.close, count, source.kill)
     pump.start()
     digest = hashlib.sha256()
     stored = 0
@@ -137,7 +153,7 @@ def back_up_stream(
             yield chunk
 
     def before_commit() -> None:
-        problems = _failures(source, [compress, encrypt], None, pump)
+        problems = _failures(source, [compress, encrypt], None, pump, source_ok)
         if problems:
             raise StreamError("; ".join(problems))
         if check:
@@ -169,11 +185,16 @@ def object_sha256(store: Store, key: str) -> tuple[str, int]:
 
 def restore_stream(store: Store, key: str, expected_sha256: str, decrypt_argv: list[str], sink: Process) -> int:
     """Stream a stored object through gpg -d and zstd -d into `sink`; return the plaintext bytes."""
-    decrypt = _Stage(decrypt_argv, subprocess.PIPE)
-    decompress = _Stage(DECOMPRESS_ARGV, decrypt.proc.stdout)
-    decrypt.proc.stdout.close()
+    try:
+        decrypt = _Stage(decrypt_argv, subprocess.PIPE)
+        decompress = _Stage(DECOMPRESS_ARGV, decrypt.proc.stdout)
+        decrypt.proc.stdout.close()
+        body = store.open(key)
+    except BaseException:
+        sink.kill()
+        sink.wait()
+        raise
     digest = hashlib.sha256()
-    body = store.open(key)
     download = _Pump(lambda: body.read(CHUNK), decrypt.proc.stdin.write, decrypt.proc.stdin.close, digest.update)
     download.start()
     plaintext = 0
@@ -182,7 +203,8 @@ def restore_stream(store: Store, key: str, expected_sha256: str, decrypt_argv: l
             plaintext += len(chunk)
             sink.write(chunk)
     except (BrokenPipeError, OSError):
-        pass  # the sink died; its exit status says why
+        decrypt.kill()  # the sink died (its exit status says why): stop the stages feeding it
+        decompress.kill()
     except BaseException:
         for proc in (decrypt, decompress, sink):
             proc.kill()
@@ -192,7 +214,7 @@ def restore_stream(store: Store, key: str, expected_sha256: str, decrypt_argv: l
         decompress.proc.stdout.close()
     problems = _failures(None, [decrypt, decompress], sink, download)
     body.close()
-    if digest.hexdigest() != expected_sha256:
+    if download.finished and digest.hexdigest() != expected_sha256:  # a partial read proves nothing
         problems.insert(0, f"stored object {key} does not match its manifest's sha256")
     if problems:
         raise StreamError("; ".join(problems))

@@ -153,3 +153,22 @@ def test_restore_needs_the_private_key_and_refuses_a_corrupted_object(make_farm,
     with pytest.raises(RestoreError, match="its manifest says .* refusing to restore"):
         restore_database(site, store, db, keyring.home, to_database=scratch)
     assert not db.database_exists(scratch)
+
+
+def test_an_encryption_failure_mid_stream_fails_fast_instead_of_hanging(keyring, tmp_path):
+    """gpg refusing the key (expired, say) must stop the whole chain; the source must not block forever."""
+    import signal
+
+    from resources.object_store import LocalStore
+    from resources.ssh import LocalRunner
+
+    source = LocalRunner().start(["head", "-c", str(64 << 20), "/dev/urandom"])  # far more than the pipes hold
+    refusing = encrypt_argv("FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF", keyring.public_home)
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("the pipeline hung")))
+    signal.alarm(60)
+    try:
+        with pytest.raises(StreamError, match="gpg exited with status 2"):
+            back_up_stream(source, refusing, LocalStore(tmp_path), "sites/x.example/db/k")
+    finally:
+        signal.alarm(0)
+    assert list(LocalStore(tmp_path).list("sites/")) == []
