@@ -11,7 +11,7 @@ from resources.gpg import GPGResource
 from resources.mariadb import MariaDBResource
 from resources.object_store import ObjectStoreResource
 from resources.ssh import NodeResource
-from schedules.backup_health import backup_health_schedule
+from schedules.backup_health import backup_health_schedule, verify_backups_schedule
 from schedules.daily_backup import build_daily_backup_schedule
 from sensors.retention_after_backup import retention_after_backup, retention_after_failed_backup
 from sensors.run_failures import run_failure_alert
@@ -25,7 +25,13 @@ from wpfarm_assets.assets import (
     retention,
 )
 from wpfarm_assets.config import FarmConfig, load_config
-from wpfarm_assets.jobs import apply_retention_job, back_up_sites_job, check_backup_health_job, restore_site
+from wpfarm_assets.jobs import (
+    apply_retention_job,
+    back_up_sites_job,
+    check_backup_health_job,
+    restore_site,
+    verify_backups_job,
+)
 
 
 def secret(name: str) -> dg.EnvVar | None:
@@ -60,9 +66,9 @@ def build_definitions(config: FarmConfig) -> dg.Definitions:
     return dg.Definitions(
         assets=[database_dump, file_archive, retention, backup_inventory],
         asset_checks=[backup_age_check, backup_integrity_check],
-        jobs=[back_up_sites_job, apply_retention_job, check_backup_health_job, restore_site],
+        jobs=[back_up_sites_job, apply_retention_job, check_backup_health_job, verify_backups_job, restore_site],
         schedules=[build_daily_backup_schedule(config.backup.schedule, config.backup.sites_per_run),
-                   backup_health_schedule],
+                   backup_health_schedule, verify_backups_schedule],
         sensors=[site_inventory_sensor, retention_after_backup, retention_after_failed_backup, run_failure_alert],
         resources=build_resources(config),
     )

@@ -9,7 +9,14 @@ from resources.gpg import GPGResource
 from resources.mariadb import MariaDBResource
 from resources.object_store import ObjectStoreResource
 from resources.ssh import NodeResource
-from wpfarm_assets.assets import backup_inventory, database_dump, file_archive, retention
+from wpfarm_assets.assets import (
+    backup_age_check,
+    backup_integrity_check,
+    backup_inventory,
+    database_dump,
+    file_archive,
+    retention,
+)
 from wpfarm_assets.config import load_config
 from wpfarm_assets.restore import restore_database, restore_files
 
@@ -27,8 +34,14 @@ apply_retention_job = dg.define_asset_job(
 
 check_backup_health_job = dg.define_asset_job(
     "check_backup_health",
-    selection=[backup_inventory],
-    description="Refresh the backup inventory and run its age and integrity checks (which alert).",
+    selection=dg.AssetSelection.assets(backup_inventory).without_checks() | dg.AssetSelection.checks(backup_age_check),
+    description="Refresh the backup inventory and check every site's backup age (alerts fire and resolve).",
+)
+
+verify_backups_job = dg.define_asset_job(
+    "verify_backups",
+    selection=dg.AssetSelection.checks(backup_integrity_check),
+    description="Re-read every site's newest backups and compare them with their manifests (alerts).",
 )
 
 

@@ -33,9 +33,14 @@ def back_up(config, keyring, db, site, hours_ago: float) -> None:
 
 
 def check_health(config) -> dict[str, dg.AssetCheckEvaluation]:
-    result = build_definitions(config).resolve_job_def("check_backup_health").execute_in_process(
-        instance=dg.DagsterInstance.get(), raise_on_error=False)
-    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+    """Both health jobs, as their schedules run them: ages (with the inventory), then integrity."""
+    evaluations = {}
+    for job in ("check_backup_health", "verify_backups"):
+        result = build_definitions(config).resolve_job_def(job).execute_in_process(
+            instance=dg.DagsterInstance.get(), raise_on_error=False)
+        evaluations.update({e.check_name: e for e in result.get_asset_check_evaluations()})
+    assert set(evaluations) == {"backup_age_check", "backup_integrity_check"}
+    return evaluations
 
 
 def wait_for(condition, what: str, timeout: float = 30):
