@@ -78,6 +78,8 @@ class DatabaseConfig(_Model):
     ssh: SSHConfig | None = None
     # Dumps running at once on this tier, farm-wide (the database_dump steps share one pool slot).
     parallelism: int = Field(default=4, ge=1, le=64)
+    # Galera nodes the cluster should have (ignored for a standalone server).
+    nodes: int = Field(default=3, ge=1)
 
 
 class StorageConfig(_Model):

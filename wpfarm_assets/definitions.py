@@ -21,6 +21,7 @@ from wpfarm_assets.assets import (
     backup_integrity_check,
     backup_inventory,
     database_dump,
+    database_tier,
     file_archive,
     retention,
 )
@@ -64,7 +65,7 @@ def build_resources(config: FarmConfig) -> dict:
 
 def build_definitions(config: FarmConfig) -> dg.Definitions:
     return dg.Definitions(
-        assets=[database_dump, file_archive, retention, backup_inventory],
+        assets=[database_tier, database_dump, file_archive, retention, backup_inventory],
         asset_checks=[backup_age_check, backup_integrity_check],
         jobs=[back_up_sites_job, apply_retention_job, check_backup_health_job, verify_backups_job, restore_site],
         schedules=[build_daily_backup_schedule(config.backup.schedule, config.backup.sites_per_run),

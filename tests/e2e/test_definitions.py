@@ -12,7 +12,8 @@ def test_definitions_hold_the_site_assets_jobs_and_sensor(make_farm):
     defs = build_definitions(load_config())
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
-        "database_dump", "file_archive", "retention", "backup_inventory"}
+        "database_tier", "database_dump", "file_archive", "retention", "backup_inventory"}
+    assert graph.get(dg.AssetKey("database_dump")).parent_keys == {dg.AssetKey("database_tier")}
     assert graph.get(dg.AssetKey("retention")).parent_keys == {dg.AssetKey("database_dump"), dg.AssetKey("file_archive")}
     for key in ("database_dump", "file_archive", "retention"):
         node = graph.get(dg.AssetKey(key))
