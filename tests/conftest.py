@@ -5,6 +5,7 @@ own server (scripts/setup makes sure it runs); each test creates and drops its o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -33,16 +34,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not listen on port {port} within {timeout}s")
+@contextlib.contextmanager
+def serving(argv: list[str], port: int, log: Path | None = None, timeout: float = 30):
+    """Run a server until the block ends, once it listens on `port` (loopback)."""
+    stderr = open(log, "wb") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{argv[0]} exited with status {proc.returncode}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{argv[0]} did not listen on port {port} within {timeout}s")
+            time.sleep(0.1)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -90,14 +101,8 @@ class S3Service:
 @pytest.fixture(scope="session")
 def s3() -> S3Service:
     port = free_port()
-    proc = subprocess.Popen([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, proc, "moto_server")
+    with serving([str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], port):
         yield S3Service(f"http://127.0.0.1:{port}")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(autouse=True)
@@ -141,14 +146,10 @@ def sshd() -> SSHService:
         "StrictModes no\nUsePAM no\nSubsystem sftp internal-sftp\n"
     )
     os.makedirs("/run/sshd", exist_ok=True)
-    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(base / "sshd_config")],
-                            stdout=subprocess.DEVNULL, stderr=open(base / "sshd.log", "wb"))
     try:
-        wait_for_port(port, proc, "sshd")
-        yield SSHService(port, str(base / "client_key"), str(base / "known_hosts"), os.environ.get("USER", "root"))
+        with serving(["/usr/sbin/sshd", "-D", "-e", "-f", str(base / "sshd_config")], port, base / "sshd.log"):
+            yield SSHService(port, str(base / "client_key"), str(base / "known_hosts"), os.environ.get("USER", "root"))
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -308,26 +309,14 @@ def alertmanager(receivers, tmp_path_factory) -> str:
             hook["url"] = f"http://127.0.0.1:{receivers.http_port}/sms"
     (base / "alertmanager.yml").write_text(yaml.safe_dump(config))
     port = free_port()
-    proc = subprocess.Popen(
-        ["prometheus-alertmanager", f"--config.file={base / 'alertmanager.yml'}", f"--storage.path={base / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-        stdout=subprocess.DEVNULL, stderr=open(base / "alertmanager.log", "wb"))
-    try:
-        wait_for_port(port, proc, "alertmanager")
+    argv = ["prometheus-alertmanager", f"--config.file={base / 'alertmanager.yml'}", f"--storage.path={base / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]
+    with serving(argv, port, base / "alertmanager.log"):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
-def pushgateway(tmp_path_factory) -> str:
+def pushgateway() -> str:
     port = free_port()
-    proc = subprocess.Popen(["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, proc, "pushgateway")
+    with serving(["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"], port):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
