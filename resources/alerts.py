@@ -57,6 +57,19 @@ class AlertmanagerResource(dg.ConfigurableResource):
         alerts = json.loads(_request("GET", f"{self.url.rstrip('/')}/api/v2/alerts?{query}"))
         return [a["labels"] for a in alerts]
 
+    def sync(self, alertname: str, alerts: list[tuple[dict[str, str], dict[str, str]]]) -> dict[str, int]:
+        """Fire every (labels, annotations) given; resolve every active `alertname` alert not among
+        them (the problem went away, or its severity changed)."""
+        wanted = {tuple(sorted({**labels, "alertname": alertname}.items())) for labels, _ in alerts}
+        for labels, annotations in alerts:
+            self.fire({**labels, "alertname": alertname}, annotations)
+        resolved = 0
+        for labels in self.firing(alertname):
+            if tuple(sorted(labels.items())) not in wanted:
+                self.resolve(labels)
+                resolved += 1
+        return {"firing": len(wanted), "resolved": resolved}
+
     def _post(self, alerts: list[dict]) -> None:
         _request("POST", f"{self.url.rstrip('/')}/api/v2/alerts", json.dumps(alerts).encode())
 

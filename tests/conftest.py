@@ -1,18 +1,16 @@
 """Real services for the tests, started here on free loopback ports and stopped afterwards:
-moto_server (S3 over HTTP), an OpenSSH server, a throwaway GnuPG keyring. MariaDB is the machine's
+moto_server (S3 over HTTP), an OpenSSH server, a throwaway GnuPG keyring, Alertmanager, Pushgateway,
+and (tests/services.py) dockerd in a Swarm, glusterd, Redis + Sentinel, Varnish, Prometheus; the
+DigitalOcean API is the one emulated (tests/do_emulator.py). MariaDB is the machine's
 own server (scripts/setup makes sure it runs); each test creates and drops its own databases.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,37 +21,19 @@ import yaml
 
 from resources.mariadb import MariaDB
 from resources.ssh import LocalRunner
+from services import (
+    docker_swarm,
+    free_port,
+    gluster_volume,
+    prometheus,
+    redis_and_varnish,
+    scratch_dir,
+    serving,
+)
+from do_emulator import DigitalOceanEmulator
 from wpfarm_assets.demo import DemoSize, create_site_content, create_site_database, make_gpg_key
 
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(argv: list[str], port: int, log: Path | None = None, timeout: float = 30):
-    """Run a server until the block ends, once it listens on `port` (loopback)."""
-    stderr = open(log, "wb") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{argv[0]} exited with status {proc.returncode}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{argv[0]} did not listen on port {port} within {timeout}s")
-            time.sleep(0.1)
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -130,8 +110,7 @@ def sshd() -> SSHService:
 
     Its folder is readable by other users: sshd reads authorized_keys as the user logging in.
     """
-    base = Path(tempfile.mkdtemp(prefix="wpfarm-sshd-", dir="/var/tmp"))
-    base.chmod(0o755)
+    base = scratch_dir("wpfarm-sshd-")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / "host_key")], check=True)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / "client_key")], check=True)
     shutil.copy(base / "client_key.pub", base / "authorized_keys")
@@ -166,8 +145,7 @@ def backup_user() -> str:
 @pytest.fixture
 def shared_dir():
     """A folder other users can read (pytest's own tmp folders are root-only)."""
-    path = Path(tempfile.mkdtemp(prefix="wpfarm-test-", dir="/var/tmp"))
-    path.chmod(0o755)
+    path = scratch_dir("wpfarm-test-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -187,12 +165,14 @@ class Farm:
 
 @pytest.fixture
 def make_farm(tmp_path, db, keyring, monkeypatch):
-    """make_farm(n, target=..., database_ssh=..., storage_ssh=..., size=...) -> Farm; drops its databases after."""
+    """make_farm(n, target=..., database_ssh=..., storage_ssh=..., size=..., sections={...}) -> Farm;
+    drops its databases after. `sections` adds to or overrides farm.yaml's top-level sections."""
     created: list[str] = []
 
     def make(n: int = 2, *, target: str | None = None, database_ssh: dict | None = None,
              storage_ssh: dict | None = None, size: DemoSize = DemoSize(posts=30, uploads=3),
-             content_root: Path | None = None, alerts: dict | None = None, **backup) -> Farm:
+             content_root: Path | None = None, alerts: dict | None = None, sections: dict | None = None,
+             **backup) -> Farm:
         tag = uuid.uuid4().hex[:8]
         sites = []
         for i in range(n):
@@ -211,6 +191,8 @@ def make_farm(tmp_path, db, keyring, monkeypatch):
             "alerts": alerts or {},
             "sites": sites,
         }
+        for section, values in (sections or {}).items():  # topology, swarm, cache, monitoring, storage...
+            config[section] = {**config.get(section, {}), **values}
         path = tmp_path / "farm.yaml"
         path.write_text(yaml.safe_dump(config))
         monkeypatch.setenv("WPFARM_CONFIG", str(path))
@@ -320,3 +302,37 @@ def pushgateway() -> str:
     port = free_port()
     with serving(["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"], port):
         yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def swarm():
+    with docker_swarm() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def gluster():
+    with gluster_volume() as volume:
+        yield volume
+
+
+@pytest.fixture(scope="session")
+def cache():
+    with redis_and_varnish() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def prometheus_server():
+    with prometheus() as running:
+        yield running
+
+
+@pytest.fixture
+def digitalocean(monkeypatch):
+    """The DigitalOcean emulator, with python-digitalocean and the resource pointed at it."""
+    emulator = DigitalOceanEmulator().start()
+    monkeypatch.setenv("DIGITALOCEAN_END_POINT", emulator.url)
+    monkeypatch.setenv("DIGITALOCEAN_TOKEN", emulator.token)
+    yield emulator
+    emulator.stop()

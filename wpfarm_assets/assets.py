@@ -18,7 +18,7 @@ from resources.alerts import AlertError, AlertmanagerResource, PushgatewayResour
 from resources.gpg import GPGResource
 from resources.mariadb import MariaDBResource
 from resources.object_store import ObjectStoreResource
-from resources.ssh import CommandError, NodeResource
+from resources.ssh import NodeResource
 from wpfarm_assets.backup import Backup
 from wpfarm_assets.backup import back_up_database as _back_up_database
 from wpfarm_assets.backup import back_up_files as _back_up_files
@@ -27,7 +27,7 @@ from wpfarm_assets.health import CRITICAL, OK, WARNING, backup_age, backup_integ
 from wpfarm_assets.inventory import backup_inventory as inventory_frame
 from wpfarm_assets.inventory import spaces_monthly_cost
 from wpfarm_assets.retention import RULES, RetentionReport, apply_retention, list_sites
-from wpfarm_assets.tiers import database_health
+from wpfarm_assets.infrastructure import database_tier, storage_tier
 
 # Batching many sites into one run is the point of backfill_policy; its "beta" label is noise here.
 warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
@@ -109,20 +109,6 @@ def for_each_site(context: dg.AssetExecutionContext, parallelism: int, work: Cal
     return dg.MaterializeResult()
 
 
-@dg.asset(group_name="infrastructure", kinds={"mariadb"})
-def database_tier(mariadb: MariaDBResource, database_node: NodeResource) -> dg.MaterializeResult:
-    """The database tier as the backups see it: MariaDB reachable, and (on Galera) Primary, ready, Synced."""
-    db = mariadb.client(database_node.runner())
-    try:
-        health = database_health(db, load_config().database.nodes)
-    except CommandError as exc:
-        raise dg.Failure(f"database tier unreachable at {mariadb.host}:{mariadb.port}: {exc}", allow_retries=False) from None
-    if health.failures:
-        raise dg.Failure("database tier down: " + "; ".join(health.failures), metadata=health.facts, allow_retries=False)
-    return dg.MaterializeResult(metadata={**health.facts, "warnings": dg.MetadataValue.json(health.warnings),
-                                          "healthy": not health.warnings})
-
-
 @dg.asset(
     partitions_def=sites,
     deps=[database_tier],
@@ -152,6 +138,7 @@ def database_dump(
 
 @dg.asset(
     partitions_def=sites,
+    deps=[storage_tier],
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="backups",
     kinds={"s3"},

@@ -54,6 +54,8 @@ def validate_absolute_path(path: str) -> str:
 SiteName = Annotated[str, AfterValidator(validate_site_name)]
 Identifier = Annotated[str, AfterValidator(validate_identifier)]
 AbsolutePath = Annotated[str, AfterValidator(validate_absolute_path)]
+VolumeName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")]
+HostPort = Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]{1,253}:[0-9]{1,5}$")]
 
 
 class _Model(BaseModel):
@@ -87,6 +89,62 @@ class StorageConfig(_Model):
     ssh: SSHConfig | None = None
     # File archives running at once on this tier, farm-wide (one pool slot for file_archive steps).
     parallelism: int = Field(default=4, ge=1, le=64)
+    # The GlusterFS volume holding wp-content and how many bricks it should have (none: local disk).
+    gluster_volume: VolumeName | None = None
+    bricks: int = Field(default=2, ge=1)
+
+
+class CacheConfig(_Model):
+    """The cache tier: Redis (with Sentinel) and Varnish. Unset parts are not checked."""
+
+    redis: HostPort | None = None  # the master Sentinel should name
+    replicas: int = Field(default=2, ge=0)
+    sentinel: HostPort | None = None
+    master_name: Identifier = "wpfarm"
+    varnish_health_url: str | None = None  # answers 200 while Varnish serves (configs/varnish)
+
+
+class MonitoringConfig(_Model):
+    prometheus_url: str | None = None  # Alertmanager's is alerts.alertmanager_url
+
+
+SwarmRole = Literal["manager", "worker"]
+TIERS = ("manager", "cache", "worker", "database", "storage", "monitoring")
+
+
+class TierSpec(_Model):
+    """One tier of droplets: how many, what size, where, and its place in the Swarm."""
+
+    count: int = Field(ge=0)
+    size: Annotated[str, Field(pattern=r"^[a-z0-9-]{1,64}$")]  # DigitalOcean size slug
+    role: SwarmRole = "worker"
+    region: Annotated[str, Field(pattern=r"^[a-z0-9]{2,16}$")] | None = None  # default: topology.region
+    image: str | None = None  # default: topology.image
+    tags: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_:-]{1,255}$")]] = []
+    # Swarm node labels besides tier=<tier> (placement constraints in configs/stacks use them).
+    labels: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")], str] = {}
+
+
+class TopologyConfig(_Model):
+    """The farm's droplets by tier. Droplet (and Swarm node host) names are <project>-<tier>-<nn>;
+    every droplet carries the tags <project> and <project>-<tier>, every node the label tier=<tier>."""
+
+    project: Annotated[str, AfterValidator(validate_site_name)] = "wpfarm"
+    region: Annotated[str, Field(pattern=r"^[a-z0-9]{2,16}$")] = "fra1"
+    image: str = "docker-20-04"
+    ssh_keys: list[str] = []  # fingerprints of the DigitalOcean account keys put on new droplets
+    tiers: dict[Literal[TIERS], TierSpec] = {}
+
+    def droplet_names(self, tier: str) -> list[str]:
+        return [f"{self.project}-{tier}-{i:02d}" for i in range(1, self.tiers[tier].count + 1)]
+
+    def node_labels(self, tier: str) -> dict[str, str]:
+        return {"tier": tier, **self.tiers[tier].labels}
+
+
+class SwarmConfig(_Model):
+    # A manager's Docker API: unix:///var/run/docker.sock, tcp://host:2376 or ssh://user@host. None: not watched.
+    docker_host: str | None = None
 
 
 class BackupConfig(_Model):
@@ -139,6 +197,10 @@ class FarmConfig(_Model):
     backup: BackupConfig
     retention: RetentionConfig = RetentionConfig()
     alerts: AlertsConfig = AlertsConfig()
+    cache: CacheConfig = CacheConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    swarm: SwarmConfig = SwarmConfig()
+    topology: TopologyConfig = TopologyConfig()
     sites: list[Site] = []
 
     @model_validator(mode="after")

@@ -7,29 +7,34 @@ import os
 import dagster as dg
 
 from resources.alerts import AlertmanagerResource, PushgatewayResource
+from resources.digitalocean import DigitalOceanResource
 from resources.gpg import GPGResource
 from resources.mariadb import MariaDBResource
 from resources.object_store import ObjectStoreResource
+from resources.redis import RedisResource
 from resources.ssh import NodeResource
-from schedules.backup_health import backup_health_schedule, verify_backups_schedule
+from resources.swarm import SwarmResource
+from schedules.backup_health import backup_health_schedule, infrastructure_schedule, verify_backups_schedule
 from schedules.daily_backup import build_daily_backup_schedule
 from sensors.retention_after_backup import retention_after_backup, retention_after_failed_backup
 from sensors.run_failures import run_failure_alert
 from sensors.site_inventory import site_inventory_sensor
+from sensors.swarm_nodes import swarm_node_sensor
 from wpfarm_assets.assets import (
     backup_age_check,
     backup_integrity_check,
     backup_inventory,
     database_dump,
-    database_tier,
     file_archive,
     retention,
 )
+from wpfarm_assets.infrastructure import infrastructure_assets
 from wpfarm_assets.config import FarmConfig, load_config
 from wpfarm_assets.jobs import (
     apply_retention_job,
     back_up_sites_job,
     check_backup_health_job,
+    check_infrastructure_job,
     restore_site,
     verify_backups_job,
 )
@@ -60,17 +65,22 @@ def build_resources(config: FarmConfig) -> dict:
         "gpg": GPGResource(recipient=config.backup.gpg_recipient, home=config.backup.gpg_home),
         "alertmanager": AlertmanagerResource(url=config.alerts.alertmanager_url),
         "pushgateway": PushgatewayResource(url=config.alerts.pushgateway_url),
+        "digitalocean": DigitalOceanResource(token=secret("DIGITALOCEAN_TOKEN"), tag=config.topology.project),
+        "swarm": SwarmResource(docker_host=config.swarm.docker_host),
+        "redis": RedisResource(password=secret("REDIS_PASSWORD")),
     }
 
 
 def build_definitions(config: FarmConfig) -> dg.Definitions:
     return dg.Definitions(
-        assets=[database_tier, database_dump, file_archive, retention, backup_inventory],
+        assets=[*infrastructure_assets, database_dump, file_archive, retention, backup_inventory],
         asset_checks=[backup_age_check, backup_integrity_check],
-        jobs=[back_up_sites_job, apply_retention_job, check_backup_health_job, verify_backups_job, restore_site],
+        jobs=[back_up_sites_job, apply_retention_job, check_backup_health_job, verify_backups_job,
+              check_infrastructure_job, restore_site],
         schedules=[build_daily_backup_schedule(config.backup.schedule, config.backup.sites_per_run),
-                   backup_health_schedule, verify_backups_schedule],
-        sensors=[site_inventory_sensor, retention_after_backup, retention_after_failed_backup, run_failure_alert],
+                   backup_health_schedule, verify_backups_schedule, infrastructure_schedule],
+        sensors=[site_inventory_sensor, swarm_node_sensor, retention_after_backup, retention_after_failed_backup,
+                 run_failure_alert],
         resources=build_resources(config),
     )
 

@@ -94,24 +94,16 @@ def backup_age(sites: list[str], listing: dict[str, SiteBackups], now: datetime,
 
 
 def sync_alerts(alertmanager, alertname: str, findings: list[Finding], link: str) -> dict[str, int]:
-    """Fire an alert for every finding that is not ok; resolve every active `alertname` alert that
-    no longer matches one (a site backed up again, or a severity that changed)."""
-    wanted = {}
+    """Fire an alert for every finding that is not ok; resolve the `alertname` alerts that no longer
+    match one (a site backed up again, or a severity that changed)."""
+    alerts = []
     for f in findings:
         if f.severity != OK:
-            labels = {"alertname": alertname, "site": f.site, "kind": f.kind, "severity": f.severity}
-            wanted[tuple(sorted(labels.items()))] = (labels, f)
-    for labels, f in wanted.values():
-        annotations = {"summary": f.reason, "run": link}
-        if f.age_hours is not None:
-            annotations["age_hours"] = str(f.age_hours)
-        alertmanager.fire(labels, annotations)
-    resolved = 0
-    for labels in alertmanager.firing(alertname):
-        if tuple(sorted(labels.items())) not in wanted:
-            alertmanager.resolve(labels)
-            resolved += 1
-    return {"firing": len(wanted), "resolved": resolved}
+            annotations = {"summary": f.reason, "run": link}
+            if f.age_hours is not None:
+                annotations["age_hours"] = str(f.age_hours)
+            alerts.append(({"site": f.site, "kind": f.kind, "severity": f.severity}, annotations))
+    return alertmanager.sync(alertname, alerts)
 
 
 def backup_integrity(store: Store, sites: list[str], listing: dict[str, SiteBackups]) -> list[Finding]:

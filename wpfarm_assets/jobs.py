@@ -45,6 +45,13 @@ verify_backups_job = dg.define_asset_job(
 )
 
 
+check_infrastructure_job = dg.define_asset_job(
+    "check_infrastructure",
+    selection=dg.AssetSelection.groups("infrastructure"),
+    description="Droplets and Swarm nodes against the topology, and the health of every tier.",
+)
+
+
 class RestoreSiteConfig(dg.Config):
     site: str
     kind: str = "all"  # all | db | files

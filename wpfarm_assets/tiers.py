@@ -1,14 +1,25 @@
 """Health of the farm's infrastructure tiers, as plain functions over what the tier reports.
 
-Database tier: MariaDB, alone or in a Galera cluster (through ProxySQL in production). A Galera node
-is healthy when its cluster is Primary, it is ready and Synced, and the cluster has the expected size.
+Each tier is judged into failures (the tier cannot serve) and warnings (degraded):
+- database: MariaDB, alone or in a Galera cluster (through ProxySQL in production): Primary, ready,
+  Synced, and the expected cluster size;
+- cache: Sentinel's master up, Redis master with its replicas, Varnish's health URL;
+- storage: the GlusterFS volume started with its bricks online (over SSH on a storage node);
+- monitoring: Prometheus and Alertmanager ready, Prometheus's scrape targets up.
 """
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
+from xml.etree import ElementTree
 
 from resources.mariadb import MariaDB
+from resources.redis import RedisError, RedisResource
+from resources.ssh import Runner, run
+from wpfarm_assets.config import CacheConfig, StorageConfig
 
 GALERA_STATUS = ("wsrep_cluster_size", "wsrep_cluster_status", "wsrep_ready", "wsrep_local_state_comment")
 
@@ -46,4 +57,102 @@ def database_health(db: MariaDB, expected_nodes: int) -> TierHealth:
     status = {name.lower(): value for name, value in rows}
     health = judge_database(status, expected_nodes)
     health.facts["version"] = db.version()
+    return health
+
+
+def http_status(url: str, timeout: float = 5) -> str | None:
+    """None if `url` answers 2xx, else why not (status or connection error)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return None
+    except urllib.error.HTTPError as exc:
+        return f"{url} answered {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return f"{url} unreachable: {getattr(exc, 'reason', exc)}"
+
+
+def judge_cache(cache: CacheConfig, master: dict | None, replication: dict | str | None,
+                varnish: str | None) -> TierHealth:
+    """`master`: Sentinel's view of the master (None: no Sentinel configured); `replication`: INFO
+    replication of the master, or why it could not be read; `varnish`: http_status of its health URL."""
+    health = TierHealth({})
+    if master is not None:
+        address = f"{master['ip']}:{master['port']}"
+        health.facts.update({"sentinel_master": address, "sentinel_flags": master["flags"],
+                             "sentinels": str(master.get("num-other-sentinels", 0) + 1),
+                             "quorum": str(master.get("quorum"))})
+        if "s_down" in master["flags"] or "o_down" in master["flags"]:
+            health.failures.append(f"Sentinel sees master {cache.master_name} at {address} down ({master['flags']})")
+        elif cache.redis and address != cache.redis:
+            health.warnings.append(f"Sentinel failed over: master is {address}, configuration says {cache.redis}")
+    if isinstance(replication, str):
+        health.failures.append(replication)
+    elif replication is not None:
+        health.facts.update({"redis_role": replication["role"], "replicas": str(replication.get("connected_slaves", 0))})
+        if replication["role"] != "master":
+            health.failures.append(f"Redis master is a {replication['role']} (replicates {replication.get('master_host')})")
+        elif replication.get("connected_slaves", 0) < cache.replicas:
+            health.warnings.append(f"Redis master has {replication.get('connected_slaves', 0)} of {cache.replicas} replicas")
+    if cache.varnish_health_url:
+        health.facts["varnish"] = "ok" if varnish is None else varnish
+        if varnish is not None:
+            health.failures.append(f"Varnish health: {varnish}")
+    return health
+
+
+def cache_health(cache: CacheConfig, redis: RedisResource) -> TierHealth:
+    master = redis.sentinel_master(cache.sentinel, cache.master_name) if cache.sentinel else None
+    address = f"{master['ip']}:{master['port']}" if master else cache.redis
+    replication = None
+    if address:
+        try:
+            replication = redis.replication(address)
+        except RedisError as exc:
+            replication = str(exc)
+    varnish = http_status(cache.varnish_health_url) if cache.varnish_health_url else None
+    return judge_cache(cache, master, replication, varnish)
+
+
+def judge_gluster(volume: str, status_xml: str, expected_bricks: int) -> TierHealth:
+    """`gluster volume status VOLUME --xml`: the volume started and its bricks online. Some bricks
+    offline is a warning (replicas still serve); all offline, or the volume stopped, a failure."""
+    root = ElementTree.fromstring(status_xml)
+    if root.findtext("opRet") != "0":
+        return TierHealth({"volume": volume}, failures=[f"GlusterFS: {root.findtext('opErrstr')}"])
+    bricks = [n for n in root.iter("node") if (n.findtext("path") or "").startswith("/")]
+    offline = [f"{n.findtext('hostname')}:{n.findtext('path')}" for n in bricks if n.findtext("status") != "1"]
+    health = TierHealth({"volume": volume, "bricks": str(len(bricks)), "bricks_online": str(len(bricks) - len(offline))})
+    if bricks and len(offline) == len(bricks):
+        health.failures.append(f"volume {volume}: every brick offline ({', '.join(offline)})")
+    elif offline:
+        health.warnings.append(f"volume {volume}: bricks offline: {', '.join(offline)}")
+    if len(bricks) < expected_bricks:
+        health.warnings.append(f"volume {volume} has {len(bricks)} of {expected_bricks} bricks")
+    return health
+
+
+def storage_health(storage: StorageConfig, runner: Runner) -> TierHealth:
+    if not storage.gluster_volume:
+        return TierHealth({"mode": "local disk (no GlusterFS volume configured)"})
+    out = run(runner, ["gluster", "--mode=script", "volume", "status", storage.gluster_volume, "--xml"])
+    return judge_gluster(storage.gluster_volume, out, storage.bricks)
+
+
+def monitoring_health(prometheus_url: str | None, alertmanager_url: str | None) -> TierHealth:
+    """Prometheus and Alertmanager ready (/-/ready); Prometheus scrape targets that are down warn."""
+    health = TierHealth({})
+    for name, url in (("prometheus", prometheus_url), ("alertmanager", alertmanager_url)):
+        if not url:
+            continue
+        problem = http_status(f"{url.rstrip('/')}/-/ready")
+        health.facts[name] = "ready" if problem is None else problem
+        if problem:
+            health.failures.append(f"{name} not ready: {problem}")
+    if prometheus_url and health.facts.get("prometheus") == "ready":
+        with urllib.request.urlopen(f"{prometheus_url.rstrip('/')}/api/v1/targets?state=active", timeout=5) as r:
+            targets = json.load(r)["data"]["activeTargets"]
+        down = sorted(f"{t['labels'].get('job')}/{t['labels'].get('instance')}" for t in targets if t["health"] == "down")
+        health.facts["targets"] = str(len(targets))
+        if down:
+            health.warnings.append(f"{len(down)} of {len(targets)} scrape targets down: {', '.join(down)}")
     return health

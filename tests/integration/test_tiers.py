@@ -1,39 +1,177 @@
-"""The database tier asset against the machine's real MariaDB, running and unreachable."""
+"""The infrastructure assets against real services: MariaDB, Redis + Sentinel, Varnish, GlusterFS,
+Prometheus + Alertmanager, Docker Swarm; droplets against the DigitalOcean emulator."""
 
-import socket
+import os
+import signal
+import time
 
 import dagster as dg
 import yaml
 
-from wpfarm_assets.assets import database_tier
+from services import free_port, gluster as gluster_cli
 from wpfarm_assets.config import load_config
 from wpfarm_assets.definitions import build_resources
+from wpfarm_assets.infrastructure import cache_tier, database_tier, droplets, monitoring_tier, storage_tier, swarm_nodes
 
 
-def materialize_tier(instance):
-    return dg.materialize([database_tier], resources=build_resources(load_config()), instance=instance,
+def materialize(asset):
+    return dg.materialize([asset], resources=build_resources(load_config()), instance=dg.DagsterInstance.get(),
                           raise_on_error=False)
+
+
+def metadata_of(result, asset) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node(asset.key.path[-1])[0].metadata.items()}
+
+
+def check_of(result):
+    (check,) = result.get_asset_check_evaluations()
+    return check
+
+
+def failure_message(result) -> str:
+    return next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.message
 
 
 def test_database_tier_reports_the_real_server(make_farm, dagster_home, db):
     make_farm(1)
-    result = materialize_tier(dg.DagsterInstance.get())
+    result = materialize(database_tier)
     assert result.success
-    metadata = result.asset_materializations_for_node("database_tier")[0].metadata
-    assert metadata["mode"].value == "standalone" and metadata["version"].value == db.version()
-    assert int(metadata["uptime"].value) > 0 and metadata["healthy"].value is True
+    metadata = metadata_of(result, database_tier)
+    assert metadata["mode"] == "standalone" and metadata["version"] == db.version()
+    assert int(metadata["uptime"]) > 0 and check_of(result).passed
 
 
-def test_a_stopped_server_is_a_clear_failure(make_farm, dagster_home):
-    farm = make_farm(1)
-    with socket.socket() as s:  # a port with no server behind it
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = yaml.safe_load(farm.config_path.read_text())
-    config["database"]["port"] = port
-    farm.config_path.write_text(yaml.safe_dump(config))
-    result = materialize_tier(dg.DagsterInstance.get())
+def test_a_stopped_database_server_is_a_clear_failure(make_farm, dagster_home):
+    port = free_port()  # nothing listens there
+    make_farm(1, sections={"database": {"port": port}})
+    result = materialize(database_tier)
     assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    message = failure.step_failure_data.error.message
+    message = failure_message(result)
     assert f"database tier unreachable at 127.0.0.1:{port}" in message and "Can't connect" in message
+
+
+def test_cache_tier_follows_sentinel_and_warns_on_a_lost_replica(make_farm, dagster_home, cache):
+    make_farm(1, sections={"cache": {"redis": cache.master, "sentinel": cache.sentinel, "replicas": 1,
+                                     "varnish_health_url": cache.varnish_health_url}})
+    result = materialize(cache_tier)
+    assert result.success and check_of(result).passed
+    metadata = metadata_of(result, cache_tier)
+    assert metadata["sentinel_master"] == cache.master and metadata["redis_role"] == "master"
+    assert metadata["replicas"] == "1" and metadata["varnish"] == "ok"
+
+    cache.replica.send_signal(signal.SIGSTOP)  # the replica hangs: the master drops it after its timeout
+    try:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=int(cache.master.split(":")[1]))
+        client.config_set("repl-timeout", 1)
+        deadline = time.monotonic() + 30
+        while client.info("replication")["connected_slaves"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        result = materialize(cache_tier)
+        assert result.success  # degraded, not down
+        check = check_of(result)
+        assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+        assert "Redis master has 0 of 1 replicas" in check.description
+    finally:
+        cache.replica.send_signal(signal.SIGCONT)
+
+
+def test_cache_tier_fails_when_varnish_does_not_answer(make_farm, dagster_home, cache):
+    dead = f"http://127.0.0.1:{free_port()}/varnish-health"
+    make_farm(1, sections={"cache": {"sentinel": cache.sentinel, "replicas": 1, "varnish_health_url": dead}})
+    result = materialize(cache_tier)
+    assert not result.success
+    assert "cache tier down: Varnish health: " + dead + " unreachable" in failure_message(result)
+
+
+def test_storage_tier_reads_the_gluster_volume_and_fails_when_its_brick_dies(make_farm, dagster_home, gluster):
+    make_farm(1, sections={"storage": {"gluster_volume": gluster.name, "bricks": 2}})
+    result = materialize(storage_tier)
+    assert result.success
+    assert metadata_of(result, storage_tier)["bricks_online"] == "1"
+    check = check_of(result)
+    assert not check.passed and f"volume {gluster.name} has 1 of 2 bricks" in check.description
+
+    for pid in gluster.brick_pids():
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(1)
+    try:
+        result = materialize(storage_tier)
+        assert not result.success
+        assert f"storage tier down: volume {gluster.name}: every brick offline" in failure_message(result)
+    finally:
+        gluster_cli("volume", "start", gluster.name, "force")
+
+
+def test_storage_tier_fails_clearly_for_an_unknown_volume(make_farm, dagster_home, gluster):
+    make_farm(1, sections={"storage": {"gluster_volume": "no-such-volume"}})
+    result = materialize(storage_tier)
+    assert not result.success
+    assert "storage tier down: GlusterFS: Volume no-such-volume does not exist" in failure_message(result)
+
+
+def test_monitoring_tier_warns_on_a_down_target_and_fails_without_prometheus(
+        make_farm, dagster_home, prometheus_server, alertmanager):
+    make_farm(1, alerts={"alertmanager_url": alertmanager},
+              sections={"monitoring": {"prometheus_url": prometheus_server.url}})
+    result = materialize(monitoring_tier)
+    assert result.success
+    assert metadata_of(result, monitoring_tier) == {"prometheus": "ready", "alertmanager": "ready", "targets": "2"}
+    check = check_of(result)
+    assert not check.passed and f"1 of 2 scrape targets down: gone/{prometheus_server.dead_target}" in check.description
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    make_farm(1, alerts={"alertmanager_url": alertmanager}, sections={"monitoring": {"prometheus_url": dead}})
+    result = materialize(monitoring_tier)
+    assert not result.success
+    assert f"monitoring tier down: prometheus not ready: {dead}/-/ready unreachable" in failure_message(result)
+
+
+TOPOLOGY = {"project": "wpt", "region": "fra1", "tiers": {
+    "manager": {"count": 1, "size": "s-8vcpu-16gb", "role": "manager"},
+    "database": {"count": 2, "size": "m-4vcpu-32gb", "labels": {"galera": "true"}}}}
+
+
+def test_droplets_compared_with_the_topology(make_farm, dagster_home, digitalocean):
+    make_farm(1, sections={"topology": TOPOLOGY})
+    digitalocean.add_droplet("wpt-manager-01", "s-8vcpu-16gb", "fra1", ["wpt", "wpt-manager"])
+    digitalocean.add_droplet("wpt-database-01", "s-2vcpu-4gb", "fra1", ["wpt", "wpt-database"])
+    digitalocean.add_droplet("wpt-database-07", "m-4vcpu-32gb", "fra1", ["wpt", "wpt-database"])
+    digitalocean.add_droplet("someone-elses", "s-1vcpu-1gb", "nyc3", ["other"])
+    result = materialize(droplets)
+    assert result.success
+    metadata = metadata_of(result, droplets)
+    assert metadata["count"] == 3  # only the project's droplets (by tag)
+    assert [r.data["name"] for r in metadata["table"].records] == ["wpt-database-01", "wpt-database-07", "wpt-manager-01"]
+    check = check_of(result)
+    assert not check.passed
+    differences = {(r.data["name"], r.data["problem"]) for r in check.metadata["differences"].value.records}
+    assert differences == {("wpt-database-01", "size s-2vcpu-4gb, topology says m-4vcpu-32gb"),
+                           ("wpt-database-02", "missing"), ("wpt-database-07", "extra: not in the topology")}
+    assert ("GET", "/v2/droplets/") in digitalocean.requests or ("GET", "/v2/droplets") in digitalocean.requests
+
+
+def test_droplets_fail_clearly_on_a_bad_token(make_farm, dagster_home, digitalocean, monkeypatch):
+    monkeypatch.setenv("DIGITALOCEAN_TOKEN", "wrong")
+    make_farm(1, sections={"topology": TOPOLOGY})
+    result = materialize(droplets)
+    assert not result.success
+    assert "listing droplets tagged 'wpt' failed: Unable to authenticate you" in failure_message(result)
+
+
+def test_swarm_nodes_from_the_real_docker_api(make_farm, dagster_home, swarm):
+    node = swarm.node_id()
+    swarm.docker("node", "update", "--label-add", "tier=manager", node)
+    make_farm(1, sections={"swarm": {"docker_host": swarm.docker_host},
+                           "topology": {"tiers": {"manager": {"count": 1, "size": "s-8vcpu-16gb", "role": "manager"}}}})
+    result = materialize(swarm_nodes)
+    assert result.success and check_of(result).passed
+    (row,) = [r.data for r in metadata_of(result, swarm_nodes)["table"].records]
+    engine = swarm.docker("version", "--format", "{{.Server.Version}}")
+    assert row == {"hostname": row["hostname"], "tier": "manager", "role": "manager", "availability": "active",
+                   "state": "ready", "engine": engine, "labels": "tier=manager"}
+    swarm.docker("node", "update", "--label-rm", "tier", node)
+    result = materialize(swarm_nodes)
+    check = check_of(result)
+    assert not check.passed and "no tier label" in check.description and "0 of 1 nodes" in check.description

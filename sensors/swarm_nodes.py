@@ -1,0 +1,57 @@
+"""Watches the Swarm's nodes: joining, leaving, going down, drained, relabelled.
+
+On a change it asks for a run of swarm_nodes and of the affected tiers' health assets; on every tick
+it keeps one alert per node (and per tier short of nodes) that differs from the topology firing, and
+resolves the rest. A manager or database node down or drained, or such a tier short, is critical.
+"""
+
+import json
+
+import dagster as dg
+
+from resources.alerts import AlertmanagerResource
+from resources.swarm import SwarmResource
+from wpfarm_assets.config import load_config
+from wpfarm_assets.infrastructure import TIER_ASSETS, swarm_nodes
+from wpfarm_assets.topology import compare_nodes, node_changes
+
+NODE_ALERT, TIER_ALERT = "WpfarmSwarmNode", "WpfarmSwarmTier"
+
+
+@dg.sensor(
+    job_name="check_infrastructure",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Re-checks swarm_nodes and the affected tiers when Swarm nodes change; alerts on nodes off the topology.",
+)
+def swarm_node_sensor(context: dg.SensorEvaluationContext, swarm: SwarmResource,
+                      alertmanager: AlertmanagerResource) -> dg.SensorResult | dg.SkipReason:
+    if not swarm.docker_host:
+        return dg.SkipReason("no Swarm configured (swarm.docker_host)")
+    config = load_config()
+    nodes = swarm.nodes()
+    state = json.loads(context.cursor) if context.cursor else {"changes": 0, "nodes": {}}
+    seen = {n.id: n.row() for n in nodes}
+
+    differences = compare_nodes(config.topology, nodes)
+    link = f"{config.alerts.dagster_url.rstrip('/')}/assets/swarm_nodes"
+    for alertname, per_node in ((NODE_ALERT, True), (TIER_ALERT, False)):
+        alertmanager.sync(alertname, [
+            ({"tier": d.tier, "severity": d.severity, **({"node": d.name} if per_node else {})},
+             {"summary": f"{d.name or 'tier ' + d.tier}: {d.problem}", "dashboard": link})
+            for d in differences if bool(d.name) == per_node])
+
+    changes = node_changes(state["nodes"], seen)
+    requests = []
+    if changes:
+        state["changes"] += 1
+        tiers = sorted({t for _, ts in changes for t in ts if t in TIER_ASSETS})
+        summary = "; ".join(text for text, _ in changes)
+        context.log.info(f"Swarm changed: {summary}")
+        requests.append(dg.RunRequest(
+            run_key=f"swarm-change-{state['changes']}",
+            asset_selection=[swarm_nodes.key, *(TIER_ASSETS[t].key for t in tiers)],
+            tags={"wpfarm/swarm_change": summary[:200]},
+        ))
+    state["nodes"] = seen
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(state, sort_keys=True))
