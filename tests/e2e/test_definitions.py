@@ -1,57 +1,52 @@
-"""The whole Definitions object, the inventory sensor, and the CLI, driven through Dagster."""
+"""The whole Definitions object: assets and their lineage, jobs, schedules, sensors, resources."""
+
+import subprocess
+import sys
+from pathlib import Path
 
 import dagster as dg
 
-from sensors.site_inventory import site_inventory_sensor
 from wpfarm_assets.config import load_config
-from wpfarm_assets.definitions import build_definitions, build_resources
+from wpfarm_assets.definitions import build_definitions
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRASTRUCTURE = {"droplets", "swarm_nodes", "database_tier", "cache_tier", "storage_tier", "monitoring_tier"}
 
 
 def test_definitions_hold_the_site_assets_jobs_and_sensor(make_farm):
     make_farm(1)
     defs = build_definitions(load_config())
     graph = defs.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
-        "database_tier", "database_dump", "file_archive", "retention", "backup_inventory"}
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == INFRASTRUCTURE | {
+        "database_dump", "file_archive", "retention", "backup_inventory"}
     assert graph.get(dg.AssetKey("database_dump")).parent_keys == {dg.AssetKey("database_tier")}
+    assert graph.get(dg.AssetKey("file_archive")).parent_keys == {dg.AssetKey("storage_tier")}
+    for key in INFRASTRUCTURE:
+        node = graph.get(dg.AssetKey(key))
+        assert node.group_name == "infrastructure" and node.partitions_def is None
     assert graph.get(dg.AssetKey("retention")).parent_keys == {dg.AssetKey("database_dump"), dg.AssetKey("file_archive")}
     for key in ("database_dump", "file_archive", "retention"):
         node = graph.get(dg.AssetKey(key))
         assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition)
         assert node.partitions_def.name == "sites"
-    for job in ("back_up_sites", "apply_retention", "restore_site"):
+    for job in ("back_up_sites", "apply_retention", "restore_site", "check_infrastructure"):
         assert defs.resolve_job_def(job)
-    for sensor in ("site_inventory_sensor", "retention_after_backup", "retention_after_failed_backup"):
+    infrastructure = defs.resolve_job_def("check_infrastructure").asset_layer.selected_asset_keys
+    assert {k.to_user_string() for k in infrastructure} == INFRASTRUCTURE
+    for sensor in ("site_inventory_sensor", "swarm_node_sensor", "retention_after_backup", "retention_after_failed_backup"):
         assert defs.resolve_sensor_def(sensor)
-    assert set(defs.resources) >= {"mariadb", "database_node", "storage_node", "object_store", "gpg"}
+    assert set(defs.resources) >= {"mariadb", "database_node", "storage_node", "object_store", "gpg",
+                                   "digitalocean", "swarm", "redis", "alertmanager"}
 
 
-def test_inventory_sensor_adds_new_sites_and_requests_one_first_backup_run(make_farm, dagster_home):
-    farm = make_farm(3)
-    names = [s["name"] for s in farm.sites]
-    instance = dg.DagsterInstance.get()
-    instance.add_dynamic_partitions("sites", [names[0], "gone.example.com"])
-    config = load_config()
-    result = site_inventory_sensor(dg.build_sensor_context(instance=instance, resources=build_resources(config)))
-
-    adds = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.AddDynamicPartitionsRequest)]
-    deletes = [r for r in result.dynamic_partitions_requests if isinstance(r, dg.DeleteDynamicPartitionsRequest)]
-    assert [list(r.partition_keys) for r in adds] == [names[1:]]
-    assert [list(r.partition_keys) for r in deletes] == [["gone.example.com"]]
-    (run,) = result.run_requests
-    assert run.tags["dagster/asset_partition_range_start"] == names[1]
-    assert run.tags["dagster/asset_partition_range_end"] == names[2]
-    store = build_resources(config)["object_store"].store()
-    recorded = {o.key.split("/")[1] for o in store.list("sites/") if o.key.endswith("/site.json")}
-    assert recorded == set(names[1:])  # when each new site joined: the clock for "never backed up"
-
-
-def test_inventory_sensor_is_quiet_when_partitions_match(make_farm, dagster_home):
-    farm = make_farm(2)
-    instance = dg.DagsterInstance.get()
-    instance.add_dynamic_partitions("sites", [s["name"] for s in farm.sites])
-    result = site_inventory_sensor(dg.build_sensor_context(instance=instance, resources=build_resources(load_config())))
-    assert result.run_requests == [] and result.dynamic_partitions_requests == []
+def test_dagster_cli_validates_the_code_location_and_lists_tiers_upstream_of_the_site_assets(dagster_home):
+    dagster = [str(Path(sys.executable).parent / "dagster")]
+    subprocess.run([*dagster, "definitions", "validate", "-m", "wpfarm_assets.definitions"], cwd=ROOT, check=True,
+                   capture_output=True)
+    for asset, tier in (("database_dump", "database_tier"), ("file_archive", "storage_tier")):
+        listed = subprocess.run([*dagster, "asset", "list", "-m", "wpfarm_assets.definitions", "--select", f"+key:{asset}"],
+                                cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
+        assert sorted(listed) == sorted([asset, tier])
 
 
 def test_nightly_schedule_covers_every_site_in_runs_of_the_configured_size(make_farm, dagster_home):

@@ -1,6 +1,6 @@
 import pytest
 
-from wpfarm_assets.config import ConfigError, load_config, parse_config
+from wpfarm_assets.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
 
 GOOD = {
     "database": {"host": "127.0.0.1", "port": 3306, "user": "root"},
@@ -77,3 +77,32 @@ def test_missing_file_and_bad_yaml_are_clear(tmp_path):
 def test_unknown_site_lookup_is_a_clear_error():
     with pytest.raises(ConfigError, match="not in the farm configuration"):
         parse_config(GOOD).site("other.example.com")
+
+
+def test_the_shipped_farm_yaml_has_the_seed_topology():
+    topology = load_config(DEFAULT_CONFIG_PATH).topology
+    counts = {tier: (spec.count, spec.size, spec.role) for tier, spec in topology.tiers.items()}
+    assert counts == {"manager": (3, "s-8vcpu-16gb", "manager"), "cache": (3, "s-4vcpu-8gb", "worker"),
+                      "worker": (20, "s-8vcpu-16gb", "worker"), "database": (3, "m-4vcpu-32gb", "worker"),
+                      "storage": (2, "s-4vcpu-8gb", "worker"), "monitoring": (2, "s-4vcpu-8gb", "worker")}
+    assert topology.droplet_names("storage") == ["wpfarm-storage-01", "wpfarm-storage-02"]
+    assert topology.node_labels("database") == {"tier": "database", "galera": "true"}
+
+
+@pytest.mark.parametrize("tiers, where", [
+    ({"web": {"count": 1, "size": "s-1vcpu-1gb"}}, "topology.tiers.web"),
+    ({"worker": {"count": -1, "size": "s-1vcpu-1gb"}}, "topology.tiers.worker.count"),
+    ({"worker": {"count": 1, "size": "s-1vcpu-1gb; rm -rf /"}}, "topology.tiers.worker.size"),
+    ({"worker": {"count": 1, "size": "s-1vcpu-1gb", "role": "leader"}}, "topology.tiers.worker.role"),
+    ({"worker": {"count": 1, "size": "s-1vcpu-1gb", "labels": {"$(id)": "x"}}}, "topology.tiers.worker.labels"),
+    ({"worker": {"count": 1, "size": "s-1vcpu-1gb", "tags": ["a b"]}}, "topology.tiers.worker.tags.0"),
+])
+def test_invalid_topology_is_refused_naming_the_entry(tiers, where):
+    with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+        parse_config({**GOOD, "topology": {"tiers": tiers}})
+
+
+@pytest.mark.parametrize("section", [{"cache": {"redis": "host:6379; FLUSHALL"}}, {"storage": {"gluster_volume": "-x"}}])
+def test_hostile_tier_addresses_are_refused(section):
+    with pytest.raises(ConfigError):
+        parse_config({**GOOD, **section})

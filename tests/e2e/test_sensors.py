@@ -1,0 +1,128 @@
+"""The two sensors, evaluated by Dagster the way the daemon does (definitions, resources, cursor),
+their run requests executed, against a real Docker Swarm and the real Alertmanager."""
+
+import json
+
+import dagster as dg
+import yaml
+
+from resources.alerts import AlertmanagerResource
+from resources.object_store import open_store
+from services import wait_for
+from wpfarm_assets.config import load_config
+from wpfarm_assets.definitions import build_definitions, build_resources
+
+
+class Daemon:
+    """What the sensor daemon does with a tick: evaluate with the cursor, apply the partition
+    requests, launch the requested runs (here in process, so the test can look at them)."""
+
+    def __init__(self, sensor: str):
+        self.sensor, self.cursor = sensor, None
+        self.run_keys: list[str] = []
+        self.instance = dg.DagsterInstance.get()
+
+    def tick(self) -> list[dg.RunRequest]:
+        config = load_config()
+        defs = build_definitions(config)
+        sensor = defs.resolve_sensor_def(self.sensor)
+        data = sensor.evaluate_tick(dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursor, sensor_name=self.sensor, definitions=defs,
+            resources=build_resources(config)))
+        self.cursor, self.job = data.cursor, sensor.job_name
+        for request in data.dynamic_partitions_requests or []:
+            if isinstance(request, dg.AddDynamicPartitionsRequest):
+                self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+            else:
+                for key in request.partition_keys:
+                    self.instance.delete_dynamic_partition(request.partitions_def_name, key)
+        fresh = [r for r in data.run_requests if r.run_key not in self.run_keys]
+        self.run_keys += [r.run_key for r in fresh]
+        return fresh
+
+    def launch(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+        defs = build_definitions(load_config())
+        return defs.resolve_job_def(request.job_name or self.job).execute_in_process(
+            instance=self.instance, tags=request.tags, asset_selection=request.asset_selection, raise_on_error=False)
+
+
+def selected(request: dg.RunRequest) -> set[str]:
+    return {key.to_user_string() for key in request.asset_selection}
+
+
+def test_swarm_node_sensor_reruns_the_affected_tiers_and_alerts_until_the_node_is_back(
+        make_farm, dagster_home, swarm, alertmanager, receivers):
+    node = swarm.node_id()
+    host = swarm.docker("node", "inspect", "--format", "{{.Description.Hostname}}", node)
+    swarm.docker("node", "update", "--label-add", "tier=database", "--label-add", "galera=true", node)
+    make_farm(1, alerts={"alertmanager_url": alertmanager}, sections={
+        "swarm": {"docker_host": swarm.docker_host},
+        "topology": {"tiers": {"database": {"count": 1, "size": "m-4vcpu-32gb", "role": "manager",
+                                            "labels": {"galera": "true"}}}}})
+    firing = lambda: AlertmanagerResource(url=alertmanager).firing("WpfarmSwarmNode")  # noqa: E731
+    daemon = Daemon("swarm_node_sensor")
+
+    (first,) = daemon.tick()  # first look: every node is new
+    assert selected(first) == {"swarm_nodes", "database_tier"} and f"{host} joined" in first.tags["wpfarm/swarm_change"]
+    run = daemon.launch(first)
+    assert run.success and all(c.passed for c in run.get_asset_check_evaluations())
+    assert daemon.tick() == [] and firing() == []  # nothing changed, nothing wrong
+
+    receivers.clear()
+    swarm.docker("node", "update", "--availability", "drain", node)
+    (drained,) = daemon.tick()
+    assert selected(drained) == {"swarm_nodes", "database_tier"}
+    assert "availability active → drain" in drained.tags["wpfarm/swarm_change"]
+    assert firing() == [{"alertname": "WpfarmSwarmNode", "node": host, "tier": "database", "severity": "critical"}]
+    checks = {c.asset_key.to_user_string(): c for c in daemon.launch(drained).get_asset_check_evaluations()}
+    assert not checks["swarm_nodes"].passed and checks["swarm_nodes"].severity == dg.AssetCheckSeverity.ERROR
+    assert "availability drain" in checks["swarm_nodes"].description
+    wait_for(lambda: host in receivers.text()["sms"], "the critical node alert to reach the SMS bridge")
+
+    swarm.docker("node", "update", "--availability", "active", node)
+    (back,) = daemon.tick()
+    assert "availability drain → active" in back.tags["wpfarm/swarm_change"]
+    assert firing() == []  # resolved
+    assert daemon.launch(back).success
+
+    swarm.docker("node", "update", "--label-add", "galera=false", node)
+    (relabelled,) = daemon.tick()
+    assert selected(relabelled) == {"swarm_nodes", "database_tier"}
+    assert "labels galera=true,tier=database → galera=false,tier=database" in relabelled.tags["wpfarm/swarm_change"]
+    (alert,) = firing()
+    assert alert["severity"] == "warning"  # up and active, only misplaced
+    swarm.docker("node", "update", "--label-add", "galera=true", node)
+    assert len(daemon.tick()) == 1 and firing() == []
+    assert len(set(daemon.run_keys)) == 5  # drain and undrain are new changes, never deduplicated away
+
+
+def test_site_inventory_sensor_adds_backs_up_and_removes_sites_keeping_their_backups(make_farm, dagster_home):
+    farm = make_farm(2)
+    names = [s["name"] for s in farm.sites]
+    daemon = Daemon("site_inventory_sensor")
+
+    (first,) = daemon.tick()
+    assert daemon.instance.get_dynamic_partitions("sites") == names
+    store = open_store(load_config().backup.target)
+    joined = {o.key.split("/")[1] for o in store.list("sites/") if o.key.endswith("/site.json")}
+    assert joined == set(names)  # when each site joined: the clock for "never backed up"
+    result = daemon.launch(first)
+    assert result.success
+    materialized = {(e.asset_key.to_user_string(), e.partition)
+                    for e in (m.event_specific_data.materialization for m in result.get_asset_materialization_events())}
+    assert materialized == {(a, n) for a in ("database_dump", "file_archive") for n in names}
+    assert daemon.tick() == []
+
+    config = yaml.safe_load(farm.config_path.read_text())
+    config["sites"] = config["sites"][:1]
+    farm.config_path.write_text(yaml.safe_dump(config))
+    assert daemon.tick() == []  # a removal backs nothing up
+    assert daemon.instance.get_dynamic_partitions("sites") == names[:1]
+    kept = {o.key.split("/")[2] for o in store.list(f"sites/{names[1]}/") if o.key.endswith(".json") and "site.json" not in o.key}
+    assert kept == {"db", "files"}  # the removed site's backups are still there
+
+    config["sites"].append(json.loads(json.dumps(farm.sites[1])))
+    farm.config_path.write_text(yaml.safe_dump(config))
+    (again,) = daemon.tick()  # re-added: a first backup again
+    assert daemon.instance.get_dynamic_partitions("sites") == names
+    assert again.tags["dagster/asset_partition_range_start"] == names[1]
