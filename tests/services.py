@@ -82,6 +82,15 @@ class Swarm:
     def node_id(self) -> str:
         return self.docker("info", "--format", "{{.Swarm.NodeID}}")
 
+    def set_labels(self, **labels: str) -> None:
+        """Make the node's labels exactly `labels` (tests share one Swarm)."""
+        node = self.node_id()
+        old = json.loads(self.docker("node", "inspect", "--format", "{{json .Spec.Labels}}", node)) or {}
+        removes = [arg for key in old if key not in labels for arg in ("--label-rm", key)]
+        adds = [arg for key, value in labels.items() for arg in ("--label-add", f"{key}={value}")]
+        if removes or adds:
+            self.docker("node", "update", *removes, *adds, node)
+
 
 @contextlib.contextmanager
 def docker_swarm():

@@ -54,7 +54,7 @@ def test_swarm_node_sensor_reruns_the_affected_tiers_and_alerts_until_the_node_i
         make_farm, dagster_home, swarm, alertmanager, receivers):
     node = swarm.node_id()
     host = swarm.docker("node", "inspect", "--format", "{{.Description.Hostname}}", node)
-    swarm.docker("node", "update", "--label-add", "tier=database", "--label-add", "galera=true", node)
+    swarm.set_labels(tier="database", galera="true")
     make_farm(1, alerts={"alertmanager_url": alertmanager}, sections={
         "swarm": {"docker_host": swarm.docker_host},
         "topology": {"tiers": {"database": {"count": 1, "size": "m-4vcpu-32gb", "role": "manager",

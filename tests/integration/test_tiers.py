@@ -161,8 +161,7 @@ def test_droplets_fail_clearly_on_a_bad_token(make_farm, dagster_home, digitaloc
 
 
 def test_swarm_nodes_from_the_real_docker_api(make_farm, dagster_home, swarm):
-    node = swarm.node_id()
-    swarm.docker("node", "update", "--label-add", "tier=manager", node)
+    swarm.set_labels(tier="manager")
     make_farm(1, sections={"swarm": {"docker_host": swarm.docker_host},
                            "topology": {"tiers": {"manager": {"count": 1, "size": "s-8vcpu-16gb", "role": "manager"}}}})
     result = materialize(swarm_nodes)
@@ -171,7 +170,7 @@ def test_swarm_nodes_from_the_real_docker_api(make_farm, dagster_home, swarm):
     engine = swarm.docker("version", "--format", "{{.Server.Version}}")
     assert row == {"hostname": row["hostname"], "tier": "manager", "role": "manager", "availability": "active",
                    "state": "ready", "engine": engine, "labels": "tier=manager"}
-    swarm.docker("node", "update", "--label-rm", "tier", node)
+    swarm.set_labels()
     result = materialize(swarm_nodes)
     check = check_of(result)
     assert not check.passed and "no tier label" in check.description and "0 of 1 nodes" in check.description
