@@ -7,7 +7,7 @@ import dagster as dg
 import digitalocean
 import requests
 
-from wpfarm_assets.topology import Droplet
+from wpfarm_assets.topology import Droplet, DropletSpec
 
 
 class DigitalOceanError(RuntimeError):
@@ -20,10 +20,25 @@ class DigitalOceanResource(dg.ConfigurableResource):
     token: str | None = None
     tag: str = "wpfarm"
 
-    def droplets(self) -> list[Droplet]:
+    def _call(self, what: str, call):
         try:
-            found = digitalocean.Manager(token=self.token).get_all_droplets(tag_name=self.tag)
+            return call()
         except (digitalocean.Error, requests.RequestException, KeyError, ValueError) as exc:
-            raise DigitalOceanError(f"listing droplets tagged {self.tag!r} failed: {exc}") from None
+            raise DigitalOceanError(f"{what} failed: {exc}") from None
+
+    def create_droplet(self, spec: DropletSpec) -> int:
+        droplet = digitalocean.Droplet(token=self.token, name=spec.name, size_slug=spec.size, region=spec.region,
+                                       image=spec.image, tags=list(spec.tags), ssh_keys=list(spec.ssh_keys),
+                                       user_data=spec.user_data, monitoring=True, private_networking=True)
+        self._call(f"creating droplet {spec.name}", droplet.create)
+        return droplet.id
+
+    def destroy_droplet(self, droplet: Droplet) -> None:
+        self._call(f"destroying droplet {droplet.name}",
+                   lambda: digitalocean.Droplet(token=self.token, id=droplet.id).destroy())
+
+    def droplets(self) -> list[Droplet]:
+        found = self._call(f"listing droplets tagged {self.tag!r}",
+                           lambda: digitalocean.Manager(token=self.token).get_all_droplets(tag_name=self.tag))
         return [Droplet(d.id, d.name, d.size_slug, d.region["slug"], d.status, tuple(d.tags), d.ip_address)
                 for d in found]

@@ -114,6 +114,26 @@ class MariaDB:
     def drop_database(self, database: str) -> None:
         self.query(f"DROP DATABASE IF EXISTS {_quote(database)}")
 
+    def execute(self, sql: str) -> str:
+        """Run SQL read from stdin: statements that carry a secret never go on a command line."""
+        argv = self._argv("mariadb") + ["--batch", "--skip-column-names", "--raw"]
+        return run(self.runner, argv, input=sql.encode(), secret=self._secret)
+
+    def user_exists(self, user: str, host: str) -> bool:
+        rows = self.query(f"SELECT COUNT(*) FROM mysql.user WHERE User = {_literal(user)} AND Host = {_literal(host)}")
+        return rows[0][0] != "0"
+
+    def provision_site(self, database: str, user: str, host: str, password: str | None, privileges: str) -> None:
+        """The database, and `user`@`host` with `privileges` on it alone; password None keeps the user's."""
+        account = f"{_literal(validate_identifier(user))}@{_literal(host)}"
+        statements = [f"CREATE DATABASE IF NOT EXISTS {_quote(validate_identifier(database))} "
+                      "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"]
+        if password is not None:
+            statements += [f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {_literal(password)}",
+                           f"ALTER USER {account} IDENTIFIED BY {_literal(password)}"]
+        statements.append(f"GRANT {privileges} ON {_quote(database)}.* TO {account}")
+        self.execute(";\n".join(statements) + ";\n")
+
 
 class MariaDBResource(dg.ConfigurableResource):
     """Connection to the farm's MariaDB (through ProxySQL/Galera in production)."""

@@ -1,6 +1,12 @@
-"""Docker Swarm through the Docker Engine API (docker SDK) of a manager node."""
+"""Docker Swarm through the Docker Engine API (docker SDK) of a manager node; stacks through the
+docker CLI (`docker stack deploy`), which the SDK lacks, with the compose file on stdin."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from typing import TypeVar
 
 import dagster as dg
 import docker
@@ -8,6 +14,9 @@ import docker.errors
 import requests
 
 from wpfarm_assets.topology import Node
+
+
+T = TypeVar("T")
 
 
 class SwarmError(RuntimeError):
@@ -25,15 +34,75 @@ class SwarmResource(dg.ConfigurableResource):
             raise SwarmError("no Swarm configured (swarm.docker_host)")
         return docker.DockerClient(base_url=self.docker_host, version="auto", timeout=self.timeout_seconds)
 
-    def nodes(self) -> list[Node]:
+    def _call(self, what: Callable[[docker.DockerClient], T]) -> T:
         try:
             client = self.client()
             try:
-                return [node_of(n.attrs) for n in client.nodes.list()]
+                return what(client)
             finally:
                 client.close()
         except (docker.errors.DockerException, requests.RequestException) as exc:
             raise SwarmError(f"Docker API at {self.docker_host}: {exc}") from None
+
+    def nodes(self) -> list[Node]:
+        return self._call(lambda c: [node_of(n.attrs) for n in c.nodes.list()])
+
+    def swarm_state(self) -> str:
+        """inactive | pending | active | error | locked (of the node wpfarm talks to)."""
+        return self._call(lambda c: c.info()["Swarm"]["LocalNodeState"])
+
+    def init(self, advertise_addr: str) -> None:
+        self._call(lambda c: c.swarm.init(advertise_addr=advertise_addr, listen_addr=f"{advertise_addr}:2377"))
+
+    def join_tokens(self) -> dict[str, str]:
+        return self._call(lambda c: {"worker": c.swarm.attrs["JoinTokens"]["Worker"],
+                                     "manager": c.swarm.attrs["JoinTokens"]["Manager"]})
+
+    def set_labels(self, node_id: str, labels: dict[str, str]) -> None:
+        def update(c: docker.DockerClient) -> None:
+            node = c.nodes.get(node_id)
+            node.update({**node.attrs["Spec"], "Labels": labels})
+        self._call(update)
+
+    def networks(self) -> dict[str, dict]:
+        """Swarm-scoped networks by name: driver and options."""
+        return self._call(lambda c: {n.name: {"driver": n.attrs["Driver"], "options": n.attrs.get("Options") or {}}
+                                     for n in c.networks.list(filters={"scope": "swarm"})})
+
+    def create_overlay_network(self, name: str, encrypted: bool = True) -> None:
+        self._call(lambda c: c.networks.create(name, driver="overlay", attachable=True, scope="swarm",
+                                               options={"encrypted": ""} if encrypted else {},
+                                               labels={"wpfarm.managed": "true"}))
+
+    def secret_exists(self, name: str) -> bool:
+        return self._call(lambda c: any(s.name == name for s in c.secrets.list(filters={"name": name})))
+
+    def put_secret(self, name: str, data: bytes, labels: dict[str, str]) -> None:
+        """Create the secret, replacing an old one of that name (refused by Docker while a service uses it)."""
+        def put(c: docker.DockerClient) -> None:
+            for old in c.secrets.list(filters={"name": name}):
+                if old.name == name:
+                    old.remove()
+            c.secrets.create(name=name, data=data, labels=labels)
+        self._call(put)
+
+    def stack_services(self, stack: str) -> dict[str, dict[str, str]]:
+        """The stack's services by name, with their labels."""
+        return self._call(lambda c: {
+            s.name: s.attrs["Spec"].get("Labels") or {}
+            for s in c.services.list(filters={"label": f"com.docker.stack.namespace={stack}"})})
+
+    def deploy_stack(self, stack: str, compose: str) -> None:
+        """`docker stack deploy` with the compose file on stdin; images are used as they are on the
+        nodes (no registry lookup)."""
+        env = {**os.environ, "DOCKER_HOST": self.docker_host or ""}
+        argv = ["docker", "stack", "deploy", "--resolve-image", "never", "--prune", "--compose-file", "-", stack]
+        try:
+            out = subprocess.run(argv, input=compose, capture_output=True, text=True, env=env, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise SwarmError(f"docker stack deploy {stack}: {exc}") from None
+        if out.returncode != 0:
+            raise SwarmError(f"docker stack deploy {stack} exited {out.returncode}: {out.stderr.strip()[-500:]}")
 
 
 def node_of(attrs: dict) -> Node:

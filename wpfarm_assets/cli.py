@@ -5,6 +5,8 @@ against the instance in $DAGSTER_HOME, so everything they do shows in the web UI
     wpfarm restore SITE [--date D] [--to-database NAME] [--to-path DIR] [--kind all|db|files]
     wpfarm status                        every site's newest backup, its age and state
     wpfarm demo [--sites N]              build a demo farm, back it up, restore one site and compare
+    wpfarm site create NAME              add a site to the inventory, provision it, take its first backup
+    wpfarm provision [--apply] [--step S]  plan (or apply) the farm's provisioning steps
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ from pathlib import Path
 import dagster as dg
 
 from wpfarm_assets.batches import site_runs
-from wpfarm_assets.config import ConfigError, FarmConfig, load_config, validate_absolute_path, validate_identifier
+from wpfarm_assets.config import (
+    ConfigError,
+    FarmConfig,
+    Site,
+    config_path,
+    load_config,
+    parse_config,
+    validate_absolute_path,
+    validate_identifier,
+    validate_site_name,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 # Dagster's event log belongs in the web UI; the terminal shows the results and failure reasons.
@@ -193,6 +205,82 @@ def demo(args: argparse.Namespace) -> int:
     return 0 if tables_equal and files_equal else 1
 
 
+def add_site_to_file(path: Path, site: Site) -> None:
+    """Append the site to the configuration file's `sites:` list, validated first. When `sites:` is
+    the last section the line is appended and comments are kept; otherwise a file without comments
+    is rewritten, and one with comments is left alone with an error."""
+    import json
+
+    import yaml
+
+    text = path.read_text()
+    data = yaml.safe_load(text)
+    data["sites"] = [*(data.get("sites") or []), site.model_dump()]
+    parse_config(data, str(path))  # the new inventory must load before anything is written
+    sections = re.findall(r"^([A-Za-z_]+):", text, flags=re.M)
+    if sections and sections[-1] == "sites":
+        entry = ", ".join(f"{key}: {json.dumps(value)}" for key, value in site.model_dump().items())
+        text = re.sub(r"^sites:\s*\[\]\s*$", "sites:", text, flags=re.M)
+        path.write_text(text.rstrip("\n") + f"\n  - {{{entry}}}\n")
+    elif not re.search(r"^\s*#", text, flags=re.M):
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    else:
+        raise ConfigError(f"{path}: put `sites:` last to let wpfarm add sites (the file has comments to keep)")
+    if site.name not in {s.name for s in load_config(path).sites}:
+        raise ConfigError(f"{path}: {site.name} was not added")
+
+
+def run_job(job_name: str, config: FarmConfig, inst: dg.DagsterInstance, **kwargs) -> dg.ExecuteInProcessResult:
+    from wpfarm_assets.definitions import build_definitions
+
+    run_config = {**TERMINAL_LOGGING, **kwargs.pop("run_config", {})}
+    result = build_definitions(config).resolve_job_def(job_name).execute_in_process(
+        run_config=run_config, instance=inst, raise_on_error=False, **kwargs)
+    print(f"run {result.run_id}: {job_name}: {'success' if result.success else 'FAILED'}")
+    for reason in step_failures(result):
+        print(f"  {reason}", file=sys.stderr)
+    return result
+
+
+def site_create(args: argparse.Namespace, config: FarmConfig) -> int:
+    """Add the site to the inventory (unless it is there), provision it, back it up: three steps
+    that each show in the UI (the partition, then site_provisioning, database_dump and file_archive)."""
+    from wpfarm_assets.assets import partition_range_tags
+    from wpfarm_assets.provisioning import default_database_name
+
+    if not any(s.name == args.name for s in config.sites):
+        site = Site(name=args.name, database=args.database or default_database_name(args.name),
+                    content_path=args.content_path or f"{config.provisioning.sites_root}/{args.name}/wp-content")
+        add_site_to_file(config_path(), site)
+        print(f"{site.name}: added to {config_path()} (database {site.database}, content {site.content_path})")
+        config = load_config()
+    inst = instance()
+    sync_partitions(inst, config)
+    tags = partition_range_tags(args.name, args.name)
+    if not run_job("provision_sites", config, inst, tags=tags).success:
+        return 1
+    return 0 if run_job("back_up_sites", config, inst, tags=tags).success else 1
+
+
+PROVISION_STEPS = ["provision_droplets", "init_swarm", "join_nodes", "label_nodes", "create_networks", "deploy_stacks"]
+
+
+def provision(args: argparse.Namespace, config: FarmConfig) -> int:
+    """Plan the selected steps of provision_farm (all by default); change the farm only with --apply."""
+    steps = args.step or PROVISION_STEPS
+    ops = {step: {"config": {"dry_run": not args.apply}} for step in steps}
+    if "provision_droplets" in ops:
+        ops["provision_droplets"]["config"]["destroy_extra"] = args.destroy_extra
+    result = run_job("provision_farm", config, instance(), op_selection=steps, run_config={"ops": ops})
+    for event in result.all_events:
+        if event.is_successful_output:
+            plan = event.step_output_data.metadata["plan"].value.records
+            print(f"{event.step_key}: {len(plan) or 'no'} change(s){'' if args.apply else ' (plan only)'}")
+            for row in plan:
+                print(f"  {row.data['action']:10} {row.data['target']}: {row.data['detail']}")
+    return 0 if result.success else 1
+
+
 def demo_prefix(text: str) -> str:
     if not re.fullmatch(r"[a-z0-9]{1,20}", text):
         raise argparse.ArgumentTypeError("use 1-20 lower-case letters and digits")
@@ -220,7 +308,29 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--db-host", default="127.0.0.1")
     d.add_argument("--db-port", type=int, default=3306)
     d.add_argument("--db-user", default="root")
+    site = sub.add_parser("site", help="manage sites").add_subparsers(dest="site_command", required=True)
+    c = site.add_parser("create", help="add a site to the inventory, provision it and take its first backup")
+    c.add_argument("name", metavar="NAME", type=site_name)
+    c.add_argument("--database", type=identifier, help="default: wp_<name with _ for dots and dashes>")
+    c.add_argument("--content-path", type=absolute_path, help="default: <provisioning.sites_root>/NAME/wp-content")
+    pr = sub.add_parser("provision", help="plan (or --apply) the farm's provisioning steps")
+    pr.add_argument("--apply", action="store_true", help="change the farm (default: show the plan only)")
+    pr.add_argument("--step", action="append", choices=PROVISION_STEPS, help="only these steps (repeatable)")
+    pr.add_argument("--destroy-extra", action="store_true", help="destroy droplets the topology does not have")
     return p
+
+
+def _argument(validate):
+    def parse(text: str) -> str:
+        try:
+            return validate(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
+
+
+site_name, identifier, absolute_path = (_argument(validate_site_name), _argument(validate_identifier),
+                                        _argument(validate_absolute_path))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config()
         if args.command == "status":
             return status(config)
+        if args.command == "site":
+            return site_create(args, config)
+        if args.command == "provision":
+            return provision(args, config)
         return backup(args.sites, config, args.failed) if args.command == "backup" else restore(args, config)
     except (ConfigError, ValueError) as exc:
         print(f"wpfarm: {exc}", file=sys.stderr)

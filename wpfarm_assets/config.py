@@ -145,6 +145,33 @@ class TopologyConfig(_Model):
 class SwarmConfig(_Model):
     # A manager's Docker API: unix:///var/run/docker.sock, tcp://host:2376 or ssh://user@host. None: not watched.
     docker_host: str | None = None
+    # The first manager's private address, for `init_swarm` and the other nodes' `swarm join`.
+    advertise_addr: str | None = None
+
+
+NetworkName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+
+class ProvisioningConfig(_Model):
+    """How wpfarm builds the farm and its sites (the provision_farm job, site_provisioning)."""
+
+    user_data_file: str | None = "configs/cloud-init.yaml"  # cloud-init for new droplets (relative: to the project)
+    networks: list[NetworkName] = ["wpfarm-frontend", "wpfarm-backend", "wpfarm-database"]  # encrypted overlays
+    stacks_dir: str = "configs/stacks"  # one compose file per stack; site.yml is the per-site template
+    wordpress_image: str = "wordpress:6.6-php8.3-apache"
+    site_replicas: int = Field(default=2, ge=1)
+    db_host: str = "proxysql:6033"  # what WordPress connects to
+    db_user_host: Annotated[str, Field(pattern=r"^[A-Za-z0-9.%_-]{1,255}$")] = "%"  # the site user's host part
+    content_owner: Annotated[str, Field(pattern=r"^[0-9]{1,10}:[0-9]{1,10}$")] | None = "33:33"  # www-data
+    sites_root: AbsolutePath = "/srv/sites"  # `wpfarm site create` puts <site>/wp-content here
+    secrets_dir: AbsolutePath | None = None  # without a Swarm, site passwords are kept here (0600)
+    # How `join_nodes` reaches new droplets; their host keys must already be in known_hosts.
+    ssh_user: str = "root"
+    ssh_key_file: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+
+    def project_path(self, path: str) -> Path:
+        return Path(path) if Path(path).is_absolute() else DEFAULT_CONFIG_PATH.parent.parent / path
 
 
 class BackupConfig(_Model):
@@ -201,6 +228,7 @@ class FarmConfig(_Model):
     monitoring: MonitoringConfig = MonitoringConfig()
     swarm: SwarmConfig = SwarmConfig()
     topology: TopologyConfig = TopologyConfig()
+    provisioning: ProvisioningConfig = ProvisioningConfig()
     sites: list[Site] = []
 
     @model_validator(mode="after")

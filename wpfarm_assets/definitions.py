@@ -28,6 +28,7 @@ from wpfarm_assets.assets import (
     file_archive,
     retention,
 )
+from wpfarm_assets.farm import provision_farm, provision_sites_job, site_provisioning
 from wpfarm_assets.infrastructure import infrastructure_assets
 from wpfarm_assets.config import FarmConfig, load_config
 from wpfarm_assets.jobs import (
@@ -73,10 +74,10 @@ def build_resources(config: FarmConfig) -> dict:
 
 def build_definitions(config: FarmConfig) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*infrastructure_assets, database_dump, file_archive, retention, backup_inventory],
+        assets=[*infrastructure_assets, site_provisioning, database_dump, file_archive, retention, backup_inventory],
         asset_checks=[backup_age_check, backup_integrity_check],
         jobs=[back_up_sites_job, apply_retention_job, check_backup_health_job, verify_backups_job,
-              check_infrastructure_job, restore_site],
+              check_infrastructure_job, restore_site, provision_farm, provision_sites_job],
         schedules=[build_daily_backup_schedule(config.backup.schedule, config.backup.sites_per_run),
                    backup_health_schedule, verify_backups_schedule, infrastructure_schedule],
         sensors=[site_inventory_sensor, swarm_node_sensor, retention_after_backup, retention_after_failed_backup,

@@ -57,20 +57,18 @@ class Difference:
 
 def compare_droplets(topology: TopologyConfig, droplets: list[Droplet]) -> list[Difference]:
     """Missing, extra, and wrong size or region, by droplet name."""
-    expected = {name: tier for tier in topology.tiers for name in topology.droplet_names(tier)}
+    expected = {spec.name: spec for spec in droplet_specs(topology)}
     actual = {d.name: d for d in droplets}
     differences = []
-    for name, tier in expected.items():
-        spec = topology.tiers[tier]
+    for name, spec in expected.items():
         droplet = actual.get(name)
         if droplet is None:
-            differences.append(Difference(tier, name, "missing"))
+            differences.append(Difference(spec.tier, name, "missing"))
             continue
         if droplet.size != spec.size:
-            differences.append(Difference(tier, name, f"size {droplet.size}, topology says {spec.size}"))
-        region = spec.region or topology.region
-        if droplet.region != region:
-            differences.append(Difference(tier, name, f"region {droplet.region}, topology says {region}"))
+            differences.append(Difference(spec.tier, name, f"size {droplet.size}, topology says {spec.size}"))
+        if droplet.region != spec.region:
+            differences.append(Difference(spec.tier, name, f"region {droplet.region}, topology says {spec.region}"))
     for name in sorted(set(actual) - set(expected)):
         differences.append(Difference(_tier_of(topology, actual[name].tags), name, "extra: not in the topology"))
     return differences
@@ -140,3 +138,35 @@ def node_changes(before: dict[str, dict], after: dict[str, dict]) -> list[tuple[
             if what:
                 changes.append((f"{host}: " + ", ".join(what), tiers))
     return changes
+
+
+@dataclass(frozen=True)
+class DropletSpec:
+    """A droplet to create, as the topology describes it."""
+
+    name: str
+    tier: str
+    size: str
+    region: str
+    image: str
+    tags: tuple[str, ...]
+    ssh_keys: tuple[str, ...] = ()
+    user_data: str | None = None
+
+
+def droplet_specs(topology: TopologyConfig, user_data: str | None = None) -> list[DropletSpec]:
+    specs = []
+    for tier, spec in topology.tiers.items():
+        tags = (topology.project, f"{topology.project}-{tier}", *spec.tags)
+        for name in topology.droplet_names(tier):
+            specs.append(DropletSpec(name, tier, spec.size, spec.region or topology.region, spec.image or topology.image,
+                                     tags, tuple(topology.ssh_keys), user_data))
+    return specs
+
+
+def tier_of_node(topology: TopologyConfig, node: Node) -> str | None:
+    """A node's tier: from its host name (droplet names are <project>-<tier>-<nn>), else its tier label."""
+    for tier in topology.tiers:
+        if node.hostname in topology.droplet_names(tier):
+            return tier
+    return node.tier if node.tier in topology.tiers else None
