@@ -82,6 +82,19 @@ class Swarm:
     def node_id(self) -> str:
         return self.docker("info", "--format", "{{.Swarm.NodeID}}")
 
+    def import_image(self, tag: str) -> str:
+        """An image made here with `docker import` of a busybox rootfs (no registry on these machines)."""
+        with tempfile.TemporaryDirectory() as root:
+            (Path(root) / "bin").mkdir()
+            shutil.copy(shutil.which("busybox"), Path(root) / "bin" / "busybox")
+            os.symlink("busybox", Path(root) / "bin" / "sh")
+            tar = subprocess.run(["tar", "-C", root, "-c", "."], capture_output=True, check=True).stdout
+        out = subprocess.run(["docker", "import", "--change", 'CMD ["/bin/busybox", "sleep", "3600"]', "-", tag],
+                             input=tar, capture_output=True, env={**os.environ, "DOCKER_HOST": self.docker_host})
+        if out.returncode != 0:
+            raise RuntimeError(f"docker import: {out.stderr.decode().strip()}")
+        return tag
+
     def set_labels(self, **labels: str) -> None:
         """Make the node's labels exactly `labels` (tests share one Swarm)."""
         node = self.node_id()
@@ -93,11 +106,12 @@ class Swarm:
 
 
 @contextlib.contextmanager
-def docker_swarm():
-    """Debian's dockerd on its own socket and folders (no iptables, no bridge, vfs), in a one-node Swarm."""
+def docker_swarm(hostname: str = "wpt-manager-01"):
+    """Debian's dockerd on its own socket and folders (no iptables, no bridge, vfs), in a one-node
+    Swarm, under its own host name (a UTS namespace): the name a farm droplet would have."""
     base = scratch_dir("wpfarm-docker-")
     swarm = Swarm(f"unix://{base / 'docker.sock'}")
-    argv = ["dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver=vfs",
+    argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname, "dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver=vfs",
             f"--data-root={base / 'data'}", f"--exec-root={base / 'exec'}", f"--pidfile={base / 'docker.pid'}",
             f"--host={swarm.docker_host}"]
 

@@ -23,8 +23,9 @@ from wpfarm_assets.config import ProvisioningConfig, Site, TopologyConfig
 from wpfarm_assets.topology import Droplet, DropletSpec, Node, droplet_specs, tier_of_node
 
 STACK_HASH_LABEL = "wpfarm.stack-sha256"
-# What WordPress and its plugins need on their own database, and nothing on any other.
-SITE_PRIVILEGES = ("SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, REFERENCES, CREATE TEMPORARY TABLES, "
+# What WordPress and its plugins need on their own database, and nothing on any other (in the order
+# SHOW GRANTS prints them).
+SITE_PRIVILEGES = ("SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, REFERENCES, INDEX, ALTER, CREATE TEMPORARY TABLES, "
                    "LOCK TABLES, CREATE VIEW, SHOW VIEW, TRIGGER")
 
 

@@ -1,0 +1,172 @@
+"""Provisioning against the DigitalOcean emulator, a real Docker Swarm and the real MariaDB."""
+
+import json
+import subprocess
+
+import dagster as dg
+import pytest
+
+from resources.mariadb import MariaDB
+from resources.ssh import CommandError, LocalRunner
+from wpfarm_assets.config import load_config
+from wpfarm_assets.definitions import build_definitions, build_resources
+from wpfarm_assets.farm import site_provisioning
+from wpfarm_assets.provisioning import SITE_PRIVILEGES, secret_name, site_slug
+
+TOPOLOGY = {"project": "wpt", "region": "fra1", "image": "docker-20-04", "ssh_keys": ["3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa"],
+            "tiers": {"manager": {"count": 1, "size": "s-8vcpu-16gb", "role": "manager", "labels": {"zone": "a"}},
+                      "worker": {"count": 2, "size": "s-8vcpu-16gb", "labels": {"wordpress": "true"}},
+                      "database": {"count": 3, "size": "m-4vcpu-32gb", "region": "ams3", "tags": ["galera"]}}}
+
+
+def provision(steps: list[str], dry_run: bool = False, **droplets_config) -> dg.ExecuteInProcessResult:
+    ops = {step: {"config": {"dry_run": dry_run}} for step in steps}
+    if "provision_droplets" in ops:
+        ops["provision_droplets"]["config"].update(droplets_config)
+    job = build_definitions(load_config()).resolve_job_def("provision_farm")
+    result = job.execute_in_process(instance=dg.DagsterInstance.get(), op_selection=steps, run_config={"ops": ops},
+                                    raise_on_error=False)
+    assert result.success, [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
+    return result
+
+
+def plan_of(result, step: str) -> list[tuple[str, str]]:
+    event = next(e for e in result.all_events if e.is_successful_output and e.step_key == step)
+    return [(r.data["action"], r.data["target"]) for r in event.step_output_data.metadata["plan"].value.records]
+
+
+def test_droplets_from_an_empty_account_exactly_once_and_a_dry_run_of_a_changed_topology(
+        make_farm, dagster_home, digitalocean):
+    make_farm(1, sections={"topology": TOPOLOGY})
+    result = provision(["provision_droplets"])
+    created = {d["name"]: d for d in digitalocean.droplets.values()}
+    assert sorted(created) == ["wpt-database-01", "wpt-database-02", "wpt-database-03", "wpt-manager-01",
+                               "wpt-worker-01", "wpt-worker-02"]
+    db = created["wpt-database-02"]
+    assert (db["size_slug"], db["region"]["slug"], db["image"]["slug"]) == ("m-4vcpu-32gb", "ams3", "docker-20-04")
+    assert db["tags"] == ["wpt", "wpt-database", "galera"] and db["ssh_keys"] == TOPOLOGY["ssh_keys"]
+    assert db["user_data"].startswith("#cloud-config")
+    assert sorted(plan_of(result, "provision_droplets")) == [("create", name) for name in sorted(created)]
+
+    posts = len([r for r in digitalocean.requests if r[0] == "POST"])
+    again = provision(["provision_droplets"])
+    assert plan_of(again, "provision_droplets") == []
+    assert len([r for r in digitalocean.requests if r[0] == "POST"]) == posts  # nothing created twice
+
+    changed = {**TOPOLOGY, "tiers": {**TOPOLOGY["tiers"], "worker": {**TOPOLOGY["tiers"]["worker"], "count": 4},
+                                     "database": {**TOPOLOGY["tiers"]["database"], "count": 2}}}
+    make_farm(1, sections={"topology": changed})
+    before = dict(digitalocean.droplets)
+    dry = provision(["provision_droplets"], dry_run=True)
+    assert plan_of(dry, "provision_droplets") == [("create", "wpt-worker-03"), ("create", "wpt-worker-04"),
+                                                  ("keep", "wpt-database-03")]
+    assert digitalocean.droplets == before  # a dry run changes nothing
+    destroyed = provision(["provision_droplets"], destroy_extra=True)
+    assert ("destroy", "wpt-database-03") in plan_of(destroyed, "provision_droplets")
+    assert sorted(d["name"] for d in digitalocean.droplets.values()) == [
+        "wpt-database-01", "wpt-database-02", "wpt-manager-01", "wpt-worker-01", "wpt-worker-02", "wpt-worker-03",
+        "wpt-worker-04"]
+
+
+def swarm_farm(make_farm, swarm, **provisioning):
+    return make_farm(1, sections={
+        "swarm": {"docker_host": swarm.docker_host, "advertise_addr": "127.0.0.1"},
+        "topology": {"project": "wpt", "tiers": {"manager": {"count": 1, "size": "s-8vcpu-16gb", "role": "manager",
+                                                            "labels": {"zone": "a"}}}},
+        "provisioning": {"networks": ["wpt-frontend", "wpt-backend"], **provisioning}})
+
+
+def test_labels_and_networks_on_a_real_swarm_are_idempotent_and_a_removed_label_comes_back(
+        make_farm, dagster_home, swarm):
+    swarm.set_labels(owner="ops")  # a label wpfarm does not manage stays
+    swarm_farm(make_farm, swarm)
+    steps = ["init_swarm", "label_nodes", "create_networks"]
+    first = provision(steps)
+    assert plan_of(first, "init_swarm") == []  # already a Swarm
+    assert plan_of(first, "label_nodes") == [("set-labels", "wpt-manager-01")]
+    assert sorted(plan_of(first, "create_networks")) == [("create", "wpt-backend"), ("create", "wpt-frontend")]
+    node = json.loads(swarm.docker("node", "inspect", swarm.node_id()))[0]
+    assert node["Spec"]["Labels"] == {"owner": "ops", "tier": "manager", "zone": "a"}
+    for name in ("wpt-frontend", "wpt-backend"):
+        network = json.loads(swarm.docker("network", "inspect", name))[0]
+        assert network["Driver"] == "overlay" and "encrypted" in network["Options"] and network["Attachable"]
+
+    again = provision(steps)
+    assert all(plan_of(again, step) == [] for step in steps)
+
+    swarm.docker("node", "update", "--label-rm", "zone", swarm.node_id())
+    healed = provision(["label_nodes"])
+    assert plan_of(healed, "label_nodes") == [("set-labels", "wpt-manager-01")]
+    assert json.loads(swarm.docker("node", "inspect", swarm.node_id()))[0]["Spec"]["Labels"]["zone"] == "a"
+
+
+def materialize_sites(names):
+    return dg.materialize([site_provisioning], resources=build_resources(load_config()), instance=dg.DagsterInstance.get(),
+                          partition_key=names[0] if len(names) == 1 else None,
+                          tags={} if len(names) == 1 else {"dagster/asset_partition_range_start": names[0],
+                                                            "dagster/asset_partition_range_end": names[-1]},
+                          raise_on_error=False)
+
+
+def test_a_site_stack_and_secret_on_a_real_swarm_deploy_once(make_farm, dagster_home, swarm, db):
+    image = swarm.import_image("wpfarm-test/busybox:1")
+    swarm_farm(make_farm, swarm, wordpress_image=image, content_owner=None, networks=["wpfarm-frontend", "wpfarm-backend"])
+    provision(["create_networks"])
+    site = load_config().sites[0]
+    db.query(f"DROP USER IF EXISTS '{site.database}'@'%'")
+    dg.DagsterInstance.get().add_dynamic_partitions("sites", [site.name])
+    result = materialize_sites([site.name])
+    assert result.success, [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
+    metadata = result.asset_materializations_for_node("site_provisioning")[0].metadata
+    stack = f"site-{site_slug(site.name)}"
+    assert metadata["stack"].value == stack and metadata["stack_deploy"].value.startswith("new")
+    assert metadata["password"].value == "set"
+    services = json.loads("[" + ",".join(swarm.docker("service", "ls", "--format", "{{json .}}",
+                                                      "--filter", f"label=com.docker.stack.namespace={stack}").splitlines()) + "]")
+    assert [s["Name"] for s in services] == [f"{stack}_wordpress"]
+    spec = json.loads(swarm.docker("service", "inspect", f"{stack}_wordpress"))[0]
+    assert spec["Spec"]["Labels"]["wpfarm.site"] == site.name
+    assert spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].startswith(image)
+    assert spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"][0]["SecretName"] == secret_name(site)
+    assert swarm.docker("secret", "ls", "--format", "{{.Name}}", "--filter", f"name={secret_name(site)}") == secret_name(site)
+
+    again = materialize_sites([site.name])
+    metadata = again.asset_materializations_for_node("site_provisioning")[0].metadata
+    assert metadata["stack_deploy"].value == "unchanged" and metadata["password"].value == "kept"
+    assert json.loads(swarm.docker("service", "inspect", f"{stack}_wordpress"))[0]["Version"] == spec["Version"]
+    swarm.docker("stack", "rm", stack)
+    db.query(f"DROP USER IF EXISTS '{site.database}'@'%'")
+
+
+def test_a_provisioned_site_user_can_use_its_own_database_and_no_other(make_farm, dagster_home, db, tmp_path):
+    make_farm(2, sections={"provisioning": {"secrets_dir": str(tmp_path / "secrets"), "content_owner": None}})
+    config = load_config()
+    mine, other = config.sites
+    names = [s.name for s in config.sites]
+    for site in config.sites:
+        db.query(f"DROP USER IF EXISTS '{site.database}'@'%'")
+    db.drop_database(mine.database)  # provisioning creates it
+    dg.DagsterInstance.get().add_dynamic_partitions("sites", names)
+    result = materialize_sites(names)
+    assert result.success
+    secret = tmp_path / "secrets" / secret_name(mine)
+    password = secret.read_text()
+    assert secret.stat().st_mode & 0o777 == 0o600 and len(password) >= 32
+    as_site = MariaDB(LocalRunner(), "127.0.0.1", 3306, mine.database, password)
+    as_site.query(f"CREATE TABLE `{mine.database}`.wp_test (id INT PRIMARY KEY); "
+                  f"INSERT INTO `{mine.database}`.wp_test VALUES (1)")  # its own database
+    assert as_site.query(f"SELECT COUNT(*) FROM `{mine.database}`.wp_test") == [["1"]]
+    with pytest.raises(CommandError, match="denied"):
+        as_site.query(f"SELECT COUNT(*) FROM `{other.database}`.wp_posts")
+    with pytest.raises(CommandError, match="denied"):
+        as_site.query("CREATE DATABASE wpt_not_mine")
+    grants = db.query(f"SHOW GRANTS FOR '{mine.database}'@'%'")
+    assert [g[0] for g in grants][1:] == [f"GRANT {SITE_PRIVILEGES} ON `{mine.database}`.* TO `{mine.database}`@`%`"]
+
+    again = materialize_sites(names)  # safe to materialize again: same password, nothing lost
+    assert again.success and secret.read_text() == password
+    assert as_site.query(f"SELECT COUNT(*) FROM `{mine.database}`.wp_test") == [["1"]]
+    events = subprocess.run(["grep", "-rl", password, str(dagster_home)], capture_output=True, text=True).stdout
+    assert events == ""  # never logged, never in metadata
+    for site in config.sites:
+        db.query(f"DROP USER IF EXISTS '{site.database}'@'%'")
