@@ -206,9 +206,10 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def add_site_to_file(path: Path, site: Site) -> None:
-    """Append the site to the configuration file's `sites:` list, validated first. When `sites:` is
-    the last section the line is appended and comments are kept; otherwise a file without comments
-    is rewritten, and one with comments is left alone with an error."""
+    """Append the site to the configuration file's `sites:` list. When `sites:` is the last section
+    one line is appended, so comments are kept; otherwise a file without comments is rewritten, and
+    one with comments is left alone with an error. The new text must load, with the site in it,
+    before it replaces the file (atomically)."""
     import json
 
     import yaml
@@ -216,18 +217,21 @@ def add_site_to_file(path: Path, site: Site) -> None:
     text = path.read_text()
     data = yaml.safe_load(text)
     data["sites"] = [*(data.get("sites") or []), site.model_dump()]
-    parse_config(data, str(path))  # the new inventory must load before anything is written
     sections = re.findall(r"^([A-Za-z_]+):", text, flags=re.M)
     if sections and sections[-1] == "sites":
+        items = re.findall(r"^( *)- ", text[text.rindex("\nsites:"):], flags=re.M)
         entry = ", ".join(f"{key}: {json.dumps(value)}" for key, value in site.model_dump().items())
-        text = re.sub(r"^sites:\s*\[\]\s*$", "sites:", text, flags=re.M)
-        path.write_text(text.rstrip("\n") + f"\n  - {{{entry}}}\n")
+        new = re.sub(r"^sites:\s*\[\]\s*$", "sites:", text, flags=re.M).rstrip("\n")
+        new += f"\n{items[-1] if items else '  '}- {{{entry}}}\n"
     elif not re.search(r"^\s*#", text, flags=re.M):
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        new = yaml.safe_dump(data, sort_keys=False)
     else:
         raise ConfigError(f"{path}: put `sites:` last to let wpfarm add sites (the file has comments to keep)")
-    if site.name not in {s.name for s in load_config(path).sites}:
-        raise ConfigError(f"{path}: {site.name} was not added")
+    if site.name not in {s.name for s in parse_config(yaml.safe_load(new), str(path)).sites}:
+        raise ConfigError(f"{path}: {site.name} could not be added")
+    scratch = path.with_name(f".{path.name}.new")
+    scratch.write_text(new)
+    scratch.replace(path)
 
 
 def run_job(job_name: str, config: FarmConfig, inst: dg.DagsterInstance, **kwargs) -> dg.ExecuteInProcessResult:

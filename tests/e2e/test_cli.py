@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from wpfarm_assets.cli import main
@@ -35,8 +36,11 @@ def test_hostile_site_names_in_the_configuration_stop_the_cli(make_farm, dagster
     assert "not a valid DNS host name" in capsys.readouterr().err
 
 
-def test_demo_backs_up_twenty_sites_and_restores_one_identically(tmp_path, db):
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+def test_demo_backs_up_twenty_sites_and_restores_one_identically_then_site_create_adds_one(
+        tmp_path, db, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    env = dict(os.environ)
+    new = "new.e2e.wpfarm.test"
     try:
         done = subprocess.run([WPFARM, "demo", "--sites", "20", "--workdir", str(tmp_path / "demo"), "--prefix", "e2e"],
                               env=env, capture_output=True, text=True, timeout=600)
@@ -45,10 +49,24 @@ def test_demo_backs_up_twenty_sites_and_restores_one_identically(tmp_path, db):
         assert "per-table checksums EQUAL" in done.stdout and "EQUAL (vs" in done.stdout
         manifests = list((tmp_path / "demo" / "backups" / "sites").glob("*/*/*.json"))
         assert len(manifests) == 40
+
+        env["WPFARM_CONFIG"] = str(tmp_path / "demo" / "farm.yaml")
+        created = subprocess.run([WPFARM, "site", "create", new], env=env, capture_output=True, text=True, timeout=300)
+        assert created.returncode == 0, created.stdout[-3000:] + created.stderr[-3000:]
+        assert "provision_sites: success" in created.stdout and "back_up_sites: success" in created.stdout
+        assert f"name: \"{new}\"" in (tmp_path / "demo" / "farm.yaml").read_text()
+        instance = dg.DagsterInstance.get()  # what the web UI shows
+        for asset in ("site_provisioning", "database_dump", "file_archive"):
+            assert instance.get_materialized_partitions(dg.AssetKey(asset)) >= {new}, asset
+        assert db.database_exists("wp_new_e2e_wpfarm_test") and db.user_exists("wp_new_e2e_wpfarm_test", "%")
+        assert (tmp_path / "demo" / "sites" / new / "wp-content").is_dir()
+        assert len(list((tmp_path / "demo" / "backups" / "sites" / new).glob("*/*.json"))) == 2
     finally:
         for i in range(1, 21):
             db.drop_database(f"wp_e2e_{i:03d}")
         db.drop_database("wp_e2e_restore_check")
+        db.drop_database("wp_new_e2e_wpfarm_test")
+        db.query("DROP USER IF EXISTS 'wp_new_e2e_wpfarm_test'@'%'")
 
 
 def test_commands_outside_a_run_use_the_spaces_keys_from_the_environment(make_farm, s3, monkeypatch):
@@ -60,3 +78,37 @@ def test_commands_outside_a_run_use_the_spaces_keys_from_the_environment(make_fa
     monkeypatch.setenv("SPACES_SECRET_ACCESS_KEY", "secret-from-env")
     credentials = store_of(load_config())._s3._request_signer._credentials
     assert (credentials.access_key, credentials.secret_key) == ("key-from-env", "secret-from-env")
+
+
+def test_site_create_appends_to_the_inventory_keeping_comments_or_changes_nothing(tmp_path):
+    import shutil
+
+    from wpfarm_assets.cli import add_site_to_file
+    from wpfarm_assets.config import DEFAULT_CONFIG_PATH, ConfigError, Site, load_config
+
+    path = tmp_path / "farm.yaml"
+    shutil.copy(DEFAULT_CONFIG_PATH, path)
+    site = Site(name="shop.example.com", database="wp_shop", content_path="/srv/sites/shop.example.com/wp-content")
+    add_site_to_file(path, site)
+    assert [s.name for s in load_config(path).sites] == ["blog.example.com", "shop.example.com"]
+    assert path.read_text().startswith(DEFAULT_CONFIG_PATH.read_text())  # appended: every comment kept
+
+    before = path.read_text()
+    with pytest.raises(ConfigError, match="listed twice"):
+        add_site_to_file(path, site)
+    assert path.read_text() == before  # a refused site leaves the file as it was
+    sites_not_last = "# our farm\nbackup: {target: 'file:///b', gpg_recipient: X}\nsites: []\nalerts: {}\n"
+    path.write_text(sites_not_last)
+    with pytest.raises(ConfigError, match="put `sites:` last"):
+        add_site_to_file(path, Site(name="x.example.com", database="wp_x", content_path="/srv/x"))
+    assert path.read_text() == sites_not_last
+
+
+@pytest.mark.parametrize("argv", [["site", "create", "$(id).example.com"], ["site", "create", "ok.example.com", "--database", "x;y"],
+                                  ["site", "create", "ok.example.com", "--content-path", "../etc"]])
+def test_site_create_refuses_hostile_input_before_touching_the_inventory(make_farm, dagster_home, argv):
+    farm = make_farm(1)
+    before = farm.config_path.read_text()
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and farm.config_path.read_text() == before

@@ -1,0 +1,83 @@
+"""The provisioning plans: what would change, and nothing when nothing differs."""
+
+import pytest
+import yaml
+
+from wpfarm_assets.config import ProvisioningConfig, Site, TopologyConfig
+from wpfarm_assets.provisioning import (
+    STACK_HASH_LABEL,
+    Change,
+    plan_joins,
+    plan_labels,
+    plan_networks,
+    plan_stack,
+    plan_swarm_init,
+    render_site_stack,
+    site_slug,
+)
+from wpfarm_assets.topology import Droplet, Node
+
+TOPOLOGY = TopologyConfig(project="wp", tiers={"manager": {"count": 2, "size": "s", "role": "manager"},
+                                               "worker": {"count": 1, "size": "s", "labels": {"wordpress": "true"}}})
+
+
+def droplet(name):
+    return Droplet(1, name, "s", "fra1", "active", ("wp",), "10.0.0.9")
+
+
+def node(host, **labels):
+    return Node(host, host, "manager", "active", "ready", "20.10", tuple(sorted(labels.items())))
+
+
+def test_swarm_init_only_when_inactive_and_only_with_an_address():
+    assert plan_swarm_init("active", None) == []
+    assert plan_swarm_init("inactive", "10.0.0.2") == [Change("swarm", "init", "advertise 10.0.0.2")]
+    with pytest.raises(ValueError, match="advertise_addr"):
+        plan_swarm_init("inactive", None)
+
+
+def test_joins_are_the_topology_droplets_not_in_the_swarm_with_their_tier_role():
+    droplets = [droplet("wp-manager-01"), droplet("wp-manager-02"), droplet("wp-worker-01"), droplet("stray")]
+    changes = plan_joins(TOPOLOGY, droplets, [node("wp-manager-01")])
+    assert [(c.target, c.detail) for c in changes] == [("wp-manager-02", "as manager (10.0.0.9)"),
+                                                       ("wp-worker-01", "as worker (10.0.0.9)")]
+
+
+def test_labels_come_from_the_host_name_and_keep_foreign_labels():
+    nodes = [node("wp-worker-01", owner="ops"), node("wp-manager-01", tier="manager"), node("laptop")]
+    (change,) = plan_labels(TOPOLOGY, nodes)
+    assert change.target == "wp-worker-01" and change.detail == "tier=worker, wordpress=true"
+    assert change.payload[1] == {"owner": "ops", "tier": "worker", "wordpress": "true"}
+
+
+def test_networks_missing_are_created_and_unencrypted_ones_reported():
+    existing = {"a": {"driver": "overlay", "options": {"encrypted": ""}}, "b": {"driver": "overlay", "options": {}}}
+    assert plan_networks(["a", "b", "c"], existing) == [
+        Change("b", "keep", "exists but is not an encrypted overlay: recreate it by hand"),
+        Change("c", "create", "overlay, encrypted, attachable")]
+
+
+def test_a_stack_is_deployed_when_new_or_changed_and_not_otherwise():
+    compose = {"services": {"web": {"image": "x"}}}
+    (new,) = plan_stack("s", yaml.safe_load(yaml.safe_dump(compose)), {})
+    digest = yaml.safe_load(new.payload)["services"]["web"]["deploy"]["labels"][STACK_HASH_LABEL]
+    assert new.detail == "new: s_web"
+    assert plan_stack("s", yaml.safe_load(yaml.safe_dump(compose)), {"s_web": {STACK_HASH_LABEL: digest}}) == []
+    changed = {"services": {"web": {"image": "y"}}}
+    assert plan_stack("s", changed, {"s_web": {STACK_HASH_LABEL: digest}})[0].detail == "changed: s_web"
+
+
+def test_site_stack_values_cannot_change_the_files_structure():
+    template = {"services": {"wordpress": {"image": "$image", "volumes": [{"source": "$content_path"}],
+                                           "deploy": {"replicas": "$replicas"}}}, "secrets": {"$secret": {"external": True}}}
+    site = Site(name="a.example.com", database="wp_a", content_path="/srv/a: {evil: true} #x")
+    rendered = render_site_stack(template, site, ProvisioningConfig(site_replicas=3))
+    assert rendered["services"]["wordpress"]["volumes"] == [{"source": "/srv/a: {evil: true} #x"}]
+    assert rendered["services"]["wordpress"]["deploy"]["replicas"] == 3
+    assert rendered["secrets"] == {"a-example-com-db-password": {"external": True}}
+
+
+def test_site_slugs_are_short_and_distinct():
+    long_a, long_b = "a" * 30 + ".example.com", "a" * 30 + ".example.org"
+    assert site_slug("blog.example.com") == "blog-example-com"
+    assert len(site_slug(long_a)) <= 40 and site_slug(long_a) != site_slug(long_b)
