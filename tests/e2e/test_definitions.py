@@ -18,19 +18,21 @@ def test_definitions_hold_the_site_assets_jobs_and_sensor(make_farm):
     defs = build_definitions(load_config())
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == INFRASTRUCTURE | {
-        "database_dump", "file_archive", "retention", "backup_inventory"}
+        "site_provisioning", "database_dump", "file_archive", "retention", "backup_inventory"}
     assert graph.get(dg.AssetKey("database_dump")).parent_keys == {dg.AssetKey("database_tier")}
     assert graph.get(dg.AssetKey("file_archive")).parent_keys == {dg.AssetKey("storage_tier")}
     for key in INFRASTRUCTURE:
         node = graph.get(dg.AssetKey(key))
         assert node.group_name == "infrastructure" and node.partitions_def is None
     assert graph.get(dg.AssetKey("retention")).parent_keys == {dg.AssetKey("database_dump"), dg.AssetKey("file_archive")}
-    for key in ("database_dump", "file_archive", "retention"):
+    for key in ("site_provisioning", "database_dump", "file_archive", "retention"):
         node = graph.get(dg.AssetKey(key))
         assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition)
         assert node.partitions_def.name == "sites"
-    for job in ("back_up_sites", "apply_retention", "restore_site", "check_infrastructure"):
+    for job in ("back_up_sites", "apply_retention", "restore_site", "check_infrastructure", "provision_sites"):
         assert defs.resolve_job_def(job)
+    assert defs.resolve_job_def("provision_farm").graph.node_names() == [
+        "provision_droplets", "init_swarm", "join_nodes", "label_nodes", "create_networks", "deploy_stacks"]
     infrastructure = defs.resolve_job_def("check_infrastructure").asset_layer.selected_asset_keys
     assert {k.to_user_string() for k in infrastructure} == INFRASTRUCTURE
     for sensor in ("site_inventory_sensor", "swarm_node_sensor", "retention_after_backup", "retention_after_failed_backup"):
