@@ -1,6 +1,7 @@
 """Provisioning against the DigitalOcean emulator, a real Docker Swarm and the real MariaDB."""
 
 import json
+import os
 import subprocess
 
 import dagster as dg
@@ -170,3 +171,23 @@ def test_a_provisioned_site_user_can_use_its_own_database_and_no_other(make_farm
     assert events == ""  # never logged, never in metadata
     for site in config.sites:
         db.query(f"DROP USER IF EXISTS '{site.database}'@'%'")
+
+
+def test_the_shipped_stacks_deploy_on_a_real_swarm_once(make_farm, dagster_home, swarm):
+    swarm_farm(make_farm, swarm, networks=["wpfarm-frontend", "wpfarm-backend", "wpfarm-database"])
+    for name in ("spaces_access_key_id", "spaces_secret_access_key", "digitalocean_token", "wpfarm_db_password"):
+        if not swarm.docker("secret", "ls", "-q", "--filter", f"name={name}"):
+            subprocess.run(["docker", "secret", "create", name, "-"], input=b"test", check=True, capture_output=True,
+                           env={**os.environ, "DOCKER_HOST": swarm.docker_host})
+    first = provision(["create_networks", "deploy_stacks"])
+    assert sorted(plan_of(first, "deploy_stacks")) == [("deploy", "backup"), ("deploy", "cache")]
+    services = set(swarm.docker("service", "ls", "--format", "{{.Name}}").split())
+    assert {"cache_varnish", "cache_redis-master", "cache_redis-replica", "cache_redis-sentinel",
+            "backup_code-location", "backup_daemon", "backup_webserver"} <= services
+    vcl = json.loads(swarm.docker("service", "inspect", "cache_varnish"))[0]["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert vcl["Configs"][0]["ConfigName"].startswith("cache_varnish_vcl_")
+    assert vcl["Configs"][0]["File"]["Name"] == "/etc/varnish/default.vcl"
+    again = provision(["create_networks", "deploy_stacks"])
+    assert plan_of(again, "deploy_stacks") == [] and plan_of(again, "create_networks") == []
+    for stack in ("cache", "backup"):
+        swarm.docker("stack", "rm", stack)
