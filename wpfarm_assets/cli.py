@@ -79,19 +79,31 @@ def sync_partitions(inst: dg.DagsterInstance, config: FarmConfig) -> list[str]:
     return inst.get_dynamic_partitions("sites")
 
 
+def run_job(job_name: str, config: FarmConfig, inst: dg.DagsterInstance, what: str = "", **kwargs
+            ) -> dg.ExecuteInProcessResult:
+    """Run a job of the code location in this process, recorded in `inst`; print its outcome."""
+    from wpfarm_assets.definitions import build_definitions
+
+    run_config = {**TERMINAL_LOGGING, **kwargs.pop("run_config", {})}
+    result = build_definitions(config).resolve_job_def(job_name).execute_in_process(
+        run_config=run_config, instance=inst, raise_on_error=False, **kwargs)
+    print(f"run {result.run_id}: {job_name}{' ' + what if what else ''}: {'success' if result.success else 'FAILED'}")
+    for reason in step_failures(result):
+        print(f"  {reason}", file=sys.stderr)
+    return result
+
+
 def backup(names: list[str], config: FarmConfig, failed_only: bool = False) -> int:
     """Back up the named sites (all when none), in runs of sites_per_run; with failed_only, exactly
     the partitions of each asset whose latest attempt failed (what a UI backfill of failed
     partitions does)."""
     from wpfarm_assets.assets import database_dump, file_archive, partition_range_tags, sites
-    from wpfarm_assets.definitions import build_definitions
 
     selected = names or [s.name for s in config.sites]
     for name in selected:
         config.site(name)  # unknown site: a clear error before anything runs
     inst = instance()
     order = sync_partitions(inst, config)
-    job = build_definitions(config).resolve_job_def("back_up_sites")
     plan: list[tuple[list[str] | None, list[str]]] = [(None, selected)]
     if failed_only:
         plan = []
@@ -103,11 +115,8 @@ def backup(names: list[str], config: FarmConfig, failed_only: bool = False) -> i
     ok = True
     for assets, chosen in plan:
         for first, last in site_runs(chosen, order, config.backup.sites_per_run):
-            result = job.execute_in_process(run_config=TERMINAL_LOGGING, instance=inst, asset_selection=assets,
-                                            tags=partition_range_tags(first, last), raise_on_error=False)
-            print(f"run {result.run_id}: sites {first} .. {last}: {'success' if result.success else 'FAILED'}")
-            for reason in step_failures(result):
-                print(f"  {reason}", file=sys.stderr)
+            result = run_job("back_up_sites", config, inst, f"sites {first} .. {last}", asset_selection=assets,
+                             tags=partition_range_tags(first, last))
             ok = ok and result.success
     return 0 if ok else 1
 
@@ -234,18 +243,6 @@ def add_site_to_file(path: Path, site: Site) -> None:
     scratch.replace(path)
 
 
-def run_job(job_name: str, config: FarmConfig, inst: dg.DagsterInstance, **kwargs) -> dg.ExecuteInProcessResult:
-    from wpfarm_assets.definitions import build_definitions
-
-    run_config = {**TERMINAL_LOGGING, **kwargs.pop("run_config", {})}
-    result = build_definitions(config).resolve_job_def(job_name).execute_in_process(
-        run_config=run_config, instance=inst, raise_on_error=False, **kwargs)
-    print(f"run {result.run_id}: {job_name}: {'success' if result.success else 'FAILED'}")
-    for reason in step_failures(result):
-        print(f"  {reason}", file=sys.stderr)
-    return result
-
-
 def site_create(args: argparse.Namespace, config: FarmConfig) -> int:
     """Add the site to the inventory (unless it is there), provision it, back it up: three steps
     that each show in the UI (the partition, then site_provisioning, database_dump and file_archive)."""
@@ -261,25 +258,25 @@ def site_create(args: argparse.Namespace, config: FarmConfig) -> int:
     inst = instance()
     sync_partitions(inst, config)
     tags = partition_range_tags(args.name, args.name)
-    if not run_job("provision_sites", config, inst, tags=tags).success:
+    if not run_job("provision_sites", config, inst, args.name, tags=tags).success:
         return 1
-    return 0 if run_job("back_up_sites", config, inst, tags=tags).success else 1
-
-
-PROVISION_STEPS = ["provision_droplets", "init_swarm", "join_nodes", "label_nodes", "create_networks", "deploy_stacks"]
+    return 0 if run_job("back_up_sites", config, inst, args.name, tags=tags).success else 1
 
 
 def provision(args: argparse.Namespace, config: FarmConfig) -> int:
     """Plan the selected steps of provision_farm (all by default); change the farm only with --apply."""
-    steps = args.step or PROVISION_STEPS
+    from wpfarm_assets.farm import provision_farm
+
+    steps = args.step or provision_farm.graph.node_names()
     ops = {step: {"config": {"dry_run": not args.apply}} for step in steps}
     if "provision_droplets" in ops:
         ops["provision_droplets"]["config"]["destroy_extra"] = args.destroy_extra
     result = run_job("provision_farm", config, instance(), op_selection=steps, run_config={"ops": ops})
     for event in result.all_events:
         if event.is_successful_output:
-            plan = event.step_output_data.metadata["plan"].value.records
-            print(f"{event.step_key}: {len(plan) or 'no'} change(s){'' if args.apply else ' (plan only)'}")
+            metadata = event.step_output_data.metadata
+            plan = metadata["plan"].value.records
+            print(f"{event.step_key}: {metadata['changes'].value or 'no'} change(s){'' if args.apply else ' (plan only)'}")
             for row in plan:
                 print(f"  {row.data['action']:10} {row.data['target']}: {row.data['detail']}")
     return 0 if result.success else 1
@@ -292,6 +289,8 @@ def demo_prefix(text: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
+    from wpfarm_assets.farm import provision_farm
+
     p = argparse.ArgumentParser(prog="wpfarm", description="Back up, restore and watch a WordPress farm.")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("backup", help="back up sites now (all when none are named)")
@@ -319,7 +318,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--content-path", type=absolute_path, help="default: <provisioning.sites_root>/NAME/wp-content")
     pr = sub.add_parser("provision", help="plan (or --apply) the farm's provisioning steps")
     pr.add_argument("--apply", action="store_true", help="change the farm (default: show the plan only)")
-    pr.add_argument("--step", action="append", choices=PROVISION_STEPS, help="only these steps (repeatable)")
+    pr.add_argument("--step", action="append", choices=provision_farm.graph.node_names(), help="only these steps (repeatable)")
     pr.add_argument("--destroy-extra", action="store_true", help="destroy droplets the topology does not have")
     return p
 

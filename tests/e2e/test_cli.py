@@ -53,7 +53,7 @@ def test_demo_backs_up_twenty_sites_and_restores_one_identically_then_site_creat
         env["WPFARM_CONFIG"] = str(tmp_path / "demo" / "farm.yaml")
         created = subprocess.run([WPFARM, "site", "create", new], env=env, capture_output=True, text=True, timeout=300)
         assert created.returncode == 0, created.stdout[-3000:] + created.stderr[-3000:]
-        assert "provision_sites: success" in created.stdout and "back_up_sites: success" in created.stdout
+        assert f"provision_sites {new}: success" in created.stdout and f"back_up_sites {new}: success" in created.stdout
         assert f"name: \"{new}\"" in (tmp_path / "demo" / "farm.yaml").read_text()
         instance = dg.DagsterInstance.get()  # what the web UI shows
         for asset in ("site_provisioning", "database_dump", "file_archive"):

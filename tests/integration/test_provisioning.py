@@ -191,3 +191,17 @@ def test_the_shipped_stacks_deploy_on_a_real_swarm_once(make_farm, dagster_home,
     assert plan_of(again, "deploy_stacks") == [] and plan_of(again, "create_networks") == []
     for stack in ("cache", "backup"):
         swarm.docker("stack", "rm", stack)
+
+
+def test_wpfarm_provision_plans_by_default_and_applies_when_asked(make_farm, dagster_home, digitalocean, capsys):
+    from wpfarm_assets.cli import main
+
+    make_farm(1, sections={"topology": TOPOLOGY})
+    assert main(["provision", "--step", "provision_droplets"]) == 0
+    out = capsys.readouterr().out
+    assert "provision_droplets: 6 change(s) (plan only)" in out and "create     wpt-database-03: m-4vcpu-32gb in ams3" in out
+    assert digitalocean.droplets == {}
+    assert main(["provision", "--step", "provision_droplets", "--apply"]) == 0
+    assert len(digitalocean.droplets) == 6
+    assert main(["provision", "--step", "provision_droplets"]) == 0
+    assert "provision_droplets: no change(s) (plan only)" in capsys.readouterr().out
