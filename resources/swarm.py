@@ -92,6 +92,14 @@ class SwarmResource(dg.ConfigurableResource):
             s.name: s.attrs["Spec"].get("Labels") or {}
             for s in c.services.list(filters={"label": f"com.docker.stack.namespace={stack}"})})
 
+    def site_labels(self) -> list[dict[str, str | None]]:
+        """Sites announced by services labelled wpfarm.site (with wpfarm.database, wpfarm.content_path)."""
+        return self._call(lambda c: [
+            {"name": labels["wpfarm.site"], "database": labels.get("wpfarm.database"),
+             "content_path": labels.get("wpfarm.content_path"), "service": s.name}
+            for s in c.services.list(filters={"label": "wpfarm.site"})
+            for labels in [s.attrs["Spec"].get("Labels") or {}]])
+
     def deploy_stack(self, stack: str, compose: str) -> None:
         """`docker stack deploy` with the compose file on stdin; images are used as they are on the
         nodes (no registry lookup)."""

@@ -1,28 +1,51 @@
 """Keeps the `sites` partitions equal to the farm inventory; new sites get their first backup at once.
 
-A removed site's partition is deleted; its backups are kept.
+A removed site's partition is deleted; its backups are kept. With swarm.discover_sites, services
+labelled wpfarm.site are added to the inventory file first (validated like any configured site;
+an invalid label is logged and skipped), so the file stays the one inventory everything reads.
 """
 
 
 from datetime import datetime, timezone
 
 import dagster as dg
+from pydantic import ValidationError
 
 from resources.object_store import ObjectStoreResource
+from resources.swarm import SwarmResource
+from wpfarm_assets.assets import partition_range_tags, sites
+from wpfarm_assets.config import ConfigError, FarmConfig, Site, add_site_to_file, config_path, load_config
 from wpfarm_assets.health import record_sites
 
-from wpfarm_assets.assets import partition_range_tags, sites
-from wpfarm_assets.config import load_config
+
+def discover(context: dg.SensorEvaluationContext, config: FarmConfig, swarm: SwarmResource) -> FarmConfig:
+    known = {site.name for site in config.sites}
+    for labels in swarm.site_labels():
+        if labels["name"] in known:
+            continue
+        service = labels.pop("service")
+        try:
+            add_site_to_file(config_path(), Site(**labels))
+        except (ValidationError, ConfigError) as exc:
+            context.log.warning(f"service {service}: labels do not make a valid site, skipped: {exc}")
+            continue
+        known.add(labels["name"])
+        context.log.info(f"service {service}: site {labels['name']} discovered and added to {config_path()}")
+    return load_config()
 
 
 @dg.sensor(
     job_name="back_up_sites",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Adds and removes `sites` partitions to match configs/farm.yaml; backs up new sites.",
+    description="Adds and removes `sites` partitions to match configs/farm.yaml (and Swarm service labels, "
+                "with swarm.discover_sites); backs up new sites.",
 )
-def site_inventory_sensor(context: dg.SensorEvaluationContext, object_store: ObjectStoreResource) -> dg.SensorResult:
+def site_inventory_sensor(context: dg.SensorEvaluationContext, object_store: ObjectStoreResource,
+                          swarm: SwarmResource) -> dg.SensorResult:
     config = load_config()
+    if config.swarm.discover_sites and swarm.docker_host:
+        config = discover(context, config, swarm)
     wanted = [site.name for site in config.sites]
     known = set(context.instance.get_dynamic_partitions(sites.name))
     added = [name for name in wanted if name not in known]

@@ -26,9 +26,9 @@ from wpfarm_assets.config import (
     ConfigError,
     FarmConfig,
     Site,
+    add_site_to_file,
     config_path,
     load_config,
-    parse_config,
     validate_absolute_path,
     validate_identifier,
     validate_site_name,
@@ -212,35 +212,6 @@ def demo(args: argparse.Namespace) -> int:
           f"{'EQUAL' if files_equal else 'DIFFER'} (vs {restored_tree[0][:16]}… in {scratch_dir})")
     print(f"\nweb UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} WPFARM_CONFIG={path} dagster dev -m wpfarm_assets.definitions")
     return 0 if tables_equal and files_equal else 1
-
-
-def add_site_to_file(path: Path, site: Site) -> None:
-    """Append the site to the configuration file's `sites:` list. When `sites:` is the last section
-    one line is appended, so comments are kept; otherwise a file without comments is rewritten, and
-    one with comments is left alone with an error. The new text must load, with the site in it,
-    before it replaces the file (atomically)."""
-    import json
-
-    import yaml
-
-    text = path.read_text()
-    data = yaml.safe_load(text)
-    data["sites"] = [*(data.get("sites") or []), site.model_dump()]
-    sections = re.findall(r"^([A-Za-z_]+):", text, flags=re.M)
-    if sections and sections[-1] == "sites":
-        items = re.findall(r"^( *)- ", text[text.rindex("\nsites:"):], flags=re.M)
-        entry = ", ".join(f"{key}: {json.dumps(value)}" for key, value in site.model_dump().items())
-        new = re.sub(r"^sites:\s*\[\]\s*$", "sites:", text, flags=re.M).rstrip("\n")
-        new += f"\n{items[-1] if items else '  '}- {{{entry}}}\n"
-    elif not re.search(r"^\s*#", text, flags=re.M):
-        new = yaml.safe_dump(data, sort_keys=False)
-    else:
-        raise ConfigError(f"{path}: put `sites:` last to let wpfarm add sites (the file has comments to keep)")
-    if site.name not in {s.name for s in parse_config(yaml.safe_load(new), str(path)).sites}:
-        raise ConfigError(f"{path}: {site.name} could not be added")
-    scratch = path.with_name(f".{path.name}.new")
-    scratch.write_text(new)
-    scratch.replace(path)
 
 
 def site_create(args: argparse.Namespace, config: FarmConfig) -> int:

@@ -6,6 +6,7 @@ here, at load time, so hostile input never reaches a shell, a path or a bucket.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path, PurePosixPath
@@ -147,6 +148,9 @@ class SwarmConfig(_Model):
     docker_host: str | None = None
     # The first manager's private address, for `init_swarm` and the other nodes' `swarm join`.
     advertise_addr: str | None = None
+    # Add sites found as Swarm services labelled wpfarm.site / wpfarm.database / wpfarm.content_path
+    # to the inventory (site_inventory_sensor appends them to this file; it never removes any).
+    discover_sites: bool = False
 
 
 NetworkName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
@@ -272,3 +276,28 @@ def load_config(path: str | os.PathLike | None = None) -> FarmConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_config(data, str(path))
+
+
+def add_site_to_file(path: Path, site: Site) -> None:
+    """Append the site to the configuration file's `sites:` list. When `sites:` is the last section
+    one line is appended, so comments are kept; otherwise a file without comments is rewritten, and
+    one with comments is left alone with an error. The new text must load, with the site in it,
+    before it replaces the file (atomically)."""
+    text = path.read_text()
+    data = yaml.safe_load(text)
+    data["sites"] = [*(data.get("sites") or []), site.model_dump()]
+    sections = re.findall(r"^([A-Za-z_]+):", text, flags=re.M)
+    if sections and sections[-1] == "sites":
+        items = re.findall(r"^( *)- ", text[text.rindex("\nsites:"):], flags=re.M)
+        entry = ", ".join(f"{key}: {json.dumps(value)}" for key, value in site.model_dump().items())
+        new = re.sub(r"^sites:\s*\[\]\s*$", "sites:", text, flags=re.M).rstrip("\n")
+        new += f"\n{items[-1] if items else '  '}- {{{entry}}}\n"
+    elif not re.search(r"^\s*#", text, flags=re.M):
+        new = yaml.safe_dump(data, sort_keys=False)
+    else:
+        raise ConfigError(f"{path}: put `sites:` last to let wpfarm add sites (the file has comments to keep)")
+    if site.name not in {s.name for s in parse_config(yaml.safe_load(new), str(path)).sites}:
+        raise ConfigError(f"{path}: {site.name} could not be added")
+    scratch = path.with_name(f".{path.name}.new")
+    scratch.write_text(new)
+    scratch.replace(path)

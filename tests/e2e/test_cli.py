@@ -83,8 +83,7 @@ def test_commands_outside_a_run_use_the_spaces_keys_from_the_environment(make_fa
 def test_site_create_appends_to_the_inventory_keeping_comments_or_changes_nothing(tmp_path):
     import shutil
 
-    from wpfarm_assets.cli import add_site_to_file
-    from wpfarm_assets.config import DEFAULT_CONFIG_PATH, ConfigError, Site, load_config
+    from wpfarm_assets.config import DEFAULT_CONFIG_PATH, ConfigError, Site, add_site_to_file, load_config
 
     path = tmp_path / "farm.yaml"
     shutil.copy(DEFAULT_CONFIG_PATH, path)

@@ -126,3 +126,27 @@ def test_site_inventory_sensor_adds_backs_up_and_removes_sites_keeping_their_bac
     (again,) = daemon.tick()  # re-added: a first backup again
     assert daemon.instance.get_dynamic_partitions("sites") == names
     assert again.tags["dagster/asset_partition_range_start"] == names[1]
+
+
+def test_site_inventory_sensor_discovers_sites_from_swarm_service_labels(make_farm, dagster_home, swarm, tmp_path):
+    image = swarm.import_image("wpfarm-test/busybox:1")
+    farm = make_farm(1, sections={"swarm": {"docker_host": swarm.docker_host, "discover_sites": True}})
+    found = "found.example.com"
+    services = {"wpt-found": [f"wpfarm.site={found}", "wpfarm.database=wp_found",
+                              f"wpfarm.content_path={tmp_path}/found/wp-content"],
+                "wpt-hostile": ["wpfarm.site=$(id).example.com", "wpfarm.database=wp_x", "wpfarm.content_path=/srv/x"],
+                "wpt-unlabelled": []}
+    for name, labels in services.items():
+        swarm.docker("service", "create", "--detach", "--name", name, *[a for l in labels for a in ("--label", l)], image)
+    try:
+        daemon = Daemon("site_inventory_sensor")
+        (first,) = daemon.tick()
+        assert daemon.instance.get_dynamic_partitions("sites") == [farm.sites[0]["name"], found]
+        assert first.tags["dagster/asset_partition_range_end"] == found
+        site = load_config().site(found)  # now in the inventory file, as if configured
+        assert (site.database, site.content_path) == ("wp_found", f"{tmp_path}/found/wp-content")
+        assert "$(id)" not in farm.config_path.read_text()  # an invalid label is skipped, never written
+        assert daemon.tick() == []  # discovered once
+    finally:
+        for name in services:
+            swarm.docker("service", "rm", name)
