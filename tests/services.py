@@ -45,10 +45,11 @@ def listening(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def serving(argv: list[str], port: int | None, log: Path | None = None, timeout: float = 30, ready=None):
+def serving(argv: list[str], port: int | None, log: Path | None = None, timeout: float = 30, ready=None,
+            env: dict | None = None):
     """Run a server until the block ends, once it listens on `port` (loopback) or `ready()` is true."""
     stderr = open(log, "wb") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
     try:
         wait_for(ready or (lambda: listening(port)), argv[0], timeout, proc)
         yield proc

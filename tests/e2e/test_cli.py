@@ -61,12 +61,40 @@ def test_demo_backs_up_twenty_sites_and_restores_one_identically_then_site_creat
         assert db.database_exists("wp_new_e2e_wpfarm_test") and db.user_exists("wp_new_e2e_wpfarm_test", "%")
         assert (tmp_path / "demo" / "sites" / new / "wp-content").is_dir()
         assert len(list((tmp_path / "demo" / "backups" / "sites" / new).glob("*/*.json"))) == 2
+        assert {a: new in partitions for a, partitions in web_ui_materialized_partitions(env).items()} == {
+            "site_provisioning": True, "database_dump": True, "file_archive": True}
     finally:
         for i in range(1, 21):
             db.drop_database(f"wp_e2e_{i:03d}")
         db.drop_database("wp_e2e_restore_check")
         db.drop_database("wp_new_e2e_wpfarm_test")
         db.query("DROP USER IF EXISTS 'wp_new_e2e_wpfarm_test'@'%'")
+
+
+ASSET_PARTITIONS = """query($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) {
+  ... on AssetNode { assetPartitionStatuses { ... on DefaultPartitionStatuses { materializedPartitions } } } } }"""
+
+
+def web_ui_materialized_partitions(env: dict) -> dict[str, list[str]]:
+    """What the web UI shows: the real dagster-webserver on the instance, asked through its GraphQL API."""
+    import json
+    import urllib.request
+
+    from services import free_port, serving
+
+    port = free_port()
+    argv = [str(Path(sys.executable).parent / "dagster-webserver"), "-m", "wpfarm_assets.definitions",
+            "-h", "127.0.0.1", "-p", str(port)]
+    with serving(argv, port, timeout=120, env=env):  # env: the farm's DAGSTER_HOME and WPFARM_CONFIG
+        shown = {}
+        for asset in ("site_provisioning", "database_dump", "file_archive"):
+            body = json.dumps({"query": ASSET_PARTITIONS, "variables": {"path": [asset]}}).encode()
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=body,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                node = json.load(response)["data"]["assetNodeOrError"]
+            shown[asset] = node["assetPartitionStatuses"]["materializedPartitions"]
+        return shown
 
 
 def test_commands_outside_a_run_use_the_spaces_keys_from_the_environment(make_farm, s3, monkeypatch):
