@@ -22,6 +22,7 @@ import yaml
 from resources.mariadb import MariaDB
 from resources.ssh import LocalRunner
 from services import (
+    SSHService,
     docker_swarm,
     free_port,
     gluster_volume,
@@ -29,6 +30,8 @@ from services import (
     redis_and_varnish,
     scratch_dir,
     serving,
+    ssh_server,
+    two_hosts,
 )
 from do_emulator import DigitalOceanEmulator
 from wpfarm_assets.demo import DemoSize, create_site_content, create_site_database, make_gpg_key
@@ -92,44 +95,11 @@ def _s3_credentials(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
 
 
-@dataclass(frozen=True)
-class SSHService:
-    port: int
-    key_file: str
-    known_hosts: str
-    user: str
-
-    def config(self) -> dict:
-        return {"host": "127.0.0.1", "port": self.port, "user": self.user,
-                "key_file": self.key_file, "known_hosts": self.known_hosts}
-
-
 @pytest.fixture(scope="session")
 def sshd() -> SSHService:
-    """Debian's OpenSSH server on a loopback port, key auth only, with its host key pinned.
-
-    Its folder is readable by other users: sshd reads authorized_keys as the user logging in.
-    """
-    base = scratch_dir("wpfarm-sshd-")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / "host_key")], check=True)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / "client_key")], check=True)
-    shutil.copy(base / "client_key.pub", base / "authorized_keys")
-    os.chmod(base / "authorized_keys", 0o644)
-    port = free_port()
-    host_pub = (base / "host_key.pub").read_text().split()
-    (base / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
-    (base / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {base / 'host_key'}\n"
-        f"AuthorizedKeysFile {base / 'authorized_keys'}\nPidFile {base / 'sshd.pid'}\n"
-        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
-        "StrictModes no\nUsePAM no\nSubsystem sftp internal-sftp\n"
-    )
-    os.makedirs("/run/sshd", exist_ok=True)
-    try:
-        with serving(["/usr/sbin/sshd", "-D", "-e", "-f", str(base / "sshd_config")], port, base / "sshd.log"):
-            yield SSHService(port, str(base / "client_key"), str(base / "known_hosts"), os.environ.get("USER", "root"))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    """Debian's OpenSSH server on a loopback port, key auth only, with its host key pinned."""
+    with ssh_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -336,3 +306,10 @@ def digitalocean(monkeypatch):
     monkeypatch.setenv("DIGITALOCEAN_TOKEN", emulator.token)
     yield emulator
     emulator.stop()
+
+
+@pytest.fixture
+def cluster():
+    """Two droplet-like hosts (own network namespaces, Docker engines, the second with sshd), not yet a Swarm."""
+    with two_hosts("wpt-manager-01", "wpt-database-01") as hosts:
+        yield hosts

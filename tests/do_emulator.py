@@ -38,7 +38,7 @@ class DigitalOceanEmulator:
         self._server.server_close()
 
     def add_droplet(self, name: str, size: str, region: str, tags: list[str], image: str = "docker-20-04",
-                    **fields) -> dict:
+                    ip: str | None = None, **fields) -> dict:
         with self._lock:
             droplet_id = next(self._ids)
             droplet = {
@@ -47,8 +47,8 @@ class DigitalOceanEmulator:
                 "features": [], "backup_ids": [], "snapshot_ids": [], "volume_ids": [],
                 "image": {"slug": image}, "size": {"slug": size}, "size_slug": size,
                 "region": {"slug": region, "name": region},
-                "networks": {"v4": [{"ip_address": f"10.{droplet_id % 250}.0.{droplet_id % 200 + 2}", "type": "public"}],
-                             "v6": []},
+                "networks": {"v4": [{"ip_address": ip or f"10.{droplet_id % 250}.0.{droplet_id % 200 + 2}",
+                                     "type": "public"}], "v6": []},
                 "tags": list(tags), **fields,
             }
             self.droplets[droplet_id] = droplet

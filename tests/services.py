@@ -70,6 +70,62 @@ def scratch_dir(prefix: str) -> Path:
 
 
 @dataclass(frozen=True)
+class SSHService:
+    port: int
+    key_file: str
+    known_hosts: str
+    user: str
+    host: str = "127.0.0.1"
+
+    def config(self) -> dict:
+        return {"host": self.host, "port": self.port, "user": self.user,
+                "key_file": self.key_file, "known_hosts": self.known_hosts}
+
+
+def in_netns(netns: str | None, argv: list[str]) -> list[str]:
+    """argv run in a network namespace made with `ip netns add` (nsenter keeps /sys and cgroups,
+    which `ip netns exec` would remount)."""
+    return ["nsenter", f"--net=/var/run/netns/{netns}", *argv] if netns else argv
+
+
+@contextlib.contextmanager
+def ssh_server(address: str = "127.0.0.1", port: int | None = None, netns: str | None = None,
+               env: dict[str, str] | None = None):
+    """Debian's OpenSSH server, key auth only, its host key pinned in a known_hosts file; `env` is
+    set in every session (SetEnv). Its folder is readable by other users: sshd reads authorized_keys
+    as the user logging in."""
+    base = scratch_dir("wpfarm-sshd-")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / "host_key")], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(base / "client_key")], check=True)
+    shutil.copy(base / "client_key.pub", base / "authorized_keys")
+    os.chmod(base / "authorized_keys", 0o644)
+    port = port or free_port()
+    host_pub = (base / "host_key.pub").read_text().split()
+    where = address if port == 22 else f"[{address}]:{port}"
+    (base / "known_hosts").write_text(f"{where} {host_pub[0]} {host_pub[1]}\n")
+    set_env = "".join(f"SetEnv {k}={v}\n" for k, v in (env or {}).items())
+    (base / "sshd_config").write_text(
+        f"Port {port}\nListenAddress {address}\nHostKey {base / 'host_key'}\n"
+        f"AuthorizedKeysFile {base / 'authorized_keys'}\nPidFile {base / 'sshd.pid'}\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+        f"StrictModes no\nUsePAM no\nSubsystem sftp internal-sftp\n{set_env}"
+    )
+    os.makedirs("/run/sshd", exist_ok=True)
+
+    def listening_there() -> bool:
+        with socket.socket() as s:
+            return s.connect_ex((address, port)) == 0
+
+    try:
+        argv = in_netns(netns, ["/usr/sbin/sshd", "-D", "-e", "-f", str(base / "sshd_config")])
+        with serving(argv, None, base / "sshd.log", ready=listening_there):
+            yield SSHService(port, str(base / "client_key"), str(base / "known_hosts"), os.environ.get("USER", "root"),
+                             address)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass(frozen=True)
 class Swarm:
     docker_host: str
 
@@ -107,32 +163,93 @@ class Swarm:
 
 
 @contextlib.contextmanager
-def docker_swarm(hostname: str = "wpt-manager-01"):
-    """Debian's dockerd on its own socket and folders (no iptables, no bridge, vfs), in a one-node
-    Swarm, under its own host name (a UTS namespace): the name a farm droplet would have."""
+def docker_engine(hostname: str, netns: str | None = None):
+    """Debian's dockerd on its own socket and folders (no iptables, no bridge, vfs), under its own
+    host name (a UTS namespace: the name a farm droplet would have), optionally in a network namespace."""
     base = scratch_dir("wpfarm-docker-")
-    swarm = Swarm(f"unix://{base / 'docker.sock'}")
-    argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname, "dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver=vfs",
-            f"--data-root={base / 'data'}", f"--exec-root={base / 'exec'}", f"--pidfile={base / 'docker.pid'}",
-            f"--host={swarm.docker_host}"]
+    engine = Swarm(f"unix://{base / 'docker.sock'}")
+    argv = in_netns(netns, ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname, "dockerd",
+                            "--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver=vfs",
+                            f"--data-root={base / 'data'}", f"--exec-root={base / 'exec'}",
+                            f"--pidfile={base / 'docker.pid'}", f"--host={engine.docker_host}"])
 
     def answers() -> bool:
         try:
-            swarm.docker("info", "--format", "{{.ServerVersion}}")
+            engine.docker("info", "--format", "{{.ServerVersion}}")
             return True
         except RuntimeError:
             return False
 
     try:
-        with serving(argv, None, base / "dockerd.log", timeout=90, ready=answers):
-            swarm.docker("swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", f"127.0.0.1:{free_port()}")
+        with serving(argv, None, base / "dockerd.log", timeout=90, ready=answers) as proc:
             try:
-                yield swarm
+                yield engine, proc
             finally:
                 with contextlib.suppress(RuntimeError):
-                    swarm.docker("swarm", "leave", "--force")
+                    engine.docker("swarm", "leave", "--force")
     finally:
+        # An engine that was killed leaves its network namespaces mounted under exec-root; one in
+        # this host's namespace leaves the docker_gwbridge it made for the Swarm.
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines() if str(base) in line]
+        for mount in reversed(mounts):
+            subprocess.run(["umount", "-l", mount], capture_output=True)
+        if netns is None:
+            subprocess.run(["ip", "link", "del", "docker_gwbridge"], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def docker_swarm(hostname: str = "wpt-manager-01"):
+    """A one-node Swarm on loopback."""
+    with docker_engine(hostname) as (swarm, _):
+        swarm.docker("swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", f"127.0.0.1:{free_port()}")
+        yield swarm
+
+
+@dataclass(frozen=True)
+class TwoHosts:
+    """Two farm nodes on one bridge, each in its own network namespace with its own Docker engine;
+    neither in a Swarm yet. The second also runs sshd on port 22 (as a new droplet would), its
+    sessions pointed at its own engine."""
+
+    manager: Swarm
+    manager_addr: str
+    worker: Swarm
+    worker_addr: str
+    worker_engine: subprocess.Popen
+    worker_ssh: SSHService
+
+
+@contextlib.contextmanager
+def two_hosts(manager_name: str, worker_name: str):
+    tag = uuid.uuid4().hex[:6]
+    bridge, subnet = f"wbr{tag}", f"10.{200 + int(tag[:2], 16) % 50}.{int(tag[2:4], 16)}"
+    namespaces = {"m": (f"wpm{tag}", f"{subnet}.2"), "w": (f"wpw{tag}", f"{subnet}.3")}
+
+    def ip(*args: str, netns: str | None = None) -> None:
+        subprocess.run(in_netns(netns, ["ip", *args]), check=True, capture_output=True)
+
+    try:
+        ip("link", "add", bridge, "type", "bridge")
+        ip("addr", "add", f"{subnet}.1/24", "dev", bridge)
+        ip("link", "set", bridge, "up")
+        for key, (netns, address) in namespaces.items():
+            ip("netns", "add", netns)
+            ip("link", "add", f"v{key}{tag}", "type", "veth", "peer", "name", f"e{key}{tag}")
+            ip("link", "set", f"e{key}{tag}", "netns", netns)
+            ip("link", "set", f"v{key}{tag}", "master", bridge, "up")
+            ip("addr", "add", f"{address}/24", "dev", f"e{key}{tag}", netns=netns)
+            ip("link", "set", f"e{key}{tag}", "up", netns=netns)
+            ip("link", "set", "lo", "up", netns=netns)
+        with docker_engine(manager_name, namespaces["m"][0]) as (manager, _), \
+                docker_engine(worker_name, namespaces["w"][0]) as (worker, worker_proc), \
+                ssh_server(namespaces["w"][1], 22, namespaces["w"][0], {"DOCKER_HOST": worker.docker_host}) as ssh:
+            yield TwoHosts(manager, namespaces["m"][1], worker, namespaces["w"][1], worker_proc, ssh)
+    finally:
+        for key, (netns, _) in namespaces.items():
+            subprocess.run(["ip", "link", "del", f"v{key}{tag}"], capture_output=True)  # and its peer
+            subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
 
 
 def gluster(*args: str) -> str:

@@ -6,48 +6,11 @@ import json
 import dagster as dg
 import yaml
 
+from driving import Daemon, selected
 from resources.alerts import AlertmanagerResource
 from resources.object_store import open_store
 from services import wait_for
 from wpfarm_assets.config import load_config
-from wpfarm_assets.definitions import build_definitions, build_resources
-
-
-class Daemon:
-    """What the sensor daemon does with a tick: evaluate with the cursor, apply the partition
-    requests, launch the requested runs (here in process, so the test can look at them)."""
-
-    def __init__(self, sensor: str):
-        self.sensor, self.cursor = sensor, None
-        self.run_keys: list[str] = []
-        self.instance = dg.DagsterInstance.get()
-
-    def tick(self) -> list[dg.RunRequest]:
-        config = load_config()
-        defs = build_definitions(config)
-        sensor = defs.resolve_sensor_def(self.sensor)
-        data = sensor.evaluate_tick(dg.build_sensor_context(
-            instance=self.instance, cursor=self.cursor, sensor_name=self.sensor, definitions=defs,
-            resources=build_resources(config)))
-        self.cursor, self.job = data.cursor, sensor.job_name
-        for request in data.dynamic_partitions_requests or []:
-            if isinstance(request, dg.AddDynamicPartitionsRequest):
-                self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-            else:
-                for key in request.partition_keys:
-                    self.instance.delete_dynamic_partition(request.partitions_def_name, key)
-        fresh = [r for r in data.run_requests if r.run_key not in self.run_keys]
-        self.run_keys += [r.run_key for r in fresh]
-        return fresh
-
-    def launch(self, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
-        defs = build_definitions(load_config())
-        return defs.resolve_job_def(request.job_name or self.job).execute_in_process(
-            instance=self.instance, tags=request.tags, asset_selection=request.asset_selection, raise_on_error=False)
-
-
-def selected(request: dg.RunRequest) -> set[str]:
-    return {key.to_user_string() for key in request.asset_selection}
 
 
 def test_swarm_node_sensor_reruns_the_affected_tiers_and_alerts_until_the_node_is_back(
@@ -150,3 +113,43 @@ def test_site_inventory_sensor_discovers_sites_from_swarm_service_labels(make_fa
     finally:
         for name in services:
             swarm.docker("service", "rm", name)
+
+
+def test_a_two_node_swarm_built_by_provision_farm_and_a_node_going_down_seen_by_the_sensor(
+        make_farm, dagster_home, digitalocean, alertmanager, cluster):
+    from driving import plan_of, provision
+
+    make_farm(1, alerts={"alertmanager_url": alertmanager}, sections={
+        "swarm": {"docker_host": cluster.manager.docker_host, "advertise_addr": cluster.manager_addr},
+        "topology": {"project": "wpt", "tiers": {
+            "manager": {"count": 1, "size": "s-8vcpu-16gb", "role": "manager"},
+            "database": {"count": 1, "size": "m-4vcpu-32gb", "labels": {"galera": "true"}}}},
+        "provisioning": {"ssh_key_file": cluster.worker_ssh.key_file, "known_hosts": cluster.worker_ssh.known_hosts}})
+    digitalocean.add_droplet("wpt-manager-01", "s-8vcpu-16gb", "fra1", ["wpt", "wpt-manager"], ip=cluster.manager_addr)
+    digitalocean.add_droplet("wpt-database-01", "m-4vcpu-32gb", "fra1", ["wpt", "wpt-database"], ip=cluster.worker_addr)
+
+    steps = ["init_swarm", "join_nodes", "label_nodes"]
+    built = provision(steps)
+    assert plan_of(built, "init_swarm") == [("init", "swarm")]
+    assert plan_of(built, "join_nodes") == [("join", "wpt-database-01")]  # over SSH, as a worker
+    assert plan_of(built, "label_nodes") == [("set-labels", "wpt-database-01"), ("set-labels", "wpt-manager-01")]
+    nodes = {n["Description"]["Hostname"]: n for n in json.loads(cluster.manager.docker(
+        "node", "inspect", *cluster.manager.docker("node", "ls", "-q").split()))}
+    assert nodes["wpt-database-01"]["Spec"]["Role"] == "worker" and nodes["wpt-manager-01"]["Spec"]["Role"] == "manager"
+    assert nodes["wpt-database-01"]["Spec"]["Labels"] == {"tier": "database", "galera": "true"}
+    again = provision(steps)
+    assert all(plan_of(again, step) == [] for step in steps)
+
+    daemon = Daemon("swarm_node_sensor")
+    (first,) = daemon.tick()
+    assert "wpt-database-01 joined" in first.tags["wpfarm/swarm_change"]
+    assert AlertmanagerResource(url=alertmanager).firing("WpfarmSwarmNode") == []
+
+    cluster.worker_engine.terminate()  # the database node's engine dies; the manager notices
+    state = lambda: cluster.manager.docker("node", "inspect", "--format", "{{.Status.State}}", "wpt-database-01")  # noqa: E731
+    wait_for(lambda: state() == "down", "the manager to mark the database node down", timeout=90)
+    (down,) = daemon.tick()
+    assert selected(down) == {"swarm_nodes", "database_tier"}
+    assert "wpt-database-01: state ready → down" in down.tags["wpfarm/swarm_change"]
+    (alert,) = AlertmanagerResource(url=alertmanager).firing("WpfarmSwarmNode")
+    assert (alert["node"], alert["tier"], alert["severity"]) == ("wpt-database-01", "database", "critical")

@@ -7,10 +7,11 @@ import subprocess
 import dagster as dg
 import pytest
 
+from driving import plan_of, provision
 from resources.mariadb import MariaDB
 from resources.ssh import CommandError, LocalRunner
 from wpfarm_assets.config import load_config
-from wpfarm_assets.definitions import build_definitions, build_resources
+from wpfarm_assets.definitions import build_resources
 from wpfarm_assets.farm import site_provisioning
 from wpfarm_assets.provisioning import SITE_PRIVILEGES, secret_name, site_slug
 
@@ -18,22 +19,6 @@ TOPOLOGY = {"project": "wpt", "region": "fra1", "image": "docker-20-04", "ssh_ke
             "tiers": {"manager": {"count": 1, "size": "s-8vcpu-16gb", "role": "manager", "labels": {"zone": "a"}},
                       "worker": {"count": 2, "size": "s-8vcpu-16gb", "labels": {"wordpress": "true"}},
                       "database": {"count": 3, "size": "m-4vcpu-32gb", "region": "ams3", "tags": ["galera"]}}}
-
-
-def provision(steps: list[str], dry_run: bool = False, **droplets_config) -> dg.ExecuteInProcessResult:
-    ops = {step: {"config": {"dry_run": dry_run}} for step in steps}
-    if "provision_droplets" in ops:
-        ops["provision_droplets"]["config"].update(droplets_config)
-    job = build_definitions(load_config()).resolve_job_def("provision_farm")
-    result = job.execute_in_process(instance=dg.DagsterInstance.get(), op_selection=steps, run_config={"ops": ops},
-                                    raise_on_error=False)
-    assert result.success, [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
-    return result
-
-
-def plan_of(result, step: str) -> list[tuple[str, str]]:
-    event = next(e for e in result.all_events if e.is_successful_output and e.step_key == step)
-    return [(r.data["action"], r.data["target"]) for r in event.step_output_data.metadata["plan"].value.records]
 
 
 def test_droplets_from_an_empty_account_exactly_once_and_a_dry_run_of_a_changed_topology(
