@@ -30,7 +30,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import yaml
 
 from resources.mariadb import MariaDB
 from resources.ssh import LocalRunner

@@ -61,8 +61,8 @@ class AlertmanagerResource(dg.ConfigurableResource):
         """Fire every (labels, annotations) given; resolve every active `alertname` alert not among
         them (the problem went away, or its severity changed)."""
         wanted = {tuple(sorted({**labels, "alertname": alertname}.items())) for labels, _ in alerts}
-        for labels, annotations in alerts:
-            self.fire({**labels, "alertname": alertname}, annotations)
+        for labels, notes in alerts:
+            self.fire({**labels, "alertname": alertname}, notes)
         resolved = 0
         for labels in self.firing(alertname):
             if tuple(sorted(labels.items())) not in wanted:

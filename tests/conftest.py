@@ -7,7 +7,6 @@ own server (scripts/setup makes sure it runs); each test creates and drops its o
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys

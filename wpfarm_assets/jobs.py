@@ -5,7 +5,6 @@ from datetime import date
 
 import dagster as dg
 
-from resources.gpg import GPGResource
 from resources.mariadb import MariaDBResource
 from resources.object_store import ObjectStoreResource
 from resources.ssh import NodeResource

@@ -51,7 +51,7 @@ def plan_retention(backup_times: Iterable[datetime], daily: int = 14, weekly: in
     """
     times = sorted({_utc(t) for t in backup_times}, reverse=True)
     kept: dict[datetime, str] = {}
-    for rule, wanted in zip(RULES, (daily, weekly, monthly)):
+    for rule, wanted in zip(RULES, (daily, weekly, monthly), strict=True):
         if wanted <= 0 or not times:
             continue
         last_period, count = None, 0

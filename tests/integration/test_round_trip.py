@@ -1,8 +1,6 @@
 """Site content survives a round trip exactly: both targets, both source modes, through the CLI."""
 
-import json
 import shutil
-from pathlib import Path
 
 import pytest
 

@@ -6,7 +6,6 @@ import signal
 import time
 
 import dagster as dg
-import yaml
 
 from services import free_port, gluster as gluster_cli
 from wpfarm_assets.config import load_config
