@@ -155,15 +155,27 @@ def run_seed(config, scratch: Path, target: Path) -> None:
             out.unlink()
 
 
-def wpfarm_env(config_path: Path, home: Path) -> dict:
+def wpfarm_env(config_path: Path, home: Path, instance: str = "sqlite") -> dict:
+    """A fresh Dagster instance: the local default (SQLite, dagster.yaml) or the production one
+    (PostgreSQL on this machine, dagster.production.yaml, in a new database named after `home`)."""
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    shutil.copy(Path(__file__).resolve().parent.parent / "dagster.yaml", home / "dagster.yaml")
-    return {**os.environ, "WPFARM_CONFIG": str(config_path), "DAGSTER_HOME": str(home)}
+    env = {**os.environ, "WPFARM_CONFIG": str(config_path), "DAGSTER_HOME": str(home)}
+    repo = Path(__file__).resolve().parent.parent
+    if instance == "sqlite":
+        shutil.copy(repo / "dagster.yaml", home / "dagster.yaml")
+        return env
+    db = "wpfarm_bench_" + home.name.replace("-", "_")
+    psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-q", "-c"]
+    subprocess.run([*psql, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"], check=True, capture_output=True)
+    subprocess.run([*psql, f"CREATE DATABASE {db}"], check=True, capture_output=True)
+    shutil.copy(repo / "dagster.production.yaml", home / "dagster.yaml")
+    return {**env, "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_USER": "postgres", "DAGSTER_PG_PASSWORD": "",
+            "DAGSTER_PG_DB": db}
 
 
-def run_wpfarm(config_path: Path, home: Path, sites: list[str] | None = None) -> str:
-    done = subprocess.run([str(VENV / "wpfarm"), "backup", *(sites or [])], env=wpfarm_env(config_path, home),
+def run_wpfarm(config_path: Path, home: Path, instance: str = "sqlite") -> str:
+    done = subprocess.run([str(VENV / "wpfarm"), "backup"], env=wpfarm_env(config_path, home, instance),
                           capture_output=True, text=True)
     runs = done.stdout.count("run ")
     failed = done.stdout.count("FAILED")
@@ -186,6 +198,8 @@ def main() -> None:
     parser.add_argument("--sample-c", type=int, default=40, help="sites timed for one-run-per-site, then scaled")
     parser.add_argument("--skip", nargs="*", default=[], choices=["seed", "per-run"])
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--instance", nargs="+", default=["sqlite"], choices=["sqlite", "postgres"],
+                        help="Dagster instance(s) wpfarm records to: local SQLite and/or the production PostgreSQL")
     args = parser.parse_args()
 
     workdir = Path(f"/var/tmp/wpfarm-bench-{args.profile}-{args.sites}")
@@ -196,7 +210,9 @@ def main() -> None:
     target = Path(config.backup.target[len("file://"):])
 
     results = [measure("floor", lambda: run_floor(config), None)]
-    results.append(measure("wpfarm", lambda: run_wpfarm(config_path, workdir / "dagster-batched"), target))
+    for instance in args.instance:
+        label = "wpfarm" if instance == args.instance[0] else f"wpfarm-{instance}"
+        results.append(measure(label, lambda i=instance: run_wpfarm(config_path, workdir / f"dagster-{i}", i), target))
     if "seed" not in args.skip:
         results.append(measure("seed", lambda: run_seed(config, workdir / "seed-scratch", workdir / "seed"), workdir / "seed"))
     if "per-run" not in args.skip:

@@ -109,7 +109,10 @@ def join_nodes(context: dg.OpExecutionContext, config: StepConfig, digitalocean:
         droplet, role = change.payload
         token = swarm.join_tokens()[role]
         runner = SSHRunner(SSHConfig(host=droplet.ip, user=p.ssh_user, key_file=p.ssh_key_file, known_hosts=p.known_hosts))
-        run(runner, ["docker", "swarm", "join", "--token", token, f"{farm.swarm.advertise_addr}:2377"])
+        try:
+            run(runner, ["docker", "swarm", "join", "--token", token, f"{farm.swarm.advertise_addr}:2377"])
+        finally:
+            runner.close()
 
     return carry_out(context, changes, config.dry_run, apply)
 
