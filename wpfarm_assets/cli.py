@@ -56,7 +56,8 @@ def step_failures(result) -> list[str]:
             error = event.step_failure_data.error
             while error.cause is not None and "DagsterExecutionStepExecutionError" in error.cls_name:
                 error = error.cause
-            reasons.append(f"{event.step_key}: {error.message.strip()}")
+            message = re.sub(r"^dagster\._core\.definitions\.events\.Failure: ", "", error.message.strip())
+            reasons.append(f"{event.step_key}: {message}")
     return reasons
 
 
