@@ -2,7 +2,8 @@
 
 On a change it asks for a run of swarm_nodes and of the affected tiers' health assets; on every tick
 it keeps one alert per node (and per tier short of nodes) that differs from the topology firing, and
-resolves the rest. A manager or database node down or drained, or such a tier short, is critical.
+resolves the rest. A manager or database node down or drained, or such a tier short, is critical;
+so is a manager whose Docker API does not answer.
 """
 
 import json
@@ -10,12 +11,12 @@ import json
 import dagster as dg
 
 from resources.alerts import AlertmanagerResource
-from resources.swarm import SwarmResource
+from resources.swarm import SwarmError, SwarmResource
 from wpfarm_assets.config import load_config
 from wpfarm_assets.infrastructure import TIER_ASSETS, swarm_nodes
 from wpfarm_assets.topology import compare_nodes, node_changes
 
-NODE_ALERT, TIER_ALERT = "WpfarmSwarmNode", "WpfarmSwarmTier"
+NODE_ALERT, TIER_ALERT, UNREACHABLE_ALERT = "WpfarmSwarmNode", "WpfarmSwarmTier", "WpfarmSwarmUnreachable"
 
 
 @dg.sensor(
@@ -29,7 +30,12 @@ def swarm_node_sensor(context: dg.SensorEvaluationContext, swarm: SwarmResource,
     if not swarm.docker_host:
         return dg.SkipReason("no Swarm configured (swarm.docker_host)")
     config = load_config()
-    nodes = swarm.nodes()
+    try:
+        nodes = swarm.nodes()
+    except SwarmError as exc:  # the manager itself: critical, until it answers again
+        alertmanager.sync(UNREACHABLE_ALERT, [({"severity": "critical"}, {"summary": str(exc)})])
+        return dg.SkipReason(f"Swarm unreachable: {exc}")
+    alertmanager.sync(UNREACHABLE_ALERT, [])
     state = json.loads(context.cursor) if context.cursor else {"changes": 0, "nodes": {}}
     seen = {n.id: n.row() for n in nodes}
 

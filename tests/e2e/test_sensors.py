@@ -153,3 +153,18 @@ def test_a_two_node_swarm_built_by_provision_farm_and_a_node_going_down_seen_by_
     assert "wpt-database-01: state ready → down" in down.tags["wpfarm/swarm_change"]
     (alert,) = AlertmanagerResource(url=alertmanager).firing("WpfarmSwarmNode")
     assert (alert["node"], alert["tier"], alert["severity"]) == ("wpt-database-01", "database", "critical")
+
+
+def test_an_unreachable_swarm_manager_is_a_critical_alert_until_it_answers(make_farm, dagster_home, swarm,
+                                                                          alertmanager, tmp_path):
+    farm = make_farm(1, alerts={"alertmanager_url": alertmanager},
+                     sections={"swarm": {"docker_host": f"unix://{tmp_path}/no-docker.sock"}})
+    firing = lambda: AlertmanagerResource(url=alertmanager).firing("WpfarmSwarmUnreachable")  # noqa: E731
+    daemon = Daemon("swarm_node_sensor")
+    assert daemon.tick() == []
+    (alert,) = firing()
+    assert alert["severity"] == "critical"
+    config = yaml.safe_load(farm.config_path.read_text())
+    config["swarm"]["docker_host"] = swarm.docker_host
+    farm.config_path.write_text(yaml.safe_dump(config))
+    assert len(daemon.tick()) == 1 and firing() == []  # answers again: resolved, and a first look
