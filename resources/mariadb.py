@@ -131,7 +131,9 @@ class MariaDB:
         if password is not None:
             statements += [f"CREATE USER IF NOT EXISTS {account} IDENTIFIED BY {_literal(password)}",
                            f"ALTER USER {account} IDENTIFIED BY {_literal(password)}"]
-        statements.append(f"GRANT {privileges} ON {_quote(database)}.* TO {account}")
+        # In a GRANT's database name _ and % are wildcards: wp_a_b would also cover wpxaxb.
+        pattern = database.replace("_", "\\_").replace("%", "\\%")
+        statements.append(f"GRANT {privileges} ON {_quote(pattern)}.* TO {account}")
         self.execute(";\n".join(statements) + ";\n")
 
 

@@ -286,7 +286,7 @@ def parser() -> argparse.ArgumentParser:
     site = sub.add_parser("site", help="manage sites").add_subparsers(dest="site_command", required=True)
     c = site.add_parser("create", help="add a site to the inventory, provision it and take its first backup")
     c.add_argument("name", metavar="NAME", type=site_name)
-    c.add_argument("--database", type=identifier, help="default: wp_<name with _ for dots and dashes>")
+    c.add_argument("--database", type=identifier, help="default: wp_<name with _ for dots and dashes>_<digest>")
     c.add_argument("--content-path", type=absolute_path, help="default: <provisioning.sites_root>/NAME/wp-content")
     pr = sub.add_parser("provision", help="plan (or --apply) the farm's provisioning steps")
     pr.add_argument("--apply", action="store_true", help="change the farm (default: show the plan only)")

@@ -238,10 +238,14 @@ class FarmConfig(_Model):
     @model_validator(mode="after")
     def _unique_sites(self) -> FarmConfig:
         seen: set[str] = set()
+        databases: dict[str, str] = {}
         for site in self.sites:
             if site.name in seen:
                 raise ValueError(f"site {site.name!r} is listed twice")
+            if site.database in databases:
+                raise ValueError(f"sites {databases[site.database]!r} and {site.name!r} share the database {site.database!r}")
             seen.add(site.name)
+            databases[site.database] = site.name
         return self
 
     def site(self, name: str) -> Site:

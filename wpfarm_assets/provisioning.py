@@ -147,12 +147,9 @@ def farm_stacks(provisioning: ProvisioningConfig) -> dict[str, dict]:
 
 
 def site_slug(name: str) -> str:
-    """A name for the site's stack and secret: its host name with dots as dashes, at most 40
-    characters (longer names keep a prefix and a digest, so two sites never share one)."""
-    slug = name.replace(".", "-")
-    if len(slug) > 40:
-        slug = f"{slug[:31]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
-    return slug
+    """A name for the site's stack and secret: its host name with dots as dashes and a digest of the
+    name (my-site.com and my.site.com would otherwise meet), at most 40 characters."""
+    return f"{name.replace('.', '-')[:31]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def secret_name(site: Site) -> str:
@@ -253,4 +250,5 @@ def site_provision(site: Site, db: MariaDB, runner: Runner, provisioning: Provis
 
 
 def default_database_name(site_name: str) -> str:
-    return ("wp_" + re.sub(r"[^a-z0-9]+", "_", site_name))[:64]
+    """wp_<name with _ for dots and dashes>_<digest>: readable, and distinct for distinct sites."""
+    return f"wp_{re.sub(r'[^a-z0-9]+', '_', site_name)[:52]}_{hashlib.sha256(site_name.encode()).hexdigest()[:8]}"

@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from wpfarm_assets.cli import main
+from wpfarm_assets.provisioning import default_database_name
 
 WPFARM = str(Path(sys.executable).parent / "wpfarm")
 
@@ -41,6 +42,7 @@ def test_demo_backs_up_twenty_sites_and_restores_one_identically_then_site_creat
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     env = dict(os.environ)
     new = "new.e2e.wpfarm.test"
+    new_db = default_database_name(new)
     try:
         done = subprocess.run([WPFARM, "demo", "--sites", "20", "--workdir", str(tmp_path / "demo"), "--prefix", "e2e"],
                               env=env, capture_output=True, text=True, timeout=600)
@@ -58,7 +60,7 @@ def test_demo_backs_up_twenty_sites_and_restores_one_identically_then_site_creat
         instance = dg.DagsterInstance.get()  # what the web UI shows
         for asset in ("site_provisioning", "database_dump", "file_archive"):
             assert instance.get_materialized_partitions(dg.AssetKey(asset)) >= {new}, asset
-        assert db.database_exists("wp_new_e2e_wpfarm_test") and db.user_exists("wp_new_e2e_wpfarm_test", "%")
+        assert db.database_exists(new_db) and db.user_exists(new_db, "%")
         assert (tmp_path / "demo" / "sites" / new / "wp-content").is_dir()
         assert len(list((tmp_path / "demo" / "backups" / "sites" / new).glob("*/*.json"))) == 2
         assert {a: new in partitions for a, partitions in web_ui_materialized_partitions(env).items()} == {
@@ -67,8 +69,8 @@ def test_demo_backs_up_twenty_sites_and_restores_one_identically_then_site_creat
         for i in range(1, 21):
             db.drop_database(f"wp_e2e_{i:03d}")
         db.drop_database("wp_e2e_restore_check")
-        db.drop_database("wp_new_e2e_wpfarm_test")
-        db.query("DROP USER IF EXISTS 'wp_new_e2e_wpfarm_test'@'%'")
+        db.drop_database(new_db)
+        db.query(f"DROP USER IF EXISTS '{new_db}'@'%'")
 
 
 ASSET_PARTITIONS = """query($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) {

@@ -146,14 +146,22 @@ def test_a_provisioned_site_user_can_use_its_own_database_and_no_other(make_farm
         as_site.query(f"SELECT COUNT(*) FROM `{other.database}`.wp_posts")
     with pytest.raises(CommandError, match="denied"):
         as_site.query("CREATE DATABASE wpt_not_mine")
+    lookalike = mine.database.replace("_", "x")  # what wp_a_b would match if _ were left a wildcard
+    db.create_database(lookalike)
+    try:
+        with pytest.raises(CommandError, match="denied"):
+            as_site.query(f"CREATE TABLE `{lookalike}`.t (id INT)")
+    finally:
+        db.drop_database(lookalike)
     grants = db.query(f"SHOW GRANTS FOR '{mine.database}'@'%'")
-    assert [g[0] for g in grants][1:] == [f"GRANT {SITE_PRIVILEGES} ON `{mine.database}`.* TO `{mine.database}`@`%`"]
+    escaped = mine.database.replace("_", "\\_")
+    assert [g[0] for g in grants][1:] == [f"GRANT {SITE_PRIVILEGES} ON `{escaped}`.* TO `{mine.database}`@`%`"]
 
     again = materialize_sites(names)  # safe to materialize again: same password, nothing lost
     assert again.success and secret.read_text() == password
     assert as_site.query(f"SELECT COUNT(*) FROM `{mine.database}`.wp_test") == [["1"]]
-    events = subprocess.run(["grep", "-rl", password, str(dagster_home)], capture_output=True, text=True).stdout
-    assert events == ""  # never logged, never in metadata
+    found = subprocess.run(["grep", "-rlF", "-e", password, str(dagster_home)], capture_output=True, text=True)
+    assert (found.returncode, found.stdout) == (1, "")  # never logged, never in metadata (1: grep found nothing)
     for site in config.sites:
         db.query(f"DROP USER IF EXISTS '{site.database}'@'%'")
 

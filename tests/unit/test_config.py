@@ -106,3 +106,9 @@ def test_invalid_topology_is_refused_naming_the_entry(tiers, where):
 def test_hostile_tier_addresses_are_refused(section):
     with pytest.raises(ConfigError):
         parse_config({**GOOD, **section})
+
+
+def test_two_sites_sharing_a_database_are_refused():
+    second = {**GOOD["sites"][0], "name": "shop.example.com"}
+    with pytest.raises(ConfigError, match="share the database 'wp_blog'"):
+        parse_config({**GOOD, "sites": [GOOD["sites"][0], second]})

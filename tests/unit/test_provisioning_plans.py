@@ -12,6 +12,7 @@ from wpfarm_assets.provisioning import (
     plan_networks,
     plan_stack,
     plan_swarm_init,
+    default_database_name,
     render_site_stack,
     site_slug,
 )
@@ -74,10 +75,14 @@ def test_site_stack_values_cannot_change_the_files_structure():
     rendered = render_site_stack(template, site, ProvisioningConfig(site_replicas=3))
     assert rendered["services"]["wordpress"]["volumes"] == [{"source": "/srv/a: {evil: true} #x"}]
     assert rendered["services"]["wordpress"]["deploy"]["replicas"] == 3
-    assert rendered["secrets"] == {"a-example-com-db-password": {"external": True}}
+    assert list(rendered["secrets"]) == [f"{site_slug(site.name)}-db-password"]
 
 
-def test_site_slugs_are_short_and_distinct():
+def test_site_slugs_and_default_database_names_are_short_readable_and_distinct():
     long_a, long_b = "a" * 30 + ".example.com", "a" * 30 + ".example.org"
-    assert site_slug("blog.example.com") == "blog-example-com"
+    assert site_slug("blog.example.com").startswith("blog-example-com-")
     assert len(site_slug(long_a)) <= 40 and site_slug(long_a) != site_slug(long_b)
+    assert site_slug("my-site.com") != site_slug("my.site.com")
+    assert default_database_name("my-site.com") != default_database_name("my.site.com")
+    assert default_database_name("my.site.com").startswith("wp_my_site_com_")
+    assert len(default_database_name("a" * 200 + ".com")) <= 64
