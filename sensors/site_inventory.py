@@ -12,7 +12,7 @@ import dagster as dg
 from pydantic import ValidationError
 
 from resources.object_store import ObjectStoreResource
-from resources.swarm import SwarmResource
+from resources.swarm import SwarmError, SwarmResource
 from wpfarm_assets.assets import partition_range_tags, sites
 from wpfarm_assets.config import ConfigError, FarmConfig, Site, add_site_to_file, config_path, load_config
 from wpfarm_assets.health import record_sites
@@ -20,14 +20,24 @@ from wpfarm_assets.health import record_sites
 
 def discover(context: dg.SensorEvaluationContext, config: FarmConfig, swarm: SwarmResource) -> FarmConfig:
     known = {site.name for site in config.sites}
-    for labels in swarm.site_labels():
+    try:
+        announced = swarm.site_labels()
+    except SwarmError as exc:  # the configured sites are still kept in sync below
+        context.log.warning(f"site discovery skipped: {exc}")
+        return config
+    for labels in announced:
         if labels["name"] in known:
             continue
         service = labels.pop("service")
         try:
-            add_site_to_file(config_path(), Site(**labels))
-        except (ValidationError, ConfigError) as exc:
+            site = Site(**labels)
+        except ValidationError as exc:
             context.log.warning(f"service {service}: labels do not make a valid site, skipped: {exc}")
+            continue
+        try:
+            add_site_to_file(config_path(), site)
+        except (ConfigError, OSError) as exc:
+            context.log.warning(f"service {service}: site {site.name} not added to the inventory: {exc}")
             continue
         known.add(labels["name"])
         context.log.info(f"service {service}: site {labels['name']} discovered and added to {config_path()}")

@@ -10,7 +10,7 @@ import json
 
 import dagster as dg
 
-from resources.alerts import AlertmanagerResource
+from resources.alerts import AlertError, AlertmanagerResource
 from resources.swarm import SwarmError, SwarmResource
 from wpfarm_assets.config import load_config
 from wpfarm_assets.infrastructure import TIER_ASSETS, swarm_nodes
@@ -30,19 +30,25 @@ def swarm_node_sensor(context: dg.SensorEvaluationContext, swarm: SwarmResource,
     if not swarm.docker_host:
         return dg.SkipReason("no Swarm configured (swarm.docker_host)")
     config = load_config()
+    def sync(alertname: str, alerts: list) -> None:  # an Alertmanager outage must not stop the runs
+        try:
+            alertmanager.sync(alertname, alerts)
+        except AlertError as exc:
+            context.log.warning(f"{alertname} alerts not updated: {exc}")
+
     try:
         nodes = swarm.nodes()
     except SwarmError as exc:  # the manager itself: critical, until it answers again
-        alertmanager.sync(UNREACHABLE_ALERT, [({"severity": "critical"}, {"summary": str(exc)})])
+        sync(UNREACHABLE_ALERT, [({"severity": "critical"}, {"summary": str(exc)})])
         return dg.SkipReason(f"Swarm unreachable: {exc}")
-    alertmanager.sync(UNREACHABLE_ALERT, [])
+    sync(UNREACHABLE_ALERT, [])
     state = json.loads(context.cursor) if context.cursor else {"changes": 0, "nodes": {}}
     seen = {n.id: n.row() for n in nodes}
 
     differences = compare_nodes(config.topology, nodes)
     link = f"{config.alerts.dagster_url.rstrip('/')}/assets/swarm_nodes"
     for alertname, per_node in ((NODE_ALERT, True), (TIER_ALERT, False)):
-        alertmanager.sync(alertname, [
+        sync(alertname, [
             ({"tier": d.tier, "severity": d.severity, **({"node": d.name} if per_node else {})},
              {"summary": f"{d.name or 'tier ' + d.tier}: {d.problem}", "dashboard": link})
             for d in differences if bool(d.name) == per_node])

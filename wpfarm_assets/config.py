@@ -6,9 +6,11 @@ here, at load time, so hostile input never reaches a shell, a path or a bucket.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
@@ -284,24 +286,34 @@ def load_config(path: str | os.PathLike | None = None) -> FarmConfig:
 
 def add_site_to_file(path: Path, site: Site) -> None:
     """Append the site to the configuration file's `sites:` list. When `sites:` is the last section
-    one line is appended, so comments are kept; otherwise a file without comments is rewritten, and
-    one with comments is left alone with an error. The new text must load, with the site in it,
-    before it replaces the file (atomically)."""
-    text = path.read_text()
-    data = yaml.safe_load(text)
-    data["sites"] = [*(data.get("sites") or []), site.model_dump()]
-    sections = re.findall(r"^([A-Za-z_]+):", text, flags=re.M)
-    if sections and sections[-1] == "sites":
-        items = re.findall(r"^( *)- ", text[text.rindex("\nsites:"):], flags=re.M)
-        entry = ", ".join(f"{key}: {json.dumps(value)}" for key, value in site.model_dump().items())
-        new = re.sub(r"^sites:\s*\[\]\s*$", "sites:", text, flags=re.M).rstrip("\n")
-        new += f"\n{items[-1] if items else '  '}- {{{entry}}}\n"
-    elif not re.search(r"^\s*#", text, flags=re.M):
-        new = yaml.safe_dump(data, sort_keys=False)
-    else:
-        raise ConfigError(f"{path}: put `sites:` last to let wpfarm add sites (the file has comments to keep)")
-    if site.name not in {s.name for s in parse_config(yaml.safe_load(new), str(path)).sites}:
-        raise ConfigError(f"{path}: {site.name} could not be added")
-    scratch = path.with_name(f".{path.name}.new")
-    scratch.write_text(new)
-    scratch.replace(path)
+    and a block list (or empty), one line is appended, so comments are kept; otherwise a file without
+    comments is rewritten, and one with comments is left alone with an error. The new text must load,
+    with the site in it, before it replaces the file (atomically, under a lock: the CLI and the
+    inventory sensor may both add sites)."""
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        text = path.read_text()
+        try:
+            data = yaml.safe_load(text)
+            data["sites"] = [*(data.get("sites") or []), site.model_dump()]
+            sections = re.findall(r"^([A-Za-z_]+):(.*)$", text, flags=re.M)
+            if sections and sections[-1][0] == "sites" and sections[-1][1].strip() in ("", "[]"):
+                items = re.findall(r"^( *)- ", text[text.rindex("\nsites:"):], flags=re.M)
+                entry = ", ".join(f"{key}: {json.dumps(value)}" for key, value in site.model_dump().items())
+                new = re.sub(r"^sites:\s*\[\]\s*$", "sites:", text, flags=re.M).rstrip("\n")
+                new += f"\n{items[-1] if items else '  '}- {{{entry}}}\n"
+            elif not re.search(r"^\s*#", text, flags=re.M):
+                new = yaml.safe_dump(data, sort_keys=False)
+            else:
+                raise ConfigError(f"{path}: put `sites:` last, as a block list, to let wpfarm add sites "
+                                  "(the file has comments to keep)")
+            added = parse_config(yaml.safe_load(new), str(path))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if site.name not in {s.name for s in added.sites}:
+            raise ConfigError(f"{path}: {site.name} could not be added")
+        fd, scratch = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as out:
+            out.write(new)
+        os.chmod(scratch, path.stat().st_mode & 0o777)
+        os.replace(scratch, path)

@@ -68,15 +68,20 @@ def plan_swarm_init(state: str, advertise_addr: str | None) -> list[Change]:
 
 
 def plan_joins(topology: TopologyConfig, droplets: list[Droplet], nodes: list[Node]) -> list[Change]:
-    """Droplets of the topology that are not Swarm nodes yet, with the role their tier has."""
+    """Droplets of the topology that are not Swarm nodes yet, with the role their tier has (those
+    still booting, without an address, wait for the next run)."""
     in_swarm = {n.hostname for n in nodes}
     by_name = {d.name: d for d in droplets}
     changes = []
     for spec in droplet_specs(topology):
         droplet = by_name.get(spec.name)
-        if droplet and spec.name not in in_swarm:
-            role = topology.tiers[spec.tier].role
-            changes.append(Change(spec.name, "join", f"as {role} ({droplet.ip})", (droplet, role)))
+        if droplet is None or spec.name in in_swarm:
+            continue
+        if droplet.status != "active" or not droplet.ip:
+            changes.append(Change(spec.name, "keep", f"not ready to join yet ({droplet.status}); run again"))
+            continue
+        role = topology.tiers[spec.tier].role
+        changes.append(Change(spec.name, "join", f"as {role} ({droplet.ip})", (droplet, role)))
     return changes
 
 

@@ -141,3 +141,16 @@ def test_site_create_refuses_hostile_input_before_touching_the_inventory(make_fa
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2 and farm.config_path.read_text() == before
+
+
+def test_site_create_handles_a_flow_style_inventory_and_reports_bad_yaml(tmp_path):
+    from wpfarm_assets.config import ConfigError, Site, add_site_to_file, load_config
+
+    path = tmp_path / "farm.yaml"
+    path.write_text("backup: {target: 'file:///b', gpg_recipient: X}\nsites: [{name: a.example.com, database: wp_a, "
+                    "content_path: /srv/a}]\n")
+    add_site_to_file(path, Site(name="b.example.com", database="wp_b", content_path="/srv/b"))
+    assert [s.name for s in load_config(path).sites] == ["a.example.com", "b.example.com"]
+    path.write_text("backup: {target: 'file:///b'\nsites: []\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        add_site_to_file(path, Site(name="b.example.com", database="wp_b", content_path="/srv/b"))

@@ -44,6 +44,12 @@ def test_joins_are_the_topology_droplets_not_in_the_swarm_with_their_tier_role()
                                                        ("wp-worker-01", "as worker (10.0.0.9)")]
 
 
+def test_droplets_still_booting_wait_for_the_next_run():
+    booting = Droplet(2, "wp-manager-02", "s", "fra1", "new", ("wp",), None)
+    (change,) = plan_joins(TOPOLOGY, [droplet("wp-manager-01"), booting], [node("wp-manager-01")])
+    assert (change.action, change.target) == ("keep", "wp-manager-02") and "not ready" in change.detail
+
+
 def test_labels_come_from_the_host_name_and_keep_foreign_labels():
     nodes = [node("wp-worker-01", owner="ops"), node("wp-manager-01", tier="manager"), node("laptop")]
     (change,) = plan_labels(TOPOLOGY, nodes)
