@@ -4,6 +4,7 @@ docker CLI (`docker stack deploy`), which the SDK lacks, with the compose file o
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Callable
 from typing import TypeVar
@@ -74,17 +75,27 @@ class SwarmResource(dg.ConfigurableResource):
                                                options={"encrypted": ""} if encrypted else {},
                                                labels={"wpfarm.managed": "true"}))
 
-    def secret_exists(self, name: str) -> bool:
-        return self._call(lambda c: any(s.name == name for s in c.secrets.list(filters={"name": name})))
+    def secret_versions(self, base: str) -> list[str]:
+        """Secrets named <base>-v<N>, oldest first."""
+        pattern = re.compile(rf"^{re.escape(base)}-v(\d+)$")
+        names = self._call(lambda c: [s.name for s in c.secrets.list(filters={"name": base})])
+        return sorted((n for n in names if pattern.match(n)), key=lambda n: int(pattern.match(n)[1]))
 
-    def put_secret(self, name: str, data: bytes, labels: dict[str, str]) -> None:
-        """Create the secret, replacing an old one of that name (refused by Docker while a service uses it)."""
-        def put(c: docker.DockerClient) -> None:
-            for old in c.secrets.list(filters={"name": name}):
-                if old.name == name:
-                    old.remove()
-            c.secrets.create(name=name, data=data, labels=labels)
-        self._call(put)
+    def create_secret(self, name: str, data: bytes, labels: dict[str, str]) -> None:
+        self._call(lambda c: c.secrets.create(name=name, data=data, labels=labels))
+
+    def remove_secret(self, name: str) -> None:
+        self._call(lambda c: [s.remove() for s in c.secrets.list(filters={"name": name}) if s.name == name])
+
+    def prune_secret_versions(self, base: str, keep: str) -> None:
+        """Remove the versions before `keep`; one still in use by a task is left for the next run."""
+        for name in self.secret_versions(base):
+            if name == keep:
+                break
+            try:
+                self.remove_secret(name)
+            except SwarmError:
+                pass
 
     def stack_services(self, stack: str) -> dict[str, dict[str, str]]:
         """The stack's services by name, with their labels."""

@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import string
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,14 +159,15 @@ def site_slug(name: str) -> str:
 
 
 def secret_name(site: Site) -> str:
+    """The site password's secret (a file name; in a Swarm, the stem of its versions -v1, -v2...)."""
     return f"{site_slug(site.name)}-db-password"
 
 
-def render_site_stack(template: dict, site: Site, provisioning: ProvisioningConfig) -> dict:
+def render_site_stack(template: dict, site: Site, provisioning: ProvisioningConfig, secret: str) -> dict:
     """The site template with $placeholders filled in string by string, after YAML parsing, so no
-    value can change the file's structure."""
+    value can change the file's structure. `secret`: the password's current secret version."""
     values = {"site": site.name, "slug": site_slug(site.name), "database": site.database, "db_user": site.database,
-              "db_host": provisioning.db_host, "secret": secret_name(site), "content_path": site.content_path,
+              "db_host": provisioning.db_host, "secret": secret, "content_path": site.content_path,
               "image": provisioning.wordpress_image, "replicas": str(provisioning.site_replicas)}
 
     def fill(node):
@@ -182,46 +184,56 @@ def render_site_stack(template: dict, site: Site, provisioning: ProvisioningConf
 
 
 class FileSecrets:
-    """Site passwords as 0600 files in a folder: the store when there is no Swarm (the demo farm)."""
+    """Site passwords as 0600 files in a folder: the store when there is no Swarm (the demo farm).
+    Readable, so a site user that was lost is recreated with the password the site already has."""
 
     def __init__(self, folder: str):
         self.folder = Path(folder)
 
-    def exists(self, name: str) -> bool:
-        return (self.folder / name).exists()
+    def read(self, name: str) -> str | None:
+        path = self.folder / name
+        return path.read_text() if path.exists() else None
 
-    def put(self, name: str, value: str, site: str) -> None:
+    def put(self, name: str, value: str) -> None:
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.folder / f".{name}.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd, scratch = tempfile.mkstemp(prefix=f".{name}.", dir=self.folder)  # created 0600
         with os.fdopen(fd, "w") as out:
             out.write(value)
-        os.replace(self.folder / f".{name}.new", self.folder / name)
+        os.replace(scratch, self.folder / name)
 
 
-class SwarmSecrets:
-    """Site passwords as Swarm secrets (write-only: a password that exists is never read back)."""
-
-    def __init__(self, swarm: SwarmResource):
-        self.swarm = swarm
-
-    def exists(self, name: str) -> bool:
-        return self.swarm.secret_exists(name)
-
-    def put(self, name: str, value: str, site: str) -> None:
-        self.swarm.put_secret(name, value.encode(), {"wpfarm.site": site})
-
-
-def provision_database(db: MariaDB, site: Site, user_host: str, secrets_store) -> str:
-    """The site's database (utf8mb4) and its own user with SITE_PRIVILEGES on it alone. A new
-    password is generated only when the user or its stored secret is missing; it is set on the server
-    first and stored second, so a failure in between heals on the next run. Returns "kept" or "set"."""
+def provision_file_password(db: MariaDB, site: Site, user_host: str, store: FileSecrets) -> tuple[str, str]:
+    """The stored password, set on the user every time (a lost user comes back with it); a new one
+    is stored first when there is none."""
     name = secret_name(site)
-    keep = db.user_exists(site.database, user_host) and secrets_store.exists(name)
-    password = None if keep else secrets.token_urlsafe(24)  # [A-Za-z0-9_-]: safe in a SQL literal
+    password = store.read(name)
+    outcome = "kept" if password else "set"
+    if password is None:
+        password = secrets.token_urlsafe(24)
+        store.put(name, password)
     db.provision_site(site.database, site.database, user_host, password, SITE_PRIVILEGES)
-    if password is not None:
-        secrets_store.put(name, password, site.name)
-    return "kept" if keep else "set"
+    return name, outcome
+
+
+def provision_swarm_password(db: MariaDB, site: Site, user_host: str, swarm: SwarmResource) -> tuple[str, str]:
+    """Swarm secrets are write-only and immutable, and the site's stack uses its secret, so a new
+    password goes into a new version <slug>-db-password-v<N+1> (created first, removed again if the
+    server refuses the password), is set on the server, and the stack moves to it on its next deploy.
+    The current version is kept while the site user exists."""
+    base = secret_name(site)
+    versions = swarm.secret_versions(base)
+    if versions and db.user_exists(site.database, user_host):
+        db.provision_site(site.database, site.database, user_host, None, SITE_PRIVILEGES)
+        return versions[-1], "kept"
+    name = f"{base}-v{int(versions[-1].rsplit('-v', 1)[1]) + 1 if versions else 1}"
+    password = secrets.token_urlsafe(24)  # [A-Za-z0-9_-]: safe in a SQL literal
+    swarm.create_secret(name, password.encode(), {"wpfarm.site": site.name})
+    try:
+        db.provision_site(site.database, site.database, user_host, password, SITE_PRIVILEGES)
+    except BaseException:
+        swarm.remove_secret(name)
+        raise
+    return name, "set"
 
 
 def provision_content(site: Site, runner: Runner, owner: str | None) -> None:
@@ -234,23 +246,25 @@ def site_provision(site: Site, db: MariaDB, runner: Runner, provisioning: Provis
                    swarm: SwarmResource) -> dict:
     """Everything a site needs, idempotently; returns its metadata (never the password)."""
     if swarm.docker_host:
-        store = SwarmSecrets(swarm)
+        secret, password = provision_swarm_password(db, site, provisioning.db_user_host, swarm)
     elif provisioning.secrets_dir:
-        store = FileSecrets(provisioning.secrets_dir)
+        secret, password = provision_file_password(db, site, provisioning.db_user_host,
+                                                   FileSecrets(provisioning.secrets_dir))
     else:
         raise ValueError("nowhere to keep the site's database password: set swarm.docker_host or provisioning.secrets_dir")
-    password = provision_database(db, site, provisioning.db_user_host, store)
     provision_content(site, runner, provisioning.content_owner)
     stack = f"site-{site_slug(site.name)}"
     deployed = "no Swarm: not deployed"
     if swarm.docker_host:
         template = yaml.safe_load((provisioning.project_path(provisioning.stacks_dir) / "site.yml").read_text())
-        changes = plan_stack(stack, render_site_stack(template, site, provisioning), swarm.stack_services(stack))
+        compose = render_site_stack(template, site, provisioning, secret)
+        changes = plan_stack(stack, compose, swarm.stack_services(stack))
         for change in changes:
             swarm.deploy_stack(stack, change.payload)
         deployed = changes[0].detail if changes else "unchanged"
+        swarm.prune_secret_versions(secret_name(site), keep=secret)
     return {"database": site.database, "db_user": f"{site.database}@{provisioning.db_user_host}",
-            "privileges": SITE_PRIVILEGES, "password": password, "secret": secret_name(site),
+            "privileges": SITE_PRIVILEGES, "password": password, "secret": secret,
             "content_path": site.content_path, "stack": stack, "stack_deploy": deployed}
 
 

@@ -113,13 +113,25 @@ def test_a_site_stack_and_secret_on_a_real_swarm_deploy_once(make_farm, dagster_
     spec = json.loads(swarm.docker("service", "inspect", f"{stack}_wordpress"))[0]
     assert spec["Spec"]["Labels"]["wpfarm.site"] == site.name
     assert spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].startswith(image)
-    assert spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"][0]["SecretName"] == secret_name(site)
-    assert swarm.docker("secret", "ls", "--format", "{{.Name}}", "--filter", f"name={secret_name(site)}") == secret_name(site)
+    first_secret = f"{secret_name(site)}-v1"
+    assert spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"][0]["SecretName"] == first_secret
+    assert swarm.docker("secret", "ls", "--format", "{{.Name}}", "--filter", f"name={secret_name(site)}") == first_secret
 
     again = materialize_sites([site.name])
     metadata = again.asset_materializations_for_node("site_provisioning")[0].metadata
     assert metadata["stack_deploy"].value == "unchanged" and metadata["password"].value == "kept"
     assert json.loads(swarm.docker("service", "inspect", f"{stack}_wordpress"))[0]["Version"] == spec["Version"]
+
+    # The database server was rebuilt: the user is gone, the stack still holds the old secret. A new
+    # password goes into a new version, the stack moves to it, the old version goes.
+    db.query(f"DROP USER '{site.database}'@'%'")
+    healed = materialize_sites([site.name])
+    metadata = healed.asset_materializations_for_node("site_provisioning")[0].metadata
+    assert metadata["password"].value == "set" and metadata["secret"].value == f"{secret_name(site)}-v2"
+    assert metadata["stack_deploy"].value.startswith("changed") and db.user_exists(site.database, "%")
+    spec = json.loads(swarm.docker("service", "inspect", f"{stack}_wordpress"))[0]
+    assert spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"][0]["SecretName"] == f"{secret_name(site)}-v2"
+    assert first_secret not in swarm.docker("secret", "ls", "--format", "{{.Name}}").split()  # pruned
     swarm.docker("stack", "rm", stack)
     db.query(f"DROP USER IF EXISTS '{site.database}'@'%'")
 
@@ -159,6 +171,10 @@ def test_a_provisioned_site_user_can_use_its_own_database_and_no_other(make_farm
 
     again = materialize_sites(names)  # safe to materialize again: same password, nothing lost
     assert again.success and secret.read_text() == password
+    assert as_site.query(f"SELECT COUNT(*) FROM `{mine.database}`.wp_test") == [["1"]]
+    db.query(f"DROP USER '{mine.database}'@'%'")  # a rebuilt server: the user comes back with the site's password
+    healed = materialize_sites(names)
+    assert healed.success and secret.read_text() == password
     assert as_site.query(f"SELECT COUNT(*) FROM `{mine.database}`.wp_test") == [["1"]]
     found = subprocess.run(["grep", "-rlF", "-e", password, str(dagster_home)], capture_output=True, text=True)
     assert (found.returncode, found.stdout) == (1, "")  # never logged, never in metadata (1: grep found nothing)

@@ -78,10 +78,10 @@ def test_site_stack_values_cannot_change_the_files_structure():
     template = {"services": {"wordpress": {"image": "$image", "volumes": [{"source": "$content_path"}],
                                            "deploy": {"replicas": "$replicas"}}}, "secrets": {"$secret": {"external": True}}}
     site = Site(name="a.example.com", database="wp_a", content_path="/srv/a: {evil: true} #x")
-    rendered = render_site_stack(template, site, ProvisioningConfig(site_replicas=3))
+    rendered = render_site_stack(template, site, ProvisioningConfig(site_replicas=3), "a-db-password-v2")
     assert rendered["services"]["wordpress"]["volumes"] == [{"source": "/srv/a: {evil: true} #x"}]
     assert rendered["services"]["wordpress"]["deploy"]["replicas"] == 3
-    assert list(rendered["secrets"]) == [f"{site_slug(site.name)}-db-password"]
+    assert list(rendered["secrets"]) == ["a-db-password-v2"]
 
 
 def test_site_slugs_and_default_database_names_are_short_readable_and_distinct():
