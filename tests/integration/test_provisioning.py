@@ -182,9 +182,11 @@ def test_a_provisioned_site_user_can_use_its_own_database_and_no_other(make_farm
         db.query(f"DROP USER IF EXISTS '{site.database}'@'%'")
 
 
-def test_the_shipped_stacks_deploy_on_a_real_swarm_once(make_farm, dagster_home, swarm):
+def test_the_shipped_stacks_deploy_on_a_real_swarm_once(make_farm, dagster_home, swarm, monkeypatch):
     swarm_farm(make_farm, swarm, networks=["wpfarm-frontend", "wpfarm-backend", "wpfarm-database"])
-    for name in ("spaces_access_key_id", "spaces_secret_access_key", "digitalocean_token", "wpfarm_db_password"):
+    monkeypatch.setenv("DAGSTER_PG_HOST", "dagster-postgres.internal")
+    for name in ("spaces_access_key_id", "spaces_secret_access_key", "digitalocean_token", "wpfarm_db_password",
+                 "redis_password", "dagster_pg_password"):
         if not swarm.docker("secret", "ls", "-q", "--filter", f"name={name}"):
             subprocess.run(["docker", "secret", "create", name, "-"], input=b"test", check=True, capture_output=True,
                            env={**os.environ, "DOCKER_HOST": swarm.docker_host})
@@ -193,6 +195,9 @@ def test_the_shipped_stacks_deploy_on_a_real_swarm_once(make_farm, dagster_home,
     services = set(swarm.docker("service", "ls", "--format", "{{.Name}}").split())
     assert {"cache_varnish", "cache_redis-master", "cache_redis-replica", "cache_redis-sentinel",
             "backup_code-location", "backup_daemon", "backup_webserver"} <= services
+    daemon = json.loads(swarm.docker("service", "inspect", "backup_daemon"))[0]["Spec"]["TaskTemplate"]
+    assert "DAGSTER_PG_HOST=dagster-postgres.internal" in daemon["ContainerSpec"]["Env"]
+    assert daemon["Placement"]["Constraints"] == ["node.role == manager"]
     vcl = json.loads(swarm.docker("service", "inspect", "cache_varnish"))[0]["Spec"]["TaskTemplate"]["ContainerSpec"]
     assert vcl["Configs"][0]["ConfigName"].startswith("cache_varnish_vcl_")
     assert vcl["Configs"][0]["File"]["Name"] == "/etc/varnish/default.vcl"
