@@ -3,7 +3,9 @@
 site_provisioning asset on the `sites` partitions (a backfill re-provisions any set of sites).
 The plans and the work are wpfarm_assets.provisioning's; this module only wires them."""
 
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import dagster as dg
 
@@ -15,13 +17,13 @@ from wpfarm_assets.assets import for_each_site, sites
 from wpfarm_assets.config import SSHConfig, Site, load_config
 from wpfarm_assets.provisioning import (
     Change,
-    farm_stacks,
+    farm_stack_changes,
     plan_droplets,
     plan_joins,
     plan_labels,
     plan_networks,
-    plan_stack,
     plan_swarm_init,
+    route_sites,
     site_provision,
 )
 
@@ -132,14 +134,15 @@ def create_networks(context: dg.OpExecutionContext, config: StepConfig, swarm: S
     return carry_out(context, changes, config.dry_run, lambda c: swarm.create_overlay_network(c.target))
 
 
-@dg.op(ins={"after": dg.In(dg.Nothing)}, description="Deploy the farm's stacks (configs/stacks) that are new or changed.")
+@dg.op(ins={"after": dg.In(dg.Nothing)},
+       description="Deploy the farm's stacks (configs/stacks) that are new or changed; Varnish routes to the deployed sites.")
 def deploy_stacks(context: dg.OpExecutionContext, config: StepConfig, swarm: SwarmResource) -> int:
-    try:
-        changes = [change for name, compose in farm_stacks(load_config().provisioning).items()
-                   for change in plan_stack(name, compose, swarm.stack_services(name))]
-    except SwarmError as exc:
-        raise dg.Failure(str(exc), allow_retries=False) from None
-    return carry_out(context, changes, config.dry_run, lambda c: swarm.deploy_stack(c.target, c.payload))
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            changes = farm_stack_changes(load_config().provisioning, swarm, Path(scratch))
+        except SwarmError as exc:
+            raise dg.Failure(str(exc), allow_retries=False) from None
+        return carry_out(context, changes, config.dry_run, lambda c: swarm.deploy_stack(c.target, c.payload))
 
 
 @dg.job(description="Build the farm from the topology, step by step; each step plans first (dry_run: plan only). "
@@ -154,7 +157,8 @@ def provision_farm():
 def site_provisioning(context: dg.AssetExecutionContext, mariadb: MariaDBResource, database_node: NodeResource,
                       storage_node: NodeResource, swarm: SwarmResource) -> dg.MaterializeResult:
     """The site's database and least-privilege user (password generated, kept as a Swarm secret,
-    never shown), its content folder and its stack. Safe to materialize again."""
+    never shown), its content folder and its stack; then Varnish's routing to the deployed sites.
+    Safe to materialize again."""
     farm = load_config()
     db = mariadb.client(database_node.runner())
     runner = storage_node.runner()
@@ -162,7 +166,14 @@ def site_provisioning(context: dg.AssetExecutionContext, mariadb: MariaDBResourc
     def one(site: Site) -> dict:
         return site_provision(site, db, runner, farm.provisioning, swarm)
 
-    return for_each_site(context, farm.database.parallelism, one)
+    try:
+        return for_each_site(context, farm.database.parallelism, one)
+    finally:
+        if swarm.docker_host:  # once per run, after every site: Varnish routes to the deployed sites
+            try:
+                context.log.info(f"Varnish routing: {route_sites(farm.provisioning, swarm)}")
+            except SwarmError as exc:
+                context.log.warning(f"Varnish routing not updated (deploy_stacks will): {exc}")
 
 
 provision_sites_job = dg.define_asset_job(

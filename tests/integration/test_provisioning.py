@@ -1,5 +1,6 @@
 """Provisioning against the DigitalOcean emulator, a real Docker Swarm and the real MariaDB."""
 
+import base64
 import json
 import os
 import subprocess
@@ -182,8 +183,11 @@ def test_a_provisioned_site_user_can_use_its_own_database_and_no_other(make_farm
         db.query(f"DROP USER IF EXISTS '{site.database}'@'%'")
 
 
-def test_the_shipped_stacks_deploy_on_a_real_swarm_once(make_farm, dagster_home, swarm, monkeypatch):
-    swarm_farm(make_farm, swarm, networks=["wpfarm-frontend", "wpfarm-backend", "wpfarm-database"])
+def test_the_shipped_stacks_deploy_once_and_varnish_follows_the_deployed_sites(make_farm, dagster_home, swarm,
+                                                                              db, monkeypatch):
+    image = swarm.import_image("wpfarm-test/busybox:1")
+    swarm_farm(make_farm, swarm, networks=["wpfarm-frontend", "wpfarm-backend", "wpfarm-database"],
+               wordpress_image=image, content_owner=None)
     monkeypatch.setenv("DAGSTER_PG_HOST", "dagster-postgres.internal")
     for name in ("spaces_access_key_id", "spaces_secret_access_key", "digitalocean_token", "wpfarm_db_password",
                  "redis_password", "dagster_pg_password"):
@@ -198,13 +202,33 @@ def test_the_shipped_stacks_deploy_on_a_real_swarm_once(make_farm, dagster_home,
     daemon = json.loads(swarm.docker("service", "inspect", "backup_daemon"))[0]["Spec"]["TaskTemplate"]
     assert "DAGSTER_PG_HOST=dagster-postgres.internal" in daemon["ContainerSpec"]["Env"]
     assert daemon["Placement"]["Constraints"] == ["node.role == manager"]
-    vcl = json.loads(swarm.docker("service", "inspect", "cache_varnish"))[0]["Spec"]["TaskTemplate"]["ContainerSpec"]
-    assert vcl["Configs"][0]["ConfigName"].startswith("cache_varnish_vcl_")
-    assert vcl["Configs"][0]["File"]["Name"] == "/etc/varnish/default.vcl"
+
+    def varnish_configs() -> dict[str, str]:
+        spec = json.loads(swarm.docker("service", "inspect", "cache_varnish"))[0]["Spec"]["TaskTemplate"]
+        return {c["File"]["Name"]: c["ConfigName"] for c in spec["ContainerSpec"]["Configs"]}
+
+    def config_text(name: str) -> str:
+        return base64.b64decode(json.loads(swarm.docker("config", "inspect", name))[0]["Spec"]["Data"]).decode()
+
+    before = varnish_configs()
+    assert before["/etc/varnish/default.vcl"].startswith("cache_varnish_vcl_")
     again = provision(["create_networks", "deploy_stacks"])
     assert plan_of(again, "deploy_stacks") == [] and plan_of(again, "create_networks") == []
-    for stack in ("cache", "backup"):
-        swarm.docker("stack", "rm", stack)
+
+    site = load_config().sites[0]  # a new site: its stack, then Varnish routes to it
+    dg.DagsterInstance.get().add_dynamic_partitions("sites", [site.name])
+    try:
+        assert materialize_sites([site.name]).success
+        after = varnish_configs()
+        assert after["/etc/varnish/sites.vcl"] != before["/etc/varnish/sites.vcl"]
+        routing = config_text(after["/etc/varnish/sites.vcl"])
+        assert f'req.http.host == "{site.name}"' in routing and f"site-{site_slug(site.name)}_wordpress" in routing
+        assert plan_of(provision(["deploy_stacks"]), "deploy_stacks") == []  # deploy_stacks agrees
+    finally:
+        swarm.docker("stack", "rm", f"site-{site_slug(site.name)}")
+        db.query(f"DROP USER IF EXISTS '{site.database}'@'%'")
+        for stack in ("cache", "backup"):
+            swarm.docker("stack", "rm", stack)
 
 
 def test_wpfarm_provision_plans_by_default_and_applies_when_asked(make_farm, dagster_home, digitalocean, capsys):

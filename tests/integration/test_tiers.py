@@ -173,3 +173,20 @@ def test_swarm_nodes_from_the_real_docker_api(make_farm, dagster_home, swarm):
     result = materialize(swarm_nodes)
     check = check_of(result)
     assert not check.passed and "no tier label" in check.description and "0 of 1 nodes" in check.description
+
+
+def test_the_farms_vcl_routes_each_site_by_host_and_refuses_unknown_hosts(cache):
+    import urllib.error
+    import urllib.request
+
+    def get(host: str) -> tuple[int, str]:
+        request = urllib.request.Request(f"{cache.varnish}/", headers={"Host": host})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
+
+    assert get(cache.site) == (200, f"site {cache.site}")
+    assert get(f"www.{cache.site}:80") == (200, f"site {cache.site}")
+    assert get("elsewhere.example.com")[0] == 404

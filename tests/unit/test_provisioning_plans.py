@@ -15,6 +15,7 @@ from wpfarm_assets.provisioning import (
     default_database_name,
     render_site_stack,
     site_slug,
+    sites_vcl,
 )
 from wpfarm_assets.topology import Droplet, Node
 
@@ -92,3 +93,14 @@ def test_site_slugs_and_default_database_names_are_short_readable_and_distinct()
     assert default_database_name("my-site.com") != default_database_name("my.site.com")
     assert default_database_name("my.site.com").startswith("wp_my_site_com_")
     assert len(default_database_name("a" * 200 + ".com")) <= 64
+
+
+def test_sites_vcl_routes_each_site_and_refuses_what_could_break_out_of_a_string():
+    vcl = sites_vcl([("b.example.com", "site-b_wordpress", 80), ("a.example.com", "site-a_wordpress", 80)])
+    assert vcl.index('"a.example.com"') < vcl.index('"b.example.com"')  # stable order: same sites, same file
+    assert 'req.http.host == "www.a.example.com"' in vcl and '.host = "site-a_wordpress"' in vcl
+    assert sites_vcl([]).count("backend ") == 1  # "backend default none": compiles with no site
+    with pytest.raises(ValueError):
+        sites_vcl([("a.example.com", 'x"; } sub vcl_recv { return (pipe); } #', 80)])
+    with pytest.raises(ValueError):
+        sites_vcl([('a.example.com" || true', "site-a_wordpress", 80)])
