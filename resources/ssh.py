@@ -13,7 +13,9 @@ import shlex
 import subprocess
 import tempfile
 import threading
-from typing import Protocol
+import time
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 import dagster as dg
 import paramiko
@@ -133,10 +135,28 @@ class LocalRunner:
         return os.path.lexists(path)
 
 
+T = TypeVar("T")
+
+
+def open_channel(opener: Callable[[], T]) -> T:
+    """Open a channel, waiting out a server that still counts just-closed sessions against MaxSessions."""
+    for delay in (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2):
+        try:
+            return opener()
+        except paramiko.ChannelException:
+            time.sleep(delay)
+    return opener()
+
+
 class SSHProcess:
-    def __init__(self, client: paramiko.SSHClient, argv: list[str]):
+    def __init__(self, client: paramiko.SSHClient, argv: list[str], release: Callable[[], None]):
         self.argv = argv
-        self._channel = client.get_transport().open_session()
+        self._release = release  # the runner's session slot, given back once when the channel closes
+        try:
+            self._channel = open_channel(client.get_transport().open_session)
+        except BaseException:
+            self._done()
+            raise
         self._channel.settimeout(IDLE_TIMEOUT)  # a node that dies mid-stream fails the backup, not hangs it
         self._channel.exec_command(shlex.join(argv))
         self._stderr: collections.deque[bytes] = collections.deque(maxlen=64)
@@ -163,18 +183,33 @@ class SSHProcess:
         status = self._channel.recv_exit_status()
         self._stderr_thread.join(timeout=5)
         self._channel.close()
+        self._done()
         return status
 
     def kill(self) -> None:
         self._channel.close()
+        self._done()
+
+    def _done(self) -> None:
+        release, self._release = self._release, None
+        if release:
+            release()
 
     def stderr_tail(self) -> str:
         return b"".join(self._stderr)[-4096:].decode(errors="replace")
 
 
 class SSHRunner:
+    """Commands on one node over one SSH connection. OpenSSH serves at most MaxSessions (default
+    10) channels per connection, and frees a slot only after the close round trip, so at most
+    MAX_SESSIONS run at once; more wait for a slot (found when 12 parallel streams failed with
+    "Connect failed")."""
+
+    MAX_SESSIONS = 8
+
     def __init__(self, config: SSHConfig):
         self.where = f"{config.user}@{config.host}:{config.port}"
+        self._sessions = threading.BoundedSemaphore(self.MAX_SESSIONS)
         self._client = paramiko.SSHClient()
         self._client.load_host_keys(os.path.expanduser(config.known_hosts))
         self._client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -197,10 +232,11 @@ class SSHRunner:
             raise CommandError(
                 f"secrets are not sent over SSH; give {self.where} its own client option file"
             )
-        return SSHProcess(self._client, list(argv))
+        self._sessions.acquire()
+        return SSHProcess(self._client, list(argv), self._sessions.release)
 
     def exists(self, path: str) -> bool:
-        with self._client.open_sftp() as sftp:
+        with self._sessions, open_channel(self._client.open_sftp) as sftp:
             try:
                 sftp.lstat(path)
                 return True

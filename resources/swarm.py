@@ -111,6 +111,13 @@ class SwarmResource(dg.ConfigurableResource):
             for s in c.services.list(filters={"label": "wpfarm.site"})
             for labels in [s.attrs["Spec"].get("Labels") or {}]])
 
+    def stack_secrets(self, stack: str) -> set[str]:
+        """The secrets the stack's services use."""
+        return self._call(lambda c: {
+            ref["SecretName"]
+            for s in c.services.list(filters={"label": f"com.docker.stack.namespace={stack}"})
+            for ref in s.attrs["Spec"]["TaskTemplate"]["ContainerSpec"].get("Secrets") or []})
+
     def deploy_stack(self, stack: str, compose: str) -> None:
         """`docker stack deploy` with the compose file on stdin; images are used as they are on the
         nodes (no registry lookup)."""

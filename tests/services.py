@@ -282,6 +282,7 @@ def gluster_volume():
             stack.enter_context(serving(["glusterd", "-N", f"--log-file={base / 'glusterd.log'}"], 24007))
         gluster("volume", "create", name, f"{socket.gethostname()}:{base / 'brick'}", "force")
         gluster("volume", "start", name)
+        wait_for(lambda: "<status>1</status>" in gluster("volume", "status", name, "--xml"), "the brick online")
         try:
             yield GlusterVolume(name)
         finally:
@@ -333,7 +334,7 @@ def redis_and_varnish(site: str = "shop.example.com"):
     common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(base)]
     (base / "sentinel.conf").write_text(
         f"port {sentinel}\nbind 127.0.0.1\ndir {base}\nsentinel monitor wpfarm 127.0.0.1 {master} 1\n"
-        "sentinel down-after-milliseconds wpfarm 1000\n")
+        "sentinel down-after-milliseconds wpfarm 10000\n")  # a busy 2-core machine is not a dead master
     shutil.copy(ROOT / "configs/varnish/default.vcl", base / "default.vcl")
     (base / "sites.vcl").write_text(sites_vcl([(site, "127.0.0.1", web.server_address[1])]))
     with contextlib.ExitStack() as stack:
@@ -365,7 +366,7 @@ def prometheus():
     """Prometheus scraping itself and one address where nothing listens."""
     base = scratch_dir("wpfarm-prometheus-")
     port, dead = free_port(), free_port()
-    config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [
+    config = {"global": {"scrape_interval": "2s", "scrape_timeout": "2s"}, "scrape_configs": [
         {"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]},
         {"job_name": "gone", "static_configs": [{"targets": [f"127.0.0.1:{dead}"]}]}]}
     (base / "prometheus.yml").write_text(yaml.safe_dump(config))

@@ -38,7 +38,8 @@ class DropletsConfig(StepConfig):
 
 def carry_out(context: dg.OpExecutionContext, changes: list[Change], dry_run: bool,
               apply: Callable[[Change], None]) -> int:
-    """Show the plan, then apply each change that is one (not "keep") unless dry_run."""
+    """Show the plan, then apply each change that is one (not "keep") unless dry_run; fail at the
+    end, naming every change that failed."""
     context.add_output_metadata({
         "dry_run": dry_run,
         "changes": len([c for c in changes if c.action != "keep"]),
@@ -46,13 +47,17 @@ def carry_out(context: dg.OpExecutionContext, changes: list[Change], dry_run: bo
             records=[dg.TableRecord(c.row()) for c in changes],
             schema=dg.TableSchema(columns=[dg.TableColumn(n) for n in ("target", "action", "detail")])),
     })
-    for change in changes:
+    failed = []
+    for change in changes:  # each change is tried: one that fails does not hold back the others
         context.log.info(f"{'would ' if dry_run else ''}{change.action} {change.target}: {change.detail}")
         if not dry_run and change.action != "keep":
             try:
                 apply(change)
             except (DigitalOceanError, SwarmError, CommandError) as exc:
-                raise dg.Failure(f"{change.action} {change.target} failed: {exc}", allow_retries=False) from None
+                failed.append(f"{change.action} {change.target} failed: {exc}")
+                context.log.error(failed[-1])
+    if failed:
+        raise dg.Failure(f"{len(failed)} of {len(changes)} changes failed: " + "; ".join(failed), allow_retries=False)
     return len(changes)
 
 
@@ -134,12 +139,12 @@ def create_networks(context: dg.OpExecutionContext, config: StepConfig, swarm: S
     return carry_out(context, changes, config.dry_run, lambda c: swarm.create_overlay_network(c.target))
 
 
-@dg.op(ins={"after": dg.In(dg.Nothing)},
+@dg.op(ins={"after": dg.In(dg.Nothing)}, pool="swarm",
        description="Deploy the farm's stacks (configs/stacks) that are new or changed; Varnish routes to the deployed sites.")
 def deploy_stacks(context: dg.OpExecutionContext, config: StepConfig, swarm: SwarmResource) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         try:
-            changes = farm_stack_changes(load_config().provisioning, swarm, Path(scratch))
+            changes = farm_stack_changes(load_config().provisioning, swarm, Path(scratch), log=context.log)
         except SwarmError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from None
         return carry_out(context, changes, config.dry_run, lambda c: swarm.deploy_stack(c.target, c.payload))
@@ -153,7 +158,7 @@ def provision_farm():
 
 
 @dg.asset(partitions_def=sites, backfill_policy=dg.BackfillPolicy.single_run(), group_name="provisioning",
-          kinds={"mariadb", "docker"})
+          kinds={"mariadb", "docker"}, pool="swarm")  # with deploy_stacks: one writer of Varnish's routing
 def site_provisioning(context: dg.AssetExecutionContext, mariadb: MariaDBResource, database_node: NodeResource,
                       storage_node: NodeResource, swarm: SwarmResource) -> dg.MaterializeResult:
     """The site's database and least-privilege user (password generated, kept as a Swarm secret,
@@ -171,7 +176,7 @@ def site_provisioning(context: dg.AssetExecutionContext, mariadb: MariaDBResourc
     finally:
         if swarm.docker_host:  # once per run, after every site: Varnish routes to the deployed sites
             try:
-                context.log.info(f"Varnish routing: {route_sites(farm.provisioning, swarm)}")
+                context.log.info(f"Varnish routing: {route_sites(farm.provisioning, swarm, context.log)}")
             except SwarmError as exc:
                 context.log.warning(f"Varnish routing not updated (deploy_stacks will): {exc}")
 

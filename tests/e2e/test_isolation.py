@@ -31,9 +31,9 @@ def test_three_broken_sites_fail_alone_and_retrying_exactly_them_completes(
     assert f"site {missing_db['name']}: database backup failed: database" in err
     assert f"site {bad_path['name']}: files backup failed: content path" in err
     assert f"site {unreadable['name']}: files backup failed" in err and "Permission denied" in err
-    assert statuses(names, "database_dump") == ({missing_db["name"]}, set(names) - {missing_db["name"]})
+    assert statuses(names, "database_dump") == ({missing_db["name"]}, set(names) - {missing_db["name"]}), err
     assert statuses(names, "file_archive") == ({bad_path["name"], unreadable["name"]},
-                                               set(names) - {bad_path["name"], unreadable["name"]})
+                                               set(names) - {bad_path["name"], unreadable["name"]}), err
 
     create_site_database(db, missing_db["database"], missing_db["name"], DemoSize(posts=30, uploads=3), seed=2)
     config["sites"][6]["content_path"] = bad_path["content_path"]

@@ -31,32 +31,36 @@ def test_swarm_node_sensor_reruns_the_affected_tiers_and_alerts_until_the_node_i
     assert run.success and all(c.passed for c in run.get_asset_check_evaluations())
     assert daemon.tick() == [] and firing() == []  # nothing changed, nothing wrong
 
-    receivers.clear()
-    swarm.docker("node", "update", "--availability", "drain", node)
-    (drained,) = daemon.tick()
-    assert selected(drained) == {"swarm_nodes", "database_tier"}
-    assert "availability active → drain" in drained.tags["wpfarm/swarm_change"]
-    assert firing() == [{"alertname": "WpfarmSwarmNode", "node": host, "tier": "database", "severity": "critical"}]
-    checks = {c.asset_key.to_user_string(): c for c in daemon.launch(drained).get_asset_check_evaluations()}
-    assert not checks["swarm_nodes"].passed and checks["swarm_nodes"].severity == dg.AssetCheckSeverity.ERROR
-    assert "availability drain" in checks["swarm_nodes"].description
-    wait_for(lambda: host in receivers.text()["sms"], "the critical node alert to reach the SMS bridge")
+    try:
+        receivers.clear()
+        swarm.docker("node", "update", "--availability", "drain", node)
+        (drained,) = daemon.tick()
+        assert selected(drained) == {"swarm_nodes", "database_tier"}
+        assert "availability active → drain" in drained.tags["wpfarm/swarm_change"]
+        assert firing() == [{"alertname": "WpfarmSwarmNode", "node": host, "tier": "database", "severity": "critical"}]
+        checks = {c.asset_key.to_user_string(): c for c in daemon.launch(drained).get_asset_check_evaluations()}
+        assert not checks["swarm_nodes"].passed and checks["swarm_nodes"].severity == dg.AssetCheckSeverity.ERROR
+        assert "availability drain" in checks["swarm_nodes"].description
+        wait_for(lambda: host in receivers.text()["sms"], "the critical node alert to reach the SMS bridge")
 
-    swarm.docker("node", "update", "--availability", "active", node)
-    (back,) = daemon.tick()
-    assert "availability drain → active" in back.tags["wpfarm/swarm_change"]
-    assert firing() == []  # resolved
-    assert daemon.launch(back).success
+        swarm.docker("node", "update", "--availability", "active", node)
+        (back,) = daemon.tick()
+        assert "availability drain → active" in back.tags["wpfarm/swarm_change"]
+        assert firing() == []  # resolved
+        assert daemon.launch(back).success
 
-    swarm.docker("node", "update", "--label-add", "galera=false", node)
-    (relabelled,) = daemon.tick()
-    assert selected(relabelled) == {"swarm_nodes", "database_tier"}
-    assert "labels galera=true,tier=database → galera=false,tier=database" in relabelled.tags["wpfarm/swarm_change"]
-    (alert,) = firing()
-    assert alert["severity"] == "warning"  # up and active, only misplaced
-    swarm.docker("node", "update", "--label-add", "galera=true", node)
-    assert len(daemon.tick()) == 1 and firing() == []
-    assert len(set(daemon.run_keys)) == 5  # drain and undrain are new changes, never deduplicated away
+        swarm.docker("node", "update", "--label-add", "galera=false", node)
+        (relabelled,) = daemon.tick()
+        assert selected(relabelled) == {"swarm_nodes", "database_tier"}
+        assert "labels galera=true,tier=database → galera=false,tier=database" in relabelled.tags["wpfarm/swarm_change"]
+        (alert,) = firing()
+        assert alert["severity"] == "warning"  # up and active, only misplaced
+        swarm.docker("node", "update", "--label-add", "galera=true", node)
+        assert len(daemon.tick()) == 1 and firing() == []
+        assert len(set(daemon.run_keys)) == 5  # drain and undrain are new changes, never deduplicated away
+    finally:  # the Swarm is shared: leave its node as found
+        swarm.docker("node", "update", "--availability", "active", node)
+        swarm.set_labels()
 
 
 def test_site_inventory_sensor_adds_backs_up_and_removes_sites_keeping_their_backups(make_farm, dagster_home):
@@ -140,13 +144,14 @@ def test_a_two_node_swarm_built_by_provision_farm_and_a_node_going_down_seen_by_
     again = provision(steps)
     assert all(plan_of(again, step) == [] for step in steps)
 
+    state = lambda: cluster.manager.docker("node", "inspect", "--format", "{{.Status.State}}", "wpt-database-01")  # noqa: E731
+    wait_for(lambda: state() == "ready", "the joined node to be ready", timeout=60)
     daemon = Daemon("swarm_node_sensor")
     (first,) = daemon.tick()
     assert "wpt-database-01 joined" in first.tags["wpfarm/swarm_change"]
     assert AlertmanagerResource(url=alertmanager).firing("WpfarmSwarmNode") == []
 
     cluster.worker_engine.terminate()  # the database node's engine dies; the manager notices
-    state = lambda: cluster.manager.docker("node", "inspect", "--format", "{{.Status.State}}", "wpt-database-01")  # noqa: E731
     wait_for(lambda: state() == "down", "the manager to mark the database node down", timeout=90)
     (down,) = daemon.tick()
     assert selected(down) == {"swarm_nodes", "database_tier"}

@@ -102,39 +102,41 @@ def test_a_site_stack_and_secret_on_a_real_swarm_deploy_once(make_farm, dagster_
     site = load_config().sites[0]
     db.query(f"DROP USER IF EXISTS '{site.database}'@'%'")
     dg.DagsterInstance.get().add_dynamic_partitions("sites", [site.name])
-    result = materialize_sites([site.name])
-    assert result.success, [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
-    metadata = result.asset_materializations_for_node("site_provisioning")[0].metadata
     stack = f"site-{site_slug(site.name)}"
-    assert metadata["stack"].value == stack and metadata["stack_deploy"].value.startswith("new")
-    assert metadata["password"].value == "set"
-    services = json.loads("[" + ",".join(swarm.docker("service", "ls", "--format", "{{json .}}",
-                                                      "--filter", f"label=com.docker.stack.namespace={stack}").splitlines()) + "]")
-    assert [s["Name"] for s in services] == [f"{stack}_wordpress"]
-    spec = json.loads(swarm.docker("service", "inspect", f"{stack}_wordpress"))[0]
-    assert spec["Spec"]["Labels"]["wpfarm.site"] == site.name
-    assert spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].startswith(image)
-    first_secret = f"{secret_name(site)}-v1"
-    assert spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"][0]["SecretName"] == first_secret
-    assert swarm.docker("secret", "ls", "--format", "{{.Name}}", "--filter", f"name={secret_name(site)}") == first_secret
+    try:
+        result = materialize_sites([site.name])
+        assert result.success, [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
+        metadata = result.asset_materializations_for_node("site_provisioning")[0].metadata
+        assert metadata["stack"].value == stack and metadata["stack_deploy"].value.startswith("new")
+        assert metadata["password"].value == "set"
+        services = json.loads("[" + ",".join(swarm.docker("service", "ls", "--format", "{{json .}}",
+                                                          "--filter", f"label=com.docker.stack.namespace={stack}").splitlines()) + "]")
+        assert [s["Name"] for s in services] == [f"{stack}_wordpress"]
+        spec = json.loads(swarm.docker("service", "inspect", f"{stack}_wordpress"))[0]
+        assert spec["Spec"]["Labels"]["wpfarm.site"] == site.name
+        assert spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].startswith(image)
+        first_secret = f"{secret_name(site)}-v1"
+        assert spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"][0]["SecretName"] == first_secret
+        assert swarm.docker("secret", "ls", "--format", "{{.Name}}", "--filter", f"name={secret_name(site)}") == first_secret
 
-    again = materialize_sites([site.name])
-    metadata = again.asset_materializations_for_node("site_provisioning")[0].metadata
-    assert metadata["stack_deploy"].value == "unchanged" and metadata["password"].value == "kept"
-    assert json.loads(swarm.docker("service", "inspect", f"{stack}_wordpress"))[0]["Version"] == spec["Version"]
+        again = materialize_sites([site.name])
+        metadata = again.asset_materializations_for_node("site_provisioning")[0].metadata
+        assert metadata["stack_deploy"].value == "unchanged" and metadata["password"].value == "kept"
+        assert json.loads(swarm.docker("service", "inspect", f"{stack}_wordpress"))[0]["Version"] == spec["Version"]
 
-    # The database server was rebuilt: the user is gone, the stack still holds the old secret. A new
-    # password goes into a new version, the stack moves to it, the old version goes.
-    db.query(f"DROP USER '{site.database}'@'%'")
-    healed = materialize_sites([site.name])
-    metadata = healed.asset_materializations_for_node("site_provisioning")[0].metadata
-    assert metadata["password"].value == "set" and metadata["secret"].value == f"{secret_name(site)}-v2"
-    assert metadata["stack_deploy"].value.startswith("changed") and db.user_exists(site.database, "%")
-    spec = json.loads(swarm.docker("service", "inspect", f"{stack}_wordpress"))[0]
-    assert spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"][0]["SecretName"] == f"{secret_name(site)}-v2"
-    assert first_secret not in swarm.docker("secret", "ls", "--format", "{{.Name}}").split()  # pruned
-    swarm.docker("stack", "rm", stack)
-    db.query(f"DROP USER IF EXISTS '{site.database}'@'%'")
+        # The database server was rebuilt: the user is gone, the stack still holds the old secret. A new
+        # password goes into a new version, the stack moves to it, the old version goes.
+        db.query(f"DROP USER '{site.database}'@'%'")
+        healed = materialize_sites([site.name])
+        metadata = healed.asset_materializations_for_node("site_provisioning")[0].metadata
+        assert metadata["password"].value == "set" and metadata["secret"].value == f"{secret_name(site)}-v2"
+        assert metadata["stack_deploy"].value.startswith("changed") and db.user_exists(site.database, "%")
+        spec = json.loads(swarm.docker("service", "inspect", f"{stack}_wordpress"))[0]
+        assert spec["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"][0]["SecretName"] == f"{secret_name(site)}-v2"
+        assert first_secret not in swarm.docker("secret", "ls", "--format", "{{.Name}}").split()  # pruned
+    finally:  # the Swarm is shared: no site service may outlive the test (discovery would find it)
+        swarm.docker("stack", "rm", stack)
+        db.query(f"DROP USER IF EXISTS '{site.database}'@'%'")
 
 
 def test_a_provisioned_site_user_can_use_its_own_database_and_no_other(make_farm, dagster_home, db, tmp_path):
@@ -199,6 +201,7 @@ def test_the_shipped_stacks_deploy_once_and_varnish_follows_the_deployed_sites(m
     services = set(swarm.docker("service", "ls", "--format", "{{.Name}}").split())
     assert {"cache_varnish", "cache_redis-master", "cache_redis-replica", "cache_redis-sentinel",
             "backup_code-location", "backup_daemon", "backup_webserver"} <= services
+    swarm.docker("service", "scale", "--detach", "backup_code-location=0", "backup_daemon=0", "backup_webserver=0")
     daemon = json.loads(swarm.docker("service", "inspect", "backup_daemon"))[0]["Spec"]["TaskTemplate"]
     assert "DAGSTER_PG_HOST=dagster-postgres.internal" in daemon["ContainerSpec"]["Env"]
     assert daemon["Placement"]["Constraints"] == ["node.role == manager"]

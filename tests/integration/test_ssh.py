@@ -53,3 +53,19 @@ def test_parallel_streams_over_one_connection_arrive_complete(sshd, tmp_path):
     with ThreadPoolExecutor(4) as pool:
         results = set(pool.map(stream, range(24)))
     assert results == {(True, hashlib.sha256(expected).hexdigest())}
+
+
+def test_more_parallel_streams_than_sshd_allows_sessions_all_complete(sshd):
+    """OpenSSH serves 10 channels per connection (MaxSessions) and frees them late; 16 parallel
+    streams of exists + command over one runner must all finish (they failed with "Connect failed")."""
+    runner = SSHRunner(SSHConfig(**sshd.config()))
+
+    def one(i: int) -> str:
+        assert runner.exists("/etc/hostname")
+        return run(runner, ["sh", "-c", f"sleep 0.3; echo {i}"]).strip()
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            assert sorted(pool.map(one, range(48)), key=int) == [str(i) for i in range(48)]
+    finally:
+        runner.close()

@@ -7,7 +7,7 @@ import time
 
 import dagster as dg
 
-from services import free_port, gluster as gluster_cli
+from services import free_port, gluster as gluster_cli, wait_for
 from wpfarm_assets.config import load_config
 from wpfarm_assets.definitions import build_resources
 from wpfarm_assets.infrastructure import cache_tier, database_tier, droplets, monitoring_tier, storage_tier, swarm_nodes
@@ -58,12 +58,12 @@ def test_cache_tier_follows_sentinel_and_warns_on_a_lost_replica(make_farm, dags
     assert metadata["sentinel_master"] == cache.master and metadata["redis_role"] == "master"
     assert metadata["replicas"] == "1" and metadata["varnish"] == "ok"
 
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=int(cache.master.split(":")[1]))
     cache.replica.send_signal(signal.SIGSTOP)  # the replica hangs: the master drops it after its timeout
     try:
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=int(cache.master.split(":")[1]))
-        client.config_set("repl-timeout", 1)
+        client.config_set("repl-timeout", 2)
         deadline = time.monotonic() + 30
         while client.info("replication")["connected_slaves"] and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -72,8 +72,10 @@ def test_cache_tier_follows_sentinel_and_warns_on_a_lost_replica(make_farm, dags
         check = check_of(result)
         assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
         assert "Redis master has 0 of 1 replicas" in check.description
-    finally:
+    finally:  # the cache services are shared: leave the replica connected
         cache.replica.send_signal(signal.SIGCONT)
+        client.config_set("repl-timeout", 60)
+        wait_for(lambda: client.info("replication")["connected_slaves"] == 1, "the replica to reconnect")
 
 
 def test_cache_tier_fails_when_varnish_does_not_answer(make_farm, dagster_home, cache):
@@ -94,8 +96,9 @@ def test_storage_tier_reads_the_gluster_volume_and_fails_when_its_brick_dies(mak
 
     for pid in gluster.brick_pids():
         os.kill(pid, signal.SIGKILL)
-    time.sleep(1)
     try:
+        wait_for(lambda: "<status>1</status>" not in gluster_cli("volume", "status", gluster.name, "--xml"),
+                 "glusterd to see the brick offline")
         result = materialize(storage_tier)
         assert not result.success
         assert f"storage tier down: volume {gluster.name}: every brick offline" in failure_message(result)

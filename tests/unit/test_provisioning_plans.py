@@ -13,6 +13,7 @@ from wpfarm_assets.provisioning import (
     plan_stack,
     plan_swarm_init,
     default_database_name,
+    deployed_site_backends,
     render_site_stack,
     site_slug,
     sites_vcl,
@@ -104,3 +105,38 @@ def test_sites_vcl_routes_each_site_and_refuses_what_could_break_out_of_a_string
         sites_vcl([("a.example.com", 'x"; } sub vcl_recv { return (pipe); } #', 80)])
     with pytest.raises(ValueError):
         sites_vcl([('a.example.com" || true', "site-a_wordpress", 80)])
+
+
+def test_a_www_site_of_its_own_is_not_shadowed_by_its_parents_alias():
+    vcl = sites_vcl([("example.com", "site-a_wordpress", 80), ("www.example.com", "site-b_wordpress", 80)])
+    backend_of = {line.split()[1]: line.split('"')[1] for line in vcl.splitlines() if line.startswith("backend site_")}
+    (www_rule,) = [line for line in vcl.splitlines() if '"www.example.com"' in line]
+    assert backend_of[www_rule.split("backend_hint = ")[1].split(";")[0]] == "site-b_wordpress"
+
+
+def test_routing_takes_one_service_per_site_and_skips_bad_labels():
+    class Log:
+        def __init__(self):
+            self.lines = []
+
+        def warning(self, text):
+            self.lines.append(text)
+
+    log = Log()
+    current = f"site-{site_slug('a.example.com')}_wordpress"
+    announced = [{"name": "a.example.com", "service": "site-a-example-com_wordpress"},  # left from an old name
+                 {"name": "a.example.com", "service": current},
+                 {"name": "$(id).example.com", "service": "evil_wordpress"},
+                 {"name": "b.example.com", "service": "site-b_worker"}]  # not the web service
+    assert deployed_site_backends(announced, log) == [("a.example.com", current, 80)]
+    assert len(log.lines) == 2 and "not routed" in log.lines[1]
+
+
+def test_a_changed_environment_value_makes_a_changed_stack(monkeypatch):
+    compose = {"services": {"web": {"image": "x", "environment": {"HOST": "${WPT_HOST:?}"}}}}
+    monkeypatch.setenv("WPT_HOST", "a")
+    (first,) = plan_stack("s", yaml.safe_load(yaml.safe_dump(compose)), {})
+    digest = yaml.safe_load(first.payload)["services"]["web"]["deploy"]["labels"][STACK_HASH_LABEL]
+    assert plan_stack("s", yaml.safe_load(yaml.safe_dump(compose)), {"s_web": {STACK_HASH_LABEL: digest}}) == []
+    monkeypatch.setenv("WPT_HOST", "b")
+    assert plan_stack("s", yaml.safe_load(yaml.safe_dump(compose)), {"s_web": {STACK_HASH_LABEL: digest}}) != []
