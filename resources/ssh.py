@@ -143,7 +143,7 @@ def open_channel(opener: Callable[[], T]) -> T:
     for delay in (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2):
         try:
             return opener()
-        except paramiko.ChannelException:
+        except paramiko.SSHException:  # "Connect failed" (ChannelException) or "Unable to open channel"
             time.sleep(delay)
     return opener()
 
@@ -202,10 +202,10 @@ class SSHProcess:
 class SSHRunner:
     """Commands on one node over one SSH connection. OpenSSH serves at most MaxSessions (default
     10) channels per connection, and frees a slot only after the close round trip, so at most
-    MAX_SESSIONS run at once; more wait for a slot (found when 12 parallel streams failed with
-    "Connect failed")."""
+    MAX_SESSIONS run at once, more wait for a slot, and a refused channel is retried (found when 12
+    parallel streams failed with "Connect failed")."""
 
-    MAX_SESSIONS = 8
+    MAX_SESSIONS = 6
 
     def __init__(self, config: SSHConfig):
         self.where = f"{config.user}@{config.host}:{config.port}"
