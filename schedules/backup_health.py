@@ -4,26 +4,12 @@ minutes: the infrastructure (the Swarm sensor also re-checks it as soon as a nod
 
 import dagster as dg
 
-backup_health_schedule = dg.ScheduleDefinition(
-    name="backup_health_schedule",
-    job_name="check_backup_health",
-    cron_schedule="15 * * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
 
-verify_backups_schedule = dg.ScheduleDefinition(
-    name="verify_backups_schedule",
-    job_name="verify_backups",
-    cron_schedule="30 6 * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
+def running_schedule(name: str, job_name: str, cron: str) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(name=name, job_name=job_name, cron_schedule=cron, execution_timezone="UTC",
+                                 default_status=dg.DefaultScheduleStatus.RUNNING)
 
-infrastructure_schedule = dg.ScheduleDefinition(
-    name="infrastructure_schedule",
-    job_name="check_infrastructure",
-    cron_schedule="*/10 * * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-)
+
+backup_health_schedule = running_schedule("backup_health_schedule", "check_backup_health", "15 * * * *")
+verify_backups_schedule = running_schedule("verify_backups_schedule", "verify_backups", "30 6 * * *")
+infrastructure_schedule = running_schedule("infrastructure_schedule", "check_infrastructure", "*/10 * * * *")

@@ -15,6 +15,7 @@ from resources.ssh import CommandError, NodeResource, SSHRunner, run
 from resources.swarm import SwarmError, SwarmResource
 from wpfarm_assets.assets import for_each_site, sites
 from wpfarm_assets.config import SSHConfig, Site, load_config
+from wpfarm_assets.infrastructure import fetched, table
 from wpfarm_assets.provisioning import (
     Change,
     farm_stack_changes,
@@ -43,9 +44,7 @@ def carry_out(context: dg.OpExecutionContext, changes: list[Change], dry_run: bo
     context.add_output_metadata({
         "dry_run": dry_run,
         "changes": len([c for c in changes if c.action != "keep"]),
-        "plan": dg.MetadataValue.table(
-            records=[dg.TableRecord(c.row()) for c in changes],
-            schema=dg.TableSchema(columns=[dg.TableColumn(n) for n in ("target", "action", "detail")])),
+        "plan": table([c.row() for c in changes], ["target", "action", "detail"]),
     })
     failed = []
     for change in changes:  # each change is tried: one that fails does not hold back the others
@@ -64,17 +63,7 @@ def carry_out(context: dg.OpExecutionContext, changes: list[Change], dry_run: bo
 def _droplets(digitalocean: DigitalOceanResource):
     if not digitalocean.token:
         raise dg.Failure("no DigitalOcean token (DIGITALOCEAN_TOKEN)", allow_retries=False)
-    try:
-        return digitalocean.droplets()
-    except DigitalOceanError as exc:
-        raise dg.Failure(str(exc), allow_retries=False) from None
-
-
-def _nodes(swarm: SwarmResource):
-    try:
-        return swarm.nodes()
-    except SwarmError as exc:
-        raise dg.Failure(str(exc), allow_retries=False) from None
+    return fetched(digitalocean.droplets)
 
 
 @dg.op(description="Create the droplets the topology has and the account lacks (destroys only with destroy_extra).")
@@ -109,7 +98,7 @@ def init_swarm(context: dg.OpExecutionContext, config: StepConfig, swarm: SwarmR
 def join_nodes(context: dg.OpExecutionContext, config: StepConfig, digitalocean: DigitalOceanResource,
                swarm: SwarmResource) -> int:
     farm = load_config()
-    changes = plan_joins(farm.topology, _droplets(digitalocean), _nodes(swarm))
+    changes = plan_joins(farm.topology, _droplets(digitalocean), fetched(swarm.nodes))
     p = farm.provisioning
 
     def apply(change: Change) -> None:
@@ -126,7 +115,7 @@ def join_nodes(context: dg.OpExecutionContext, config: StepConfig, digitalocean:
 
 @dg.op(ins={"after": dg.In(dg.Nothing)}, description="Put tier=<tier> and the tier's labels on every node.")
 def label_nodes(context: dg.OpExecutionContext, config: StepConfig, swarm: SwarmResource) -> int:
-    changes = plan_labels(load_config().topology, _nodes(swarm))
+    changes = plan_labels(load_config().topology, fetched(swarm.nodes))
     return carry_out(context, changes, config.dry_run, lambda c: swarm.set_labels(*c.payload))
 
 

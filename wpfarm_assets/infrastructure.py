@@ -8,6 +8,9 @@ down). What is not configured is reported as not checked. The tiers are independ
 unreachable API must not skip the others' checks in the same run.
 """
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import dagster as dg
 
 from resources.digitalocean import DigitalOceanError, DigitalOceanResource
@@ -20,6 +23,7 @@ from wpfarm_assets.tiers import TierHealth, cache_health, database_health, monit
 from wpfarm_assets.topology import CRITICAL, Difference, compare_droplets, compare_nodes
 
 HEALTHY, MATCHES = "healthy", "matches_topology"
+T = TypeVar("T")
 
 
 def tier_result(tier: str, health: TierHealth) -> dg.MaterializeResult:
@@ -32,6 +36,14 @@ def tier_result(tier: str, health: TierHealth) -> dg.MaterializeResult:
             description="; ".join(health.warnings) or f"{tier} tier healthy",
             metadata={"warnings": dg.MetadataValue.json(health.warnings)})],
     )
+
+
+def fetched(call: Callable[[], T]) -> T:
+    """`call()`, with DigitalOcean and Docker API errors turned into a step failure that says why."""
+    try:
+        return call()
+    except (DigitalOceanError, SwarmError) as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
 
 
 def not_checked(why: str, check: str = HEALTHY) -> dg.MaterializeResult:
@@ -62,10 +74,7 @@ def droplets(digitalocean: DigitalOceanResource) -> dg.MaterializeResult:
     """The farm's droplets (tagged with the project) against the topology: missing, extra, wrong size or region."""
     if not digitalocean.token:
         return not_checked("no DigitalOcean token (DIGITALOCEAN_TOKEN)", MATCHES)
-    try:
-        found = digitalocean.droplets()
-    except DigitalOceanError as exc:
-        raise dg.Failure(str(exc), allow_retries=False) from None
+    found = fetched(digitalocean.droplets)
     topology = load_config().topology
     tier_of = {name: tier for tier in topology.tiers for name in topology.droplet_names(tier)}
     rows = [{"name": d.name, "tier": tier_of.get(d.name, ""), "size": d.size, "region": d.region,
@@ -78,10 +87,7 @@ def swarm_nodes(swarm: SwarmResource) -> dg.MaterializeResult:
     """Swarm nodes from a manager's Docker API (role, availability, state, engine, labels, tier) against the topology."""
     if not swarm.docker_host:
         return not_checked("no Swarm configured (swarm.docker_host)", MATCHES)
-    try:
-        nodes = swarm.nodes()
-    except SwarmError as exc:
-        raise dg.Failure(str(exc), allow_retries=False) from None
+    nodes = fetched(swarm.nodes)
     rows = [n.row() for n in sorted(nodes, key=lambda n: n.hostname)]
     columns = ["hostname", "tier", "role", "availability", "state", "engine", "labels"]
     return topology_result(rows, columns, compare_nodes(load_config().topology, nodes))

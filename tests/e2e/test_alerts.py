@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from resources.alerts import AlertmanagerResource
+from services import wait_for
 from resources.gpg import encrypt_argv
 from resources.object_store import open_store
 from wpfarm_assets.backup import back_up_database, back_up_files
@@ -41,15 +42,6 @@ def check_health(config) -> dict[str, dg.AssetCheckEvaluation]:
         evaluations.update({e.check_name: e for e in result.get_asset_check_evaluations()})
     assert set(evaluations) == {"backup_age_check", "backup_integrity_check"}
     return evaluations
-
-
-def wait_for(condition, what: str, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_stale_sites_alert_by_severity_and_resolve_once_backed_up(
