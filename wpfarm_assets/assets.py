@@ -2,14 +2,15 @@
 
 Per site (`sites` partitions): database_dump, file_archive, retention. One run covers any number of
 sites (a partition range, BackfillPolicy.single_run) and works on them in parallel. One site's
-failure does not hide the others: each site that succeeded is recorded as its own materialization,
-and the step then fails naming exactly the sites that did not.
+failure does not hide the others: each site that succeeded is recorded as its own materialization
+as soon as it is done, and the step then fails naming exactly the sites that did not. Retention
+runs in its own run after each backup run (sensors/retention_after_backup.py).
 Farm-wide: backup_inventory, one row per site and kind.
 """
 
 import warnings
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -76,43 +77,46 @@ def backup_metadata(backup: Backup) -> dict:
     return metadata
 
 
-def for_each_site(context: dg.AssetExecutionContext, parallelism: int, work: Callable[[Site], dict]) -> dg.MaterializeResult:
+def for_each_site(context: dg.AssetExecutionContext, parallelism: int,
+                  work: Callable[[Site], dict]) -> Iterator[dg.AssetMaterialization]:
     """Run `work` (returning a site's metadata) for every site of the run, in parallel, isolated.
 
-    Each site that succeeded gets its own materialization with its metadata; if any failed, the step
-    then fails naming exactly those sites and their causes, so only they show as failed.
+    Each site is recorded as its own materialization the moment it succeeds, while the others are
+    still running (the UI shows a run's progress site by site); if any failed, the step then fails
+    naming exactly those sites and their causes, so only they show as failed. Assets yield from it
+    with output_required=False: the materializations are these events, not a step output.
     """
     config = load_config()
     names = context.partition_keys
     failures: dict[str, str] = {}
-    done: dict[str, dict] = {}
+    succeeded = 0
     with ThreadPoolExecutor(max_workers=min(parallelism, len(names))) as pool:
-        futures = {name: pool.submit(lambda n: work(config.site(n)), name) for name in names}
-        for name, future in futures.items():
+        futures = {pool.submit(lambda n: work(config.site(n)), name): name for name in names}
+        for future in as_completed(futures):
+            name = futures[future]
             try:
-                done[name] = future.result()
+                metadata = future.result()
             except Exception as exc:  # noqa: BLE001 - collected and reported per site below
                 message = str(exc)
                 failures[name] = message if message.startswith(f"site {name}") else f"site {name}: {message}"
                 context.log.error(failures[name])
-
+                continue
+            succeeded += 1
+            yield dg.AssetMaterialization(asset_key=context.asset_key, partition=name, metadata=metadata)
     if failures:
-        for name, metadata in done.items():
-            context.log_event(dg.AssetMaterialization(asset_key=context.asset_key, partition=name, metadata=metadata))
         raise dg.Failure(
-            description=f"{len(failures)} of {len(names)} sites failed: " + "; ".join(failures.values()),
-            metadata={"failed_sites": sorted(failures), "succeeded": len(done)},
+            description=f"{len(failures)} of {len(names)} sites failed: "
+                        + "; ".join(failures[n] for n in sorted(failures)),
+            metadata={"failed_sites": sorted(failures), "succeeded": succeeded},
             allow_retries=False,
         )
-    for name, metadata in done.items():
-        context.add_asset_metadata(metadata, partition_key=name)
-    return dg.MaterializeResult()
 
 
 @dg.asset(
     partitions_def=sites,
     deps=[database_tier],
     backfill_policy=dg.BackfillPolicy.single_run(),
+    output_required=False,  # each site's materialization is an event of for_each_site
     group_name="backups",
     kinds={"mariadb", "s3"},
     pool="database",
@@ -125,7 +129,7 @@ def database_dump(
     object_store: ObjectStoreResource,
     gpg: GPGResource,
     pushgateway: PushgatewayResource,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.AssetMaterialization]:
     """The site's database: mariadb-dump → zstd → gpg → object store, with a manifest."""
     db = mariadb.client(database_node.runner())
     store = object_store.store()
@@ -133,13 +137,14 @@ def database_dump(
     def one(site: Site) -> dict:
         return published(context, pushgateway, _back_up_database(site, db, store, gpg.encrypt_argv(), gpg.fingerprint()))
 
-    return for_each_site(context, load_config().database.parallelism, one)
+    yield from for_each_site(context, load_config().database.parallelism, one)
 
 
 @dg.asset(
     partitions_def=sites,
     deps=[storage_tier],
     backfill_policy=dg.BackfillPolicy.single_run(),
+    output_required=False,  # each site's materialization is an event of for_each_site
     group_name="backups",
     kinds={"s3"},
     pool="storage",
@@ -151,7 +156,7 @@ def file_archive(
     object_store: ObjectStoreResource,
     gpg: GPGResource,
     pushgateway: PushgatewayResource,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.AssetMaterialization]:
     """The site's wp-content (and wp-config.php): tar → zstd → gpg → object store, with a manifest."""
     runner = storage_node.runner()
     store = object_store.store()
@@ -159,7 +164,7 @@ def file_archive(
     def one(site: Site) -> dict:
         return published(context, pushgateway, _back_up_files(site, runner, store, gpg.encrypt_argv(), gpg.fingerprint()))
 
-    return for_each_site(context, load_config().storage.parallelism, one)
+    yield from for_each_site(context, load_config().storage.parallelism, one)
 
 
 class RetentionRunConfig(dg.Config):
@@ -171,13 +176,14 @@ class RetentionRunConfig(dg.Config):
     partitions_def=sites,
     deps=[database_dump, file_archive],
     backfill_policy=dg.BackfillPolicy.single_run(),
+    output_required=False,  # each site's materialization is an event of for_each_site
     group_name="backups",
     kinds={"s3"},
     pool="storage",
 )
 def retention(
     context: dg.AssetExecutionContext, config: RetentionRunConfig, object_store: ObjectStoreResource
-) -> dg.MaterializeResult:
+) -> Iterator[dg.AssetMaterialization]:
     """Keeps the site's 14 daily / 26 weekly / 12 monthly restore points per kind; deletes the rest."""
     store = object_store.store()
     rules = load_config().retention
@@ -190,7 +196,7 @@ def retention(
                                  monthly=rules.monthly, dry_run=config.dry_run, listing=listings[site.name])
         return retention_metadata(report)
 
-    return for_each_site(context, RETENTION_PARALLELISM, one)
+    yield from for_each_site(context, RETENTION_PARALLELISM, one)
 
 
 def retention_metadata(report: RetentionReport) -> dict:

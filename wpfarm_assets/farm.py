@@ -4,7 +4,7 @@ site_provisioning asset on the `sites` partitions (a backfill re-provisions any 
 The plans and the work are wpfarm_assets.provisioning's; this module only wires them."""
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -146,10 +146,10 @@ def provision_farm():
     deploy_stacks(after=create_networks(after=label_nodes(after=join_nodes(after=swarm_ready))))
 
 
-@dg.asset(partitions_def=sites, backfill_policy=dg.BackfillPolicy.single_run(), group_name="provisioning",
-          kinds={"mariadb", "docker"}, pool="swarm")  # with deploy_stacks: one writer of Varnish's routing
+@dg.asset(partitions_def=sites, backfill_policy=dg.BackfillPolicy.single_run(), output_required=False,
+          group_name="provisioning", kinds={"mariadb", "docker"}, pool="swarm")  # with deploy_stacks: one writer of Varnish's routing
 def site_provisioning(context: dg.AssetExecutionContext, mariadb: MariaDBResource, database_node: NodeResource,
-                      storage_node: NodeResource, swarm: SwarmResource) -> dg.MaterializeResult:
+                      storage_node: NodeResource, swarm: SwarmResource) -> Iterator[dg.AssetMaterialization]:
     """The site's database and least-privilege user (password generated, kept as a Swarm secret,
     never shown), its content folder and its stack; then Varnish's routing to the deployed sites.
     Safe to materialize again."""
@@ -161,7 +161,7 @@ def site_provisioning(context: dg.AssetExecutionContext, mariadb: MariaDBResourc
         return site_provision(site, db, runner, farm.provisioning, swarm)
 
     try:
-        return for_each_site(context, farm.database.parallelism, one)
+        yield from for_each_site(context, farm.database.parallelism, one)
     finally:
         if swarm.docker_host:  # once per run, after every site: Varnish routes to the deployed sites
             try:
