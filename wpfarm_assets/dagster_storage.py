@@ -1,4 +1,4 @@
-"""The local instance's SQLite storage, with the event log's connections kept open.
+"""Dagster's SQLite and PostgreSQL storages, with their connections kept open.
 
 Dagster's SqliteEventLogStorage builds a new SQLAlchemy engine, connects and disposes of it for
 every statement it runs: about four per event (the run's shard, then the cross-run index shard),
@@ -8,11 +8,15 @@ backing up a small site. Here each shard keeps one engine with a small pool, for
 use (a long-lived web server would otherwise hold every run's file open). Same files, same schema,
 same locking (Dagster's own lock around each connection): an instance can switch back and forth.
 
+PostgreSQL (dagster.production.yaml): Dagster's run and event log storages open a new connection,
+a new server process, for every statement; PooledPostgresStorage keeps a few open instead (as
+Dagster itself does inside its web server).
+
 dagster.yaml:
     storage:
       custom:
         module: wpfarm_assets.dagster_storage
-        class: PooledSqliteStorage
+        class: PooledSqliteStorage        # or PooledPostgresStorage, with the `postgres:` config
         config: {base_dir: {env: DAGSTER_HOME}}
 """
 
@@ -26,6 +30,8 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_
 from dagster._core.storage.runs import SqliteRunStorage
 from dagster._core.storage.schedules import SqliteScheduleStorage
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
+from dagster_postgres import DagsterPostgresStorage
+from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
 
 OPEN_SHARDS = 8  # engines kept: the index shard and the runs being written or read right now
 
@@ -87,3 +93,19 @@ class PooledSqliteStorage(DagsterSqliteStorage):
     @classmethod
     def from_config_value(cls, inst_data, config_value) -> "PooledSqliteStorage":
         return cls(inst_data=inst_data, **config_value)
+
+
+class PooledPostgresStorage(DagsterPostgresStorage):
+    """DagsterPostgresStorage whose run and event log storages keep up to 5 connections open."""
+
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data=None, token_provider=None):
+        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
+        for storage in (self._run_storage, self._event_log_storage):
+            storage._engine.dispose()
+            storage._engine = create_pg_engine(postgres_url, token_provider, isolation_level="AUTOCOMMIT",
+                                               pool_size=1, max_overflow=4, pool_recycle=3600, pool_pre_ping=True)
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value) -> "PooledPostgresStorage":
+        return cls(pg_url_from_config(config_value), config_value.get("should_autocreate_tables", True),
+                   inst_data, get_token_provider_from_config(config_value))
