@@ -7,7 +7,10 @@ Approaches (every one writes to a fresh local directory: the "upload" costs the 
 would otherwise measure the S3 server on this 2-core machine, not the approach):
   seed     the seed's scripts: for each site in turn, `mariadb-dump | gzip | gpg` (gpg's default
            settings, so zlib again) to a file, the same for `tar`, then the upload (a copy);
-  floor    the same dumps and tars to /dev/null, with wpfarm's parallelism: the least any tool can do;
+  floor    the same dumps and tars, read and thrown away, with wpfarm's parallelism: the least any tool
+           can do;
+  chain    wpfarm's tool chain alone: `dump | zstd | gpg > file`, `tar | zstd | gpg > file`, processes
+           piped to each other, wpfarm's parallelism: what the artifact costs without any orchestration;
   wpfarm   `wpfarm backup`: every site in runs of backup.sites_per_run, dumps then archives, each
            step with its tier's parallelism, zstd + gpg, manifests, materializations;
   per-run  wpfarm with one run per site (`wpfarm backup SITE`, 4 at a time as the run queue
@@ -31,11 +34,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
+from resources.gpg import encrypt_argv
 from resources.mariadb import MariaDB
-from resources.ssh import LocalRunner
+from resources.ssh import CHUNK, LocalRunner
 from wpfarm_assets.backup import tar_argv
 from wpfarm_assets.config import load_config
 from wpfarm_assets.demo import DemoSize, make_demo_farm, make_gpg_key
+from wpfarm_assets.pipeline import COMPRESS_ARGV
 
 PROFILES = {
     "small": DemoSize(),  # ~0.2 MB of SQL, ~0.5 MB of files
@@ -121,17 +126,57 @@ def build_farm(workdir: Path, sites: int, profile: str, rebuild: bool) -> Path:
     return config_path
 
 
+def drain(argv: list[str]) -> None:
+    """Run `argv` and read its output to the end, throwing it away.
+
+    Not `> /dev/null`: GNU tar notices that its archive is /dev/null and then skips reading the
+    files' contents, which made an earlier floor cost nothing for the files.
+    """
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    while proc.stdout.read1(CHUNK):
+        pass
+    proc.stdout.close()
+    if proc.wait() != 0:
+        raise subprocess.CalledProcessError(proc.returncode, argv)
+
+
 def run_floor(config) -> None:
     db = MariaDB(LocalRunner(), config.database.host, config.database.port, config.database.user, None)
 
     def dump(site):
-        with open(os.devnull, "wb") as null:
-            subprocess.run(db.dump_argv(site.database), stdout=null, check=True)
+        drain(db.dump_argv(site.database))
 
     def archive(site):
-        root = Path(site.content_path).parent
-        with open(os.devnull, "wb") as null:
-            subprocess.run(tar_argv(site.content_path, (root / "wp-config.php").exists()), stdout=null, check=True)
+        drain(tar_argv(site.content_path, (Path(site.content_path).parent / "wp-config.php").exists()))
+
+    with ThreadPoolExecutor(config.database.parallelism) as pool:
+        list(pool.map(dump, config.sites))
+    with ThreadPoolExecutor(config.storage.parallelism) as pool:
+        list(pool.map(archive, config.sites))
+
+
+def run_chain(config, target: Path) -> None:
+    """wpfarm's own tool chain with nothing around it: `dump | zstd | gpg > file` and `tar | zstd |
+    gpg > file`, the processes piped to each other directly, with wpfarm's parallelism."""
+    db = MariaDB(LocalRunner(), config.database.host, config.database.port, config.database.user, None)
+    encrypt = encrypt_argv(config.backup.gpg_recipient, config.backup.gpg_home)
+
+    def chain(first: list[str], out: Path) -> None:
+        with open(out, "wb") as sink:
+            source = subprocess.Popen(first, stdout=subprocess.PIPE)
+            compress = subprocess.Popen(COMPRESS_ARGV, stdin=source.stdout, stdout=subprocess.PIPE)
+            source.stdout.close()
+            subprocess.run(encrypt, stdin=compress.stdout, stdout=sink, check=True)
+            compress.stdout.close()
+            if source.wait() not in (0, 1) or compress.wait() != 0:  # tar: 1 = a file changed while read
+                raise RuntimeError(f"{first[0]} | zstd failed for {out.name}")
+
+    def dump(site):
+        chain(db.dump_argv(site.database), target / f"{site.name}.sql.zst.gpg")
+
+    def archive(site):
+        chain(tar_argv(site.content_path, (Path(site.content_path).parent / "wp-config.php").exists()),
+              target / f"{site.name}.tar.zst.gpg")
 
     with ThreadPoolExecutor(config.database.parallelism) as pool:
         list(pool.map(dump, config.sites))
@@ -209,7 +254,8 @@ def main() -> None:
     names = [s.name for s in config.sites]
     target = Path(config.backup.target[len("file://"):])
 
-    results = [measure("floor", lambda: run_floor(config), None)]
+    results = [measure("floor", lambda: run_floor(config), None),
+               measure("chain", lambda: run_chain(config, workdir / "chain"), workdir / "chain")]
     for instance in args.instance:
         label = "wpfarm" if instance == args.instance[0] else f"wpfarm-{instance}"
         results.append(measure(label, lambda i=instance: run_wpfarm(config_path, workdir / f"dagster-{i}", i), target))
@@ -233,10 +279,12 @@ def main() -> None:
     print(f"{'approach':9} {'wall s':>8} {'CPU s':>8} {'peak MB':>8} {'stored MB':>10}  note")
     for r in results:
         print(f"{r['label']:9} {r['wall']:8.1f} {r['cpu']:8.1f} {r['peak_mb']:8.0f} {r['stored_mb']:10.1f}  {r['note']}")
-    floor, ours = by["floor"]["wall"], by["wpfarm"]["wall"]
+    floor, chain, ours = by["floor"]["wall"], by["chain"]["wall"], by["wpfarm"]["wall"]
     overhead = ours - floor
     print(f"\nwpfarm / floor: {ours / floor:.2f}x; orchestration overhead (wpfarm - floor) {overhead:.1f}s "
           f"= {overhead / ours:.0%} of wpfarm's wall time")
+    print(f"of which the tool chain's own work (chain - floor) {chain - floor:.1f}s, and wpfarm around the "
+          f"same chain (wpfarm - chain) {ours - chain:.1f}s = {(ours - chain) / ours:.0%} of wpfarm's wall time")
     if "seed" in by:
         print(f"seed / wpfarm: {by['seed']['wall'] / ours:.2f}x (wpfarm is that much faster)")
     if "per-run" in by:
