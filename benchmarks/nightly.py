@@ -11,6 +11,8 @@ would otherwise measure the S3 server on this 2-core machine, not the approach):
            can do;
   chain    wpfarm's tool chain alone: `dump | zstd | gpg > file`, `tar | zstd | gpg > file`, processes
            piped to each other, wpfarm's parallelism: what the artifact costs without any orchestration;
+  bookkeeping  `wpfarm backup` with each site's backup replaced by nothing (benchmarks/bookkeeping.py):
+           the orchestration alone, runs, partitions and events included;
   wpfarm   `wpfarm backup`: every site in runs of backup.sites_per_run, dumps then archives, each
            step with its tier's parallelism, zstd + gpg, manifests, materializations;
   per-run  wpfarm with one run per site (`wpfarm backup SITE`, 4 at a time as the run queue
@@ -40,7 +42,7 @@ from resources.ssh import CHUNK, LocalRunner
 from wpfarm_assets.backup import tar_argv
 from wpfarm_assets.config import load_config
 from wpfarm_assets.demo import DemoSize, make_demo_farm, make_gpg_key
-from wpfarm_assets.pipeline import COMPRESS_ARGV
+from wpfarm_assets.pipeline import COMPRESSION_LEVEL
 
 PROFILES = {
     "small": DemoSize(),  # ~0.2 MB of SQL, ~0.5 MB of files
@@ -164,7 +166,8 @@ def run_chain(config, target: Path) -> None:
     def chain(first: list[str], out: Path) -> None:
         with open(out, "wb") as sink:
             source = subprocess.Popen(first, stdout=subprocess.PIPE)
-            compress = subprocess.Popen(COMPRESS_ARGV, stdin=source.stdout, stdout=subprocess.PIPE)
+            compress = subprocess.Popen(["zstd", f"-{COMPRESSION_LEVEL}", "--single-thread", "-q", "-c"],
+                                        stdin=source.stdout, stdout=subprocess.PIPE)
             source.stdout.close()
             subprocess.run(encrypt, stdin=compress.stdout, stdout=sink, check=True)
             compress.stdout.close()
@@ -219,9 +222,10 @@ def wpfarm_env(config_path: Path, home: Path, instance: str = "sqlite") -> dict:
             "DAGSTER_PG_DB": db}
 
 
-def run_wpfarm(config_path: Path, home: Path, instance: str = "sqlite") -> str:
-    done = subprocess.run([str(VENV / "wpfarm"), "backup"], env=wpfarm_env(config_path, home, instance),
-                          capture_output=True, text=True)
+def run_wpfarm(config_path: Path, home: Path, instance: str = "sqlite", bookkeeping_only: bool = False) -> str:
+    command = [sys.executable, "-m", "benchmarks.bookkeeping"] if bookkeeping_only else [str(VENV / "wpfarm"), "backup"]
+    done = subprocess.run(command, env=wpfarm_env(config_path, home, instance), capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
     runs = done.stdout.count("run ")
     failed = done.stdout.count("FAILED")
     return f"{runs} runs, {failed} failed" + (f"; {done.stderr.strip().splitlines()[-1][:200]}" if failed else "")
@@ -255,7 +259,8 @@ def main() -> None:
     target = Path(config.backup.target[len("file://"):])
 
     results = [measure("floor", lambda: run_floor(config), None),
-               measure("chain", lambda: run_chain(config, workdir / "chain"), workdir / "chain")]
+               measure("chain", lambda: run_chain(config, workdir / "chain"), workdir / "chain"),
+               measure("bookkeeping", lambda: run_wpfarm(config_path, workdir / "dagster-bookkeeping", bookkeeping_only=True), None)]
     for instance in args.instance:
         label = "wpfarm" if instance == args.instance[0] else f"wpfarm-{instance}"
         results.append(measure(label, lambda i=instance: run_wpfarm(config_path, workdir / f"dagster-{i}", i), target))
@@ -276,15 +281,17 @@ def main() -> None:
     by = {r["label"]: r for r in results}
     print(f"\n{args.sites} {args.profile} sites; database.parallelism={config.database.parallelism}, "
           f"storage.parallelism={config.storage.parallelism}, sites_per_run={config.backup.sites_per_run}, {os.cpu_count()} cores")
-    print(f"{'approach':9} {'wall s':>8} {'CPU s':>8} {'peak MB':>8} {'stored MB':>10}  note")
+    print(f"{'approach':11} {'wall s':>8} {'CPU s':>8} {'peak MB':>8} {'stored MB':>10}  note")
     for r in results:
-        print(f"{r['label']:9} {r['wall']:8.1f} {r['cpu']:8.1f} {r['peak_mb']:8.0f} {r['stored_mb']:10.1f}  {r['note']}")
+        print(f"{r['label']:11} {r['wall']:8.1f} {r['cpu']:8.1f} {r['peak_mb']:8.0f} {r['stored_mb']:10.1f}  {r['note']}")
     floor, chain, ours = by["floor"]["wall"], by["chain"]["wall"], by["wpfarm"]["wall"]
     overhead = ours - floor
     print(f"\nwpfarm / floor: {ours / floor:.2f}x; orchestration overhead (wpfarm - floor) {overhead:.1f}s "
           f"= {overhead / ours:.0%} of wpfarm's wall time")
     print(f"of which the tool chain's own work (chain - floor) {chain - floor:.1f}s, and wpfarm around the "
           f"same chain (wpfarm - chain) {ours - chain:.1f}s = {(ours - chain) / ours:.0%} of wpfarm's wall time")
+    print(f"the orchestration alone (bookkeeping, no backup work) {by['bookkeeping']['wall']:.1f}s "
+          f"= {by['bookkeeping']['wall'] / floor:.2f}x the floor")
     if "seed" in by:
         print(f"seed / wpfarm: {by['seed']['wall'] / ours:.2f}x (wpfarm is that much faster)")
     if "per-run" in by:

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import posixpath
-import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import cache
 
 from resources.gpg import gpg_version
 from resources.mariadb import COMPLETION_MARKER, MariaDB
@@ -19,7 +17,7 @@ from resources.object_store import Store
 from resources.ssh import Runner, run
 from wpfarm_assets.config import Site
 from wpfarm_assets.keys import BackupKey
-from wpfarm_assets.pipeline import COMPRESS_ARGV, StreamStats, back_up_stream
+from wpfarm_assets.pipeline import COMPRESSION_LEVEL, StreamStats, back_up_stream, zstd_version
 
 MANIFEST_FORMAT = 1
 
@@ -49,15 +47,6 @@ class Backup:
     manifest: dict
 
 
-@cache
-def _local_version(argv: tuple[str, ...]) -> str:
-    try:
-        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=10).stdout
-    except FileNotFoundError:
-        return "missing"
-    return out.strip().splitlines()[0] if out.strip() else "unknown"
-
-
 _remote_versions: dict[tuple[str, str], str] = {}
 
 
@@ -84,10 +73,10 @@ def _write_manifest(store: Store, key: BackupKey, started: datetime, stats: Stre
         "stored_bytes": stats.stored_bytes,
         "sha256": stats.sha256,
         "duration_seconds": round(stats.seconds, 3),
-        "compression": " ".join(COMPRESS_ARGV[:2]),
+        "compression": f"zstd -{COMPRESSION_LEVEL}",
         "key_fingerprint": fingerprint,
         "source": source.where,
-        "tools": {**tools, "zstd": _local_version(("zstd", "--version")), "gpg": gpg_version()},
+        "tools": {**tools, "zstd": zstd_version(), "gpg": gpg_version()},
         **content,
     }
     store.put_bytes(key.manifest_key, json.dumps(manifest, indent=2, sort_keys=True).encode())

@@ -1,0 +1,28 @@
+"""`wpfarm backup` with each site's backup replaced by nothing: what the orchestration costs alone
+(the command, its runs, the `sites` partitions, the planned and materialization events), on the
+same instance configuration. The nightly benchmark runs it as its `bookkeeping` row.
+
+    WPFARM_CONFIG=... DAGSTER_HOME=... .venv/bin/python -m benchmarks.bookkeeping
+"""
+
+import sys
+from datetime import datetime, timezone
+
+import wpfarm_assets.assets as assets
+from wpfarm_assets.backup import Backup
+from wpfarm_assets.cli import main
+from wpfarm_assets.keys import BackupKey
+
+
+def nothing(kind: str):
+    def backed_up(site, *args, **kwargs) -> Backup:
+        key = BackupKey(site.name, kind, datetime.now(timezone.utc))
+        return Backup(key, {"object_key": key.data_key, "plaintext_bytes": 0, "stored_bytes": 0, "sha256": "",
+                            "duration_seconds": 0.0, "key_fingerprint": "", "source": "nowhere", "files": 0,
+                            "finished_at": datetime.now(timezone.utc).isoformat()})
+    return backed_up
+
+
+if __name__ == "__main__":
+    assets._back_up_database, assets._back_up_files = nothing("db"), nothing("files")
+    sys.exit(main(["backup"]))
