@@ -7,6 +7,8 @@ asset (planned, materialized), so on a 2-core machine this alone cost ~11 ms an 
 backing up a small site. Here each shard keeps one engine with a small pool, for the few shards in
 use (a long-lived web server would otherwise hold every run's file open). Same files, same schema,
 same locking (Dagster's own lock around each connection): an instance can switch back and forth.
+Each event also touches its run's .db file, which is what Dagster's watcher (the UI following a
+run live) waits for.
 
 PostgreSQL (dagster.production.yaml): Dagster's run and event log storages open a new connection,
 a new server process, for every statement; PooledPostgresStorage keeps a few open instead (as
@@ -20,6 +22,7 @@ dagster.yaml:
         config: {base_dir: {env: DAGSTER_HOME}}
 """
 
+import contextlib
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -57,6 +60,14 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 self._engines.popitem(last=False)[1].dispose()
         self._engines.move_to_end(shard)
         return engine
+
+    def store_event(self, event) -> None:
+        super().store_event(event)
+        # Who follows a run live (the web UI's run page) watches the shard's .db file for changes;
+        # with WAL and connections kept open, a commit only writes the -wal file (Dagster's
+        # closing connection used to checkpoint into the .db). Touch it, as a change notice.
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self.path_for_shard(event.run_id))
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[db.Connection]:

@@ -1,9 +1,16 @@
 """The local instance's pooled SQLite event log: same files as Dagster's own storage, bounded open shards."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import dagster as dg
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
+from services import wait_for
 from wpfarm_assets.dagster_storage import OPEN_SHARDS, PooledSqliteEventLogStorage
+
+ROOT = Path(__file__).resolve().parents[2]
 
 POOLED = """
 storage:
@@ -42,3 +49,28 @@ def test_pooled_storage_writes_what_dagsters_own_sqlite_storage_reads(tmp_path):
         assert [k for k, s in status.items() if s == dg.AssetPartitionStatus.MATERIALIZED] == done
         latest = inst.get_latest_materialization_event(site_asset.key)
         assert latest.asset_materialization.metadata["site"].value == done[-1]
+
+
+WRITER = """
+import sys, dagster as dg
+with dg.DagsterInstance.from_config(sys.argv[1]) as inst:
+    run = inst.get_run_by_id(sys.argv[2])
+    for i in range(5):
+        inst.report_engine_event(f"site {i} done", run)
+"""
+
+
+def test_a_run_written_by_another_process_is_followed_live(tmp_path):
+    """What the web UI's run page does: read the run's events, then watch for more, while the run
+    writes from its own process."""
+    from dagster._core.test_utils import create_run_for_test
+
+    (tmp_path / "dagster.yaml").write_text(POOLED.format(home=tmp_path))
+    with dg.DagsterInstance.from_config(str(tmp_path)) as inst:
+        run = create_run_for_test(inst, job_name="back_up_sites")
+        seen: list[str] = []
+        inst.watch_event_logs(run.run_id, inst.get_records_for_run(run.run_id).cursor,
+                              lambda event, _cursor: seen.append(event.dagster_event.message))
+        subprocess.run([sys.executable, "-c", WRITER, str(tmp_path), run.run_id], check=True, cwd=ROOT)
+        wait_for(lambda: len(seen) == 5, timeout=10, what=f"5 events seen live (saw {seen})")
+        assert seen == [f"site {i} done" for i in range(5)]
