@@ -92,17 +92,21 @@ def for_each_site(context: dg.AssetExecutionContext, parallelism: int,
     succeeded = 0
     with ThreadPoolExecutor(max_workers=min(parallelism, len(names))) as pool:
         futures = {pool.submit(lambda n: work(config.site(n)), name): name for name in names}
-        for future in as_completed(futures):
-            name = futures[future]
-            try:
-                metadata = future.result()
-            except Exception as exc:  # noqa: BLE001 - collected and reported per site below
-                message = str(exc)
-                failures[name] = message if message.startswith(f"site {name}") else f"site {name}: {message}"
-                context.log.error(failures[name])
-                continue
-            succeeded += 1
-            yield dg.AssetMaterialization(asset_key=context.asset_key, partition=name, metadata=metadata)
+        try:
+            for future in as_completed(futures):
+                name = futures[future]
+                try:
+                    metadata = future.result()
+                except Exception as exc:  # noqa: BLE001 - collected and reported per site below
+                    message = str(exc)
+                    failures[name] = message if message.startswith(f"site {name}") else f"site {name}: {message}"
+                    context.log.error(failures[name])
+                    continue
+                succeeded += 1
+                yield dg.AssetMaterialization(asset_key=context.asset_key, partition=name, metadata=metadata)
+        except BaseException:  # the run is stopping (terminated, or recording an event failed)
+            pool.shutdown(cancel_futures=True)  # start no more sites; those running finish
+            raise
     if failures:
         raise dg.Failure(
             description=f"{len(failures)} of {len(names)} sites failed: "
@@ -175,7 +179,9 @@ class RetentionRunConfig(dg.Config):
 @dg.asset(
     partitions_def=sites,
     deps=[database_dump, file_archive],
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    # Not the backups' policy, so that a backfill never runs retention in the same run as them (it
+    # would be skipped: their steps have no output): it runs once their sites are materialized.
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1000),
     output_required=False,  # each site's materialization is an event of for_each_site
     group_name="backups",
     kinds={"s3"},

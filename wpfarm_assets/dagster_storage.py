@@ -19,7 +19,7 @@ dagster.yaml:
       custom:
         module: wpfarm_assets.dagster_storage
         class: PooledSqliteStorage        # or PooledPostgresStorage, with the `postgres:` config
-        config: {base_dir: {env: DAGSTER_HOME}}
+        config: {}                        # base_dir: default $DAGSTER_HOME, else ./.dagster (as `wpfarm`)
 """
 
 import contextlib
@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import sqlalchemy as db
+from dagster import Field, StringSource
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS, SqliteEventLogStorage
 from dagster._core.storage.runs import SqliteRunStorage
 from dagster._core.storage.schedules import SqliteScheduleStorage
@@ -102,19 +103,25 @@ class PooledSqliteStorage(DagsterSqliteStorage):
         super(DagsterSqliteStorage, self).__init__()
 
     @classmethod
+    def config_type(cls):
+        return {"base_dir": Field(StringSource, is_required=False)}
+
+    @classmethod
     def from_config_value(cls, inst_data, config_value) -> "PooledSqliteStorage":
-        return cls(inst_data=inst_data, **config_value)
+        home = os.environ.get("DAGSTER_HOME") or os.path.join(os.getcwd(), ".dagster")
+        return cls(config_value.get("base_dir") or home, inst_data)
 
 
 class PooledPostgresStorage(DagsterPostgresStorage):
-    """DagsterPostgresStorage whose run and event log storages keep up to 5 connections open."""
+    """DagsterPostgresStorage whose run and event log storages keep one connection open each
+    (more while threads need them at once: those close when returned)."""
 
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data=None, token_provider=None):
         super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
         for storage in (self._run_storage, self._event_log_storage):
             storage._engine.dispose()
             storage._engine = create_pg_engine(postgres_url, token_provider, isolation_level="AUTOCOMMIT",
-                                               pool_size=1, max_overflow=4, pool_recycle=3600, pool_pre_ping=True)
+                                               pool_size=1, max_overflow=15, pool_recycle=3600, pool_pre_ping=True)
 
     @classmethod
     def from_config_value(cls, inst_data, config_value) -> "PooledPostgresStorage":
