@@ -17,9 +17,11 @@ from wpfarm_assets.keys import BackupKey
 def nothing(kind: str):
     def backed_up(site, *args, **kwargs) -> Backup:
         key = BackupKey(site.name, kind, datetime.now(timezone.utc))
-        return Backup(key, {"object_key": key.data_key, "plaintext_bytes": 0, "stored_bytes": 0, "sha256": "",
-                            "duration_seconds": 0.0, "key_fingerprint": "", "source": "nowhere", "files": 0,
-                            "finished_at": datetime.now(timezone.utc).isoformat()})
+        now = datetime.now(timezone.utc).isoformat()
+        content = {"tables": {}} if kind == "db" else {"files": 0}
+        return Backup(key, {"site": site.name, "kind": kind, "object_key": key.data_key, "started_at": now,
+                            "finished_at": now, "plaintext_bytes": 0, "stored_bytes": 0, "sha256": "",
+                            "duration_seconds": 0.0, "key_fingerprint": "", "source": "nowhere", **content})
     return backed_up
 
 
