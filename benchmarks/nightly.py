@@ -17,7 +17,7 @@ would otherwise measure the S3 server on this 2-core machine, not the approach):
            step with its tier's parallelism, zstd + gpg, manifests, materializations;
   per-run  wpfarm with one run per site (`wpfarm backup SITE`, 4 at a time as the run queue
            allows), timed on --sample-c sites and scaled to the whole farm (said in the output).
-Reported: wall time, CPU time (user+sys of every process), peak memory (the largest sum of the RSS
+Reported: wall time, CPU time (user+sys of every process), peak memory (the largest sum of the PSS
 of all processes at once, sampled every 50 ms), bytes stored; then the ratios the issue asks for.
 Farms are built once under /var/tmp/wpfarm-bench-* and reused (--rebuild to start over).
 """
@@ -52,37 +52,50 @@ VENV = Path(sys.executable).parent
 
 
 class PeakMemory:
-    """Samples the summed RSS of this process and all its descendants."""
+    """Samples the memory of this process and all its descendants: the sum of their PSS.
+
+    PSS, not RSS: pages shared between processes count once. A child just forked from a large
+    Python process shows that process's whole RSS until it execs, and summed RSS counted it twice.
+    """
 
     def __init__(self) -> None:
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _tree_rss(self) -> int:
-        parents, rss = {}, {}
+    @staticmethod
+    def _pss(pid: int) -> int:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def _tree_pss(self) -> int:
+        parents = {}
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
                 with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                parents[int(entry)] = int(fields[1])
-                rss[int(entry)] = int(fields[21]) * 4096
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError, ValueError):
                 continue
         me, total = os.getpid(), 0
-        for pid in rss:
+        for pid in parents:
             p = pid
             while p and p != me:
                 p = parents.get(p, 0)
             if p == me:
-                total += rss[pid]
+                total += self._pss(pid)
         return total
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._tree_rss())
+            self.peak = max(self.peak, self._tree_pss())
             time.sleep(0.05)
 
     def __enter__(self) -> PeakMemory:
