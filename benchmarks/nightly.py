@@ -9,8 +9,9 @@ would otherwise measure the S3 server on this 2-core machine, not the approach):
            settings, so zlib again) to a file, the same for `tar`, then the upload (a copy);
   floor    the same dumps and tars, read and thrown away, with wpfarm's parallelism: the least any tool
            can do;
-  chain    wpfarm's tool chain alone: `dump | zstd | gpg > file`, `tar | zstd | gpg > file`, processes
-           piped to each other, wpfarm's parallelism: what the artifact costs without any orchestration;
+  chain    the artifact's tool chain alone: `dump | zstd -3 | gpg > file`, `tar | zstd -3 | gpg > file`,
+           processes piped to each other, wpfarm's parallelism: what the artifact costs with no
+           orchestration (wpfarm itself runs zstd in-process, slightly cheaper than the command);
   bookkeeping  `wpfarm backup` with each site's backup replaced by nothing (benchmarks/bookkeeping.py):
            the orchestration alone, runs, partitions and events included;
   wpfarm   `wpfarm backup`: every site in runs of backup.sites_per_run, dumps then archives, each

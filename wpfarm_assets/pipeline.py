@@ -66,18 +66,21 @@ class _Stage:
 
 
 class _Pump(threading.Thread):
-    """Copies chunks from `read` to `write`, showing each chunk to `tap`, then calls `close`.
+    """Copies chunks from `read` to `write`, showing each chunk to `tap`; at the end of the input
+    calls `finish` (the last bytes, e.g. the end of a zstd frame), then in any case `close`.
 
-    If it stops before the end (the next stage died, or `tap` refused a chunk) it calls `abort`, so
+    If it stops before that (the next stage died, or `tap` refused a chunk) it calls `abort`, so
     that the command it reads from is not left blocked on a full pipe forever.
     """
 
     def __init__(self, read: Callable[[], bytes], write: Callable[[bytes], None], close: Callable[[], None],
-                 tap: Callable[[bytes], None] | None = None, abort: Callable[[], None] | None = None):
+                 tap: Callable[[bytes], None] | None = None, abort: Callable[[], None] | None = None,
+                 finish: Callable[[], None] | None = None):
         super().__init__(daemon=True)
         self._read, self._write, self._close, self._tap, self._abort = read, write, close, tap, abort
+        self._finish = finish
         self.error: BaseException | None = None
-        self.finished = False  # read everything there was
+        self.finished = False  # read and passed on everything there was
 
     def run(self) -> None:
         try:
@@ -85,6 +88,8 @@ class _Pump(threading.Thread):
                 if self._tap:
                     self._tap(chunk)
                 self._write(chunk)
+            if self._finish:
+                self._finish()
             self.finished = True
         except BrokenPipeError:
             pass  # the next stage died; its exit status says why
@@ -133,12 +138,13 @@ def back_up_stream(
     """
     started = time.monotonic()
     try:
+        # With a content checksum, as the zstd command writes: `zstd -d` verifies it on restore.
+        compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL, write_checksum=True).compressobj()
         encrypt = _Stage(encrypt_argv, subprocess.PIPE)
     except BaseException:
         source.kill()
         source.wait()
         raise
-    compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL).compressobj()
     plaintext = 0
 
     def count(chunk: bytes) -> None:
@@ -150,13 +156,10 @@ def back_up_stream(
     def compress(chunk: bytes) -> None:
         encrypt.proc.stdin.write(compressor.compress(chunk))
 
-    def close() -> None:
-        try:
-            encrypt.proc.stdin.write(compressor.flush())
-        finally:
-            encrypt.proc.stdin.close()
+    def end_frame() -> None:
+        encrypt.proc.stdin.write(compressor.flush())
 
-    pump = _Pump(source.read, compress, close, count, source.kill)
+    pump = _Pump(source.read, compress, encrypt.proc.stdin.close, count, source.kill, end_frame)
     pump.start()
     digest = hashlib.sha256()
     stored = 0
@@ -170,6 +173,8 @@ def back_up_stream(
 
     def before_commit() -> None:
         problems = _failures(source, [encrypt], None, pump, source_ok)
+        if not pump.finished and not problems:  # e.g. a stage that exited 0 without reading it all
+            problems.append("the stream was not passed on to the end")
         if problems:
             raise StreamError("; ".join(problems))
         if check:

@@ -172,3 +172,33 @@ def test_an_encryption_failure_mid_stream_fails_fast_instead_of_hanging(keyring,
     finally:
         signal.alarm(0)
     assert list(LocalStore(tmp_path).list("sites/")) == []
+
+
+def test_a_failure_ending_the_zstd_frame_commits_nothing(keyring, tmp_path, monkeypatch):
+    """Compression runs in the pump thread, with no exit status of its own: the end of the frame
+    is part of the stream, and if writing it fails the object is refused, not stored truncated."""
+    import zstandard
+
+    from resources.object_store import LocalStore
+
+    real = zstandard.ZstdCompressor
+
+    class FailingAtTheEnd:
+        def __init__(self, **options):
+            self._stream = real(**options).compressobj()
+
+        def compressobj(self):
+            return self
+
+        def compress(self, chunk: bytes) -> bytes:
+            return self._stream.compress(chunk)
+
+        def flush(self) -> bytes:
+            raise zstandard.ZstdError("simulated failure ending the frame")
+
+    monkeypatch.setattr(zstandard, "ZstdCompressor", FailingAtTheEnd)
+    source = LocalRunner().start(["head", "-c", str(4 << 20), "/dev/urandom"])
+    with pytest.raises(StreamError, match="simulated failure ending the frame"):
+        back_up_stream(source, encrypt_argv(keyring.fingerprint, keyring.public_home), LocalStore(tmp_path),
+                       "sites/x.example/db/k")
+    assert list(LocalStore(tmp_path).list("sites/")) == []
