@@ -156,14 +156,15 @@ def drain(argv: list[str]) -> None:
         raise subprocess.CalledProcessError(proc.returncode, argv)
 
 
-def run_floor(config) -> None:
+def each_site_stream(config, handle) -> None:
+    """`handle(site, argv)` for every site's dump, then every site's tar, with wpfarm's parallelism."""
     db = MariaDB(LocalRunner(), config.database.host, config.database.port, config.database.user, None)
 
     def dump(site):
-        drain(db.dump_argv(site.database))
+        handle(site, db.dump_argv(site.database))
 
     def archive(site):
-        drain(tar_argv(site.content_path, (Path(site.content_path).parent / "wp-config.php").exists()))
+        handle(site, tar_argv(site.content_path, (Path(site.content_path).parent / "wp-config.php").exists()))
 
     with ThreadPoolExecutor(config.database.parallelism) as pool:
         list(pool.map(dump, config.sites))
@@ -171,14 +172,17 @@ def run_floor(config) -> None:
         list(pool.map(archive, config.sites))
 
 
+def run_floor(config) -> None:
+    each_site_stream(config, lambda site, argv: drain(argv))
+
+
 def run_chain(config, target: Path) -> None:
-    """wpfarm's own tool chain with nothing around it: `dump | zstd | gpg > file` and `tar | zstd |
+    """The artifact's tool chain with nothing around it: `dump | zstd | gpg > file` and `tar | zstd |
     gpg > file`, the processes piped to each other directly, with wpfarm's parallelism."""
-    db = MariaDB(LocalRunner(), config.database.host, config.database.port, config.database.user, None)
     encrypt = encrypt_argv(config.backup.gpg_recipient, config.backup.gpg_home)
 
-    def chain(first: list[str], out: Path) -> None:
-        with open(out, "wb") as sink:
+    def chain(site, first: list[str]) -> None:
+        with open(target / f"{site.name}.{first[0]}.zst.gpg", "wb") as sink:
             source = subprocess.Popen(first, stdout=subprocess.PIPE)
             compress = subprocess.Popen(["zstd", f"-{COMPRESSION_LEVEL}", "--single-thread", "-q", "-c"],
                                         stdin=source.stdout, stdout=subprocess.PIPE)
@@ -186,19 +190,9 @@ def run_chain(config, target: Path) -> None:
             subprocess.run(encrypt, stdin=compress.stdout, stdout=sink, check=True)
             compress.stdout.close()
             if source.wait() not in (0, 1) or compress.wait() != 0:  # tar: 1 = a file changed while read
-                raise RuntimeError(f"{first[0]} | zstd failed for {out.name}")
+                raise RuntimeError(f"{first[0]} | zstd failed for {site.name}")
 
-    def dump(site):
-        chain(db.dump_argv(site.database), target / f"{site.name}.sql.zst.gpg")
-
-    def archive(site):
-        chain(tar_argv(site.content_path, (Path(site.content_path).parent / "wp-config.php").exists()),
-              target / f"{site.name}.tar.zst.gpg")
-
-    with ThreadPoolExecutor(config.database.parallelism) as pool:
-        list(pool.map(dump, config.sites))
-    with ThreadPoolExecutor(config.storage.parallelism) as pool:
-        list(pool.map(archive, config.sites))
+    each_site_stream(config, chain)
 
 
 SEED_DB = 'mariadb-dump --single-transaction --quick -h 127.0.0.1 -u root "$DB" | gzip | gpg --batch --homedir "$GNUPG" --trust-model always -e -r "$KEY" > "$OUT"'
