@@ -26,7 +26,6 @@ import contextlib
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import sqlalchemy as db
 from dagster import Field, StringSource
@@ -70,7 +69,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         with contextlib.suppress(FileNotFoundError):
             os.utime(self.path_for_shard(event.run_id))
 
-    @contextmanager
+    @contextlib.contextmanager
     def _connect(self, shard: str) -> Iterator[db.Connection]:
         with self._db_lock:
             with self._engine(shard).connect() as conn, conn.begin():
