@@ -34,9 +34,13 @@ def _literal(text: str) -> str:
 
 
 class MariaDB:
-    def __init__(self, runner: Runner, host: str, port: int, user: str, password: str | None):
+    """`stall_timeout`: seconds a query or dump may send nothing before it is killed (a hung server)."""
+
+    def __init__(self, runner: Runner, host: str, port: int, user: str, password: str | None,
+                 stall_timeout: float = 300):
         self.runner = runner
-        self._host, self._port, self._user = host, port, user
+        self.host, self.port, self.user = host, port, user
+        self.stall_timeout = stall_timeout
         self._secret = None
         self._version: str | None = None
         if password:
@@ -47,7 +51,10 @@ class MariaDB:
         argv = [tool]
         if self._secret:  # must be the first option
             argv.append(f"--defaults-extra-file={SECRET_FILE}")
-        return argv + ["--host", self._host, "--port", str(self._port), "--user", self._user]
+        argv += ["--host", self.host, "--port", str(self.port), "--user", self.user]
+        if tool == "mariadb":  # mariadb-dump has no such option; the stream's stall deadline covers it
+            argv.append(f"--connect-timeout={max(1, min(60, int(self.stall_timeout)))}")
+        return argv
 
     def dump_argv(self, database: str) -> list[str]:
         return self._argv("mariadb-dump") + DUMP_OPTIONS + ["--", validate_identifier(database)]
@@ -62,7 +69,7 @@ class MariaDB:
 
     def query(self, sql: str) -> list[list[str]]:
         argv = self._argv("mariadb") + ["--batch", "--skip-column-names", "--raw", "--execute", sql]
-        out = run(self.runner, argv, secret=self._secret)
+        out = run(self.runner, argv, secret=self._secret, timeout=self.stall_timeout)
         return [line.split("\t") for line in out.splitlines()]
 
     def version(self) -> str:
@@ -117,7 +124,7 @@ class MariaDB:
     def execute(self, sql: str) -> str:
         """Run SQL read from stdin: statements that carry a secret never go on a command line."""
         argv = self._argv("mariadb") + ["--batch", "--skip-column-names", "--raw"]
-        return run(self.runner, argv, input=sql.encode(), secret=self._secret)
+        return run(self.runner, argv, input=sql.encode(), secret=self._secret, timeout=self.stall_timeout)
 
     def user_exists(self, user: str, host: str) -> bool:
         rows = self.query(f"SELECT COUNT(*) FROM mysql.user WHERE User = {_literal(user)} AND Host = {_literal(host)}")
@@ -144,6 +151,7 @@ class MariaDBResource(dg.ConfigurableResource):
     port: int = 3306
     user: str = "root"
     password: str | None = None
+    stall_timeout: float = 300  # backup.stall_timeout
 
     def client(self, runner: Runner) -> MariaDB:
-        return MariaDB(runner, self.host, self.port, self.user, self.password)
+        return MariaDB(runner, self.host, self.port, self.user, self.password, self.stall_timeout)

@@ -56,16 +56,55 @@ def describe_failure(proc: Process, status: int) -> str:
     return f"{proc.argv[0]} exited with status {status}" + (f": {tail}" if tail else "")
 
 
-def run(runner: Runner, argv: list[str], *, input: bytes | None = None, secret: bytes | None = None) -> str:
-    """Run to completion and return stdout as text; raise CommandError on a non-zero exit."""
+class Watchdog:
+    """Calls `stop` once when `progress()` has not been called for `seconds`: the deadline of a
+    stage that may hang (a stopped database server, a dead node, a stalled upload). `stalled`
+    then says so; the caller puts it first in its error."""
+
+    def __init__(self, seconds: float, stop: Callable[[], None], what: str):
+        self.seconds, self._stop, self._what = seconds, stop, what
+        self.stalled: str | None = None
+        self._last = time.monotonic()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def progress(self, _chunk: object = None) -> None:
+        self._last = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._done.wait(min(1.0, self.seconds / 4)):
+            if time.monotonic() - self._last > self.seconds:
+                self.stalled = f"{self._what} made no progress for {self.seconds:g} s (stall timeout)"
+                self._stop()
+                return
+
+    def close(self) -> None:
+        self._done.set()
+
+    def __enter__(self) -> Watchdog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def run(runner: Runner, argv: list[str], *, input: bytes | None = None, secret: bytes | None = None,
+        timeout: float = 300) -> str:
+    """Run to completion and return stdout as text; raise CommandError on a non-zero exit, or when
+    the command sends nothing for `timeout` seconds (it is killed)."""
     proc = runner.start(argv, stdin=input is not None, secret=secret)
-    if input is not None:
-        proc.write(input)
-        proc.close_stdin()
-    chunks = []
-    while chunk := proc.read():
-        chunks.append(chunk)
-    status = proc.wait()
+    with Watchdog(timeout, proc.kill, argv[0]) as watchdog:
+        if input is not None:
+            proc.write(input)
+            proc.close_stdin()
+        chunks = []
+        while chunk := proc.read():
+            watchdog.progress()
+            chunks.append(chunk)
+        status = proc.wait()
+    if watchdog.stalled:
+        raise CommandError(watchdog.stalled)
     if status != 0:
         raise CommandError(describe_failure(proc, status))
     return b"".join(chunks).decode()

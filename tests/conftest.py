@@ -25,6 +25,7 @@ from services import (
     docker_swarm,
     free_port,
     gluster_volume,
+    mariadb_server,
     prometheus,
     redis_and_varnish,
     scratch_dir,
@@ -50,6 +51,13 @@ class Keyring:
     home: str  # public and secret key (restore side)
     public_home: str  # public key only (what a worker holds)
     fingerprint: str
+
+
+@pytest.fixture
+def scratch_server():
+    """A MariaDB server of the test's own (tests/services.py), that it may SIGSTOP: (client, pid)."""
+    with mariadb_server() as (port, pid):
+        yield MariaDB(LocalRunner(), "127.0.0.1", port, "root", None), pid
 
 
 @pytest.fixture(scope="session")
@@ -141,18 +149,18 @@ def make_farm(tmp_path, db, keyring, monkeypatch):
     def make(n: int = 2, *, target: str | None = None, database_ssh: dict | None = None,
              storage_ssh: dict | None = None, size: DemoSize = DemoSize(posts=30, uploads=3),
              content_root: Path | None = None, alerts: dict | None = None, sections: dict | None = None,
-             **backup) -> Farm:
+             server: MariaDB = db, **backup) -> Farm:
         tag = uuid.uuid4().hex[:8]
         sites = []
         for i in range(n):
             name = f"s{i}-{tag}.test.example"
             database = f"wpt_{tag}_{i}"
-            create_site_database(db, database, name, size, seed=i)
-            created.append(database)
+            create_site_database(server, database, name, size, seed=i)
+            created.append((server, database))
             content = create_site_content((content_root or tmp_path / "sites") / name, name, size, seed=i)
             sites.append({"name": name, "database": database, "content_path": str(content)})
         config = {
-            "database": {"host": "127.0.0.1", "port": 3306, "user": "root",
+            "database": {"host": "127.0.0.1", "port": server.port, "user": "root",
                          **({"ssh": database_ssh} if database_ssh else {})},
             "storage": {"ssh": storage_ssh} if storage_ssh else {},
             "backup": {"target": target or f"file://{tmp_path / 'backups'}",
@@ -168,8 +176,8 @@ def make_farm(tmp_path, db, keyring, monkeypatch):
         return Farm(tmp_path, path, sites, keyring)
 
     yield make
-    for database in created:
-        db.drop_database(database)
+    for server, database in created:
+        server.drop_database(database)
 
 
 @pytest.fixture

@@ -69,6 +69,26 @@ def scratch_dir(prefix: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def mariadb_server():
+    """A MariaDB server of its own (own data folder and port) that a test may SIGSTOP or kill
+    without touching the machine's server. Yields (port, pid)."""
+    base = scratch_dir("wpfarm-mariadb-")
+    data = base / "data"
+    subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
+                    "--auth-root-authentication-method=normal"], check=True, capture_output=True)
+    port = free_port()
+    argv = ["/usr/sbin/mariadbd", "--no-defaults", f"--datadir={data}", f"--port={port}", "--bind-address=127.0.0.1",
+            f"--socket={base / 'mysqld.sock'}", f"--pid-file={base / 'mysqld.pid'}", "--user=root",
+            "--skip-log-bin", "--innodb-buffer-pool-size=64M"]
+    try:
+        with serving(argv, port, base / "mariadbd.log") as proc:
+            yield port, proc.pid
+            os.kill(proc.pid, 18)  # SIGCONT: a test that stopped it must not leave it unable to stop
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class SSHService:
     port: int

@@ -166,9 +166,11 @@ def file_archive(
     store = object_store.store()
 
     def one(site: Site) -> dict:
-        return published(context, pushgateway, _back_up_files(site, runner, store, gpg.encrypt_argv(), gpg.fingerprint()))
+        return published(context, pushgateway, _back_up_files(site, runner, store, gpg.encrypt_argv(), gpg.fingerprint(),
+                                                              stall_timeout=config.backup.stall_timeout))
 
-    yield from for_each_site(context, load_config().storage.parallelism, one)
+    config = load_config()
+    yield from for_each_site(context, config.storage.parallelism, one)
 
 
 class RetentionRunConfig(dg.Config):

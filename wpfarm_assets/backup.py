@@ -17,7 +17,7 @@ from resources.object_store import Store
 from resources.ssh import Runner, run
 from wpfarm_assets.config import Site
 from wpfarm_assets.keys import BackupKey
-from wpfarm_assets.pipeline import COMPRESSION_LEVEL, StreamStats, back_up_stream, zstd_version
+from wpfarm_assets.pipeline import COMPRESSION_LEVEL, STALL_TIMEOUT, StreamStats, back_up_stream, zstd_version
 
 MANIFEST_FORMAT = 1
 
@@ -85,6 +85,7 @@ def _write_manifest(store: Store, key: BackupKey, started: datetime, stats: Stre
 
 def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[str], fingerprint: str,
                      now: datetime | None = None) -> Backup:
+    """The stream's stall deadline is the client's (`db.stall_timeout`, backup.stall_timeout)."""
     """mariadb-dump → zstd → gpg → store; then the manifest with every table's row count."""
     started = now or datetime.now(timezone.utc)
     key = BackupKey(site.name, "db", started)
@@ -102,7 +103,8 @@ def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[s
             if not bytes(tail).rstrip().endswith(COMPLETION_MARKER):
                 raise BackupError("the dump stream ended without mariadb-dump's completion marker (truncated)")
 
-        stats = back_up_stream(db.dump(site.database), encrypt_argv, store, key.data_key, keep_tail, completed)
+        stats = back_up_stream(db.dump(site.database), encrypt_argv, store, key.data_key, keep_tail, completed,
+                               stall_timeout=db.stall_timeout)
         tools = {"mariadb-dump": _tool_version(db.runner, "mariadb-dump"), "server": db.version()}
         content = {"database": site.database, "tables": tables, "dump_complete": True}
         manifest = _write_manifest(store, key, started, stats, fingerprint, db.runner, tools, content)
@@ -169,7 +171,7 @@ class TarCounter:
 
 
 def back_up_files(site: Site, runner: Runner, store: Store, encrypt_argv: list[str], fingerprint: str,
-                  now: datetime | None = None) -> Backup:
+                  now: datetime | None = None, stall_timeout: float = STALL_TIMEOUT) -> Backup:
     """tar of wp-content (+ wp-config.php) → zstd → gpg → store; then the manifest with the file count."""
     started = now or datetime.now(timezone.utc)
     key = BackupKey(site.name, "files", started)
@@ -187,7 +189,8 @@ def back_up_files(site: Site, runner: Runner, store: Store, encrypt_argv: list[s
 
         # GNU tar exits 1 when a file changed or vanished while it was read (a live site); the
         # archive is still whole, which `completed` checks, so that status is accepted.
-        stats = back_up_stream(proc, encrypt_argv, store, key.data_key, counter.feed, completed, frozenset({0, 1}))
+        stats = back_up_stream(proc, encrypt_argv, store, key.data_key, counter.feed, completed, frozenset({0, 1}),
+                               stall_timeout)
         tools = {"tar": _tool_version(runner, "tar")}
         content = {"content_path": site.content_path, "files": counter.files, "wp_config": with_config}
         manifest = _write_manifest(store, key, started, stats, fingerprint, runner, tools, content)

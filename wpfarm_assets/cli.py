@@ -15,6 +15,7 @@ import argparse
 import os
 import re
 import shutil
+import socket
 import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import dagster as dg
 
 from wpfarm_assets.batches import site_runs
+from wpfarm_assets.dagster_storage import HOST_TAG, fail_dead_runs
 from wpfarm_assets.config import (
     ConfigError,
     FarmConfig,
@@ -80,18 +82,44 @@ def sync_partitions(inst: dg.DagsterInstance, config: FarmConfig) -> list[str]:
     return inst.get_dynamic_partitions("sites")
 
 
+def free_dead_slots(inst: dg.DagsterInstance) -> None:
+    """Fail the runs whose process is gone and free their pool slots (a killed backup must not
+    block the next one); say which live runs hold the pools, since this run will wait for them."""
+    for line in fail_dead_runs(inst):
+        print(f"wpfarm: {line}", file=sys.stderr)
+    storage = inst.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return
+    for pool in ("database", "storage"):
+        holders = sorted({slot.run_id for slot in storage.get_concurrency_info(pool).claimed_slots})
+        if holders:
+            print(f"wpfarm: pool {pool!r} is in use by run {', '.join(holders)}: steps of this run wait for it",
+                  file=sys.stderr)
+
+
 def run_job(job_name: str, config: FarmConfig, inst: dg.DagsterInstance, what: str = "", **kwargs
             ) -> dg.ExecuteInProcessResult:
-    """Run a job of the code location in this process, recorded in `inst`; print its outcome."""
+    """Run a job of the code location in this process, recorded in `inst`; print its outcome. The
+    run is tagged with this host, so that if this process dies the next command fails the run."""
     from wpfarm_assets.definitions import build_definitions
 
+    free_dead_slots(inst)
     run_config = {**TERMINAL_LOGGING, **kwargs.pop("run_config", {})}
+    tags = {**kwargs.pop("tags", {}), HOST_TAG: socket.gethostname()}
     result = build_definitions(config).resolve_job_def(job_name).execute_in_process(
-        run_config=run_config, instance=inst, raise_on_error=False, **kwargs)
+        run_config=run_config, instance=inst, raise_on_error=False, tags=tags, **kwargs)
     print(f"run {result.run_id}: {job_name}{' ' + what if what else ''}: {'success' if result.success else 'FAILED'}")
     for reason in step_failures(result):
         print(f"  {reason}", file=sys.stderr)
+    if interrupted(result):
+        raise KeyboardInterrupt
     return result
+
+
+def interrupted(result: dg.ExecuteInProcessResult) -> bool:
+    """Whether the run ended because this process was told to stop (SIGTERM, SIGINT)."""
+    return any(e.event_type == dg.DagsterEventType.RUN_FAILURE and "Interrupt" in str(e.event_specific_data)
+               for e in result.all_events) or result.dagster_run.status == dg.DagsterRunStatus.CANCELED
 
 
 def backup(names: list[str], config: FarmConfig, failed_only: bool = False) -> int:
@@ -143,8 +171,6 @@ def status(config: FarmConfig) -> int:
 
 
 def restore(args: argparse.Namespace, config: FarmConfig) -> int:
-    from wpfarm_assets.definitions import build_definitions
-
     config.site(args.site)
     if args.date:
         date.fromisoformat(args.date)
@@ -152,7 +178,6 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
         validate_identifier(args.to_database)
     if args.to_path:
         validate_absolute_path(args.to_path)
-    job = build_definitions(config).resolve_job_def("restore_site")
     op_config = {
         "site": args.site,
         "kind": args.kind,
@@ -161,14 +186,9 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
         "to_path": args.to_path,
         "gnupg_home": args.gnupg_home,
     }
-    result = job.execute_in_process(
-        run_config={**TERMINAL_LOGGING, "ops": {"restore_site_op": {"config": op_config}}},
-        instance=instance(),
-        raise_on_error=False,
-    )
+    result = run_job("restore_site", config, instance(), args.site,
+                     run_config={"ops": {"restore_site_op": {"config": op_config}}})
     if not result.success:
-        for reason in step_failures(result):
-            print(f"restore failed: {reason}", file=sys.stderr)
         return 1
     for kind, restored in result.output_for_node("restore_site_op").items():
         where = restored.get("database") or restored.get("path")
@@ -324,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"wpfarm: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("wpfarm: interrupted; the current run is marked failed", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

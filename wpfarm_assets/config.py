@@ -190,6 +190,9 @@ class BackupConfig(_Model):
     # The nightly schedule (UTC cron) and how many sites one run covers.
     schedule: str = "0 2 * * *"
     sites_per_run: int = Field(default=100, ge=1)
+    # Seconds a dump, archive, upload or database query may move no data before it is killed and
+    # that site's backup fails with this reason (a hung server never holds a run or a pool slot).
+    stall_timeout: float = Field(default=300, gt=0)
 
     @model_validator(mode="after")
     def _target_scheme(self) -> BackupConfig:

@@ -1,4 +1,5 @@
-"""Dagster's SQLite and PostgreSQL storages, with their connections kept open.
+"""Dagster's SQLite and PostgreSQL storages, with their connections kept open; and pool slots
+that a dead run can never hold for ever.
 
 Dagster's SqliteEventLogStorage builds a new SQLAlchemy engine, connects and disposes of it for
 every statement it runs: about four per event (the run's shard, then the cross-run index shard),
@@ -14,6 +15,22 @@ PostgreSQL (dagster.production.yaml): Dagster's run and event log storages open 
 a new server process, for every statement; PooledPostgresStorage keeps a few open instead (as
 Dagster itself does inside its web server).
 
+Pool slots (the `database` and `storage` pools): Dagster frees the slots of a run only when the run
+itself gives them back, or in the daemon's run monitoring some time after the run is marked
+finished. A run whose process was killed (SIGKILL, the OOM killer, a lost node) is never marked
+finished, so its slot stayed claimed and every later backup waited for it, for ever. And Dagster
+1.13's wait for a slot sleeps `min(0, ...)` seconds, that is never: it spun a whole core, and it
+swallowed SIGTERM (Dagster captures interrupts and checks them only inside steps). Here:
+- `fail_dead_runs` fails the runs that hold or wait for a slot and whose process is gone (the pid
+  Dagster records in the run's start event, on this machine: a local instance, or a `wpfarm`
+  command's run tagged with this host), and frees the slots of every finished run. The CLI calls it
+  before each run; a waiting step calls it every DEAD_RUN_CHECK_SECONDS.
+- a step waiting for a slot sleeps until its next claim check, and SIGTERM/SIGINT end the wait
+  (the run fails as interrupted, its pending claim is withdrawn).
+Both are patched into Dagster's classes when this module is imported, which every process that
+uses the instance does (dagster.yaml names this module as its storage). Production also enables
+Dagster's run monitoring (dagster.production.yaml) for runs in containers on other hosts.
+
 dagster.yaml:
     storage:
       custom:
@@ -24,11 +41,15 @@ dagster.yaml:
 
 import contextlib
 import os
+import socket
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 
 import sqlalchemy as db
-from dagster import Field, StringSource
+from dagster import DagsterEventType, DagsterInstance, Field, StringSource, raise_execution_interrupts
+from dagster._core.execution.plan.active import ActiveExecution
+from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS, SqliteEventLogStorage
 from dagster._core.storage.runs import SqliteRunStorage
 from dagster._core.storage.schedules import SqliteScheduleStorage
@@ -126,3 +147,85 @@ class PooledPostgresStorage(DagsterPostgresStorage):
     def from_config_value(cls, inst_data, config_value) -> "PooledPostgresStorage":
         return cls(pg_url_from_config(config_value), config_value.get("should_autocreate_tables", True),
                    inst_data, get_token_provider_from_config(config_value))
+
+
+HOST_TAG = "wpfarm/host"  # set by `wpfarm` on its runs: the machine whose process runs them
+DEAD_RUN_CHECK_SECONDS = 10.0  # how often a step waiting for a pool slot looks for dead holders
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _process_started_at(pid: int) -> float | None:
+    """When process `pid` of this machine started (epoch seconds), or None if there is none (or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/stat") as f:
+            boot = next(float(line.split()[1]) for line in f if line.startswith("btime "))
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return boot + int(fields[19]) / _CLOCK_TICKS
+
+
+def run_process_gone(instance: DagsterInstance, run_id: str) -> int | None:
+    """The pid of the run's process if it is known to be gone, else None (alive, or not judgeable:
+    not started yet, or running on another machine)."""
+    run = instance.get_run_by_id(run_id)
+    local = isinstance(instance.run_storage, SqliteRunStorage)
+    if run is None or not (local or run.tags.get(HOST_TAG) == socket.gethostname()):
+        return None
+    starts = instance.get_records_for_run(run_id, of_type=DagsterEventType.RUN_START, limit=1).records
+    if not starts:
+        return None
+    pid, started = starts[0].event_log_entry.dagster_event.pid, starts[0].event_log_entry.timestamp
+    if pid is None:
+        return None
+    process_start = _process_started_at(pid)
+    # A pid is reused after its process exits: a process that started after the run is another one.
+    return pid if process_start is None or process_start > started + 1 else None
+
+
+def fail_dead_runs(instance: DagsterInstance) -> list[str]:
+    """Free the pool slots of finished runs, and fail (then free) the unfinished runs that hold or
+    wait for a slot while their process is gone. Returns what it did, one line per run."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return []
+    done = []
+    for run_id in sorted(storage.get_concurrency_run_ids()):
+        run = instance.get_run_by_id(run_id)
+        if run is not None and not run.is_finished:
+            pid = run_process_gone(instance, run_id)
+            if pid is None:
+                continue
+            instance.report_run_failed(run, f"the process running this run (pid {pid}) is gone (killed?); "
+                                            "its pool slots were freed")
+            done.append(f"run {run_id}: its process (pid {pid}) is gone: marked failed, pool slots freed")
+        else:
+            done.append(f"run {run_id}: finished, pool slots freed")
+        storage.free_concurrency_slots_for_run(run_id)
+    return done
+
+
+def _interval_to_next_pending_claim_check(self: InstanceConcurrencyContext) -> float:
+    """Seconds until the earliest pending claim may be retried (Dagster's returns min(0, ...): never > 0)."""
+    if not self._pending_claims:
+        return 0.0
+    return max(0.0, min(self._pending_timeouts.values(), default=0.0) - time.time())
+
+
+def _sleep_til_ready(self: ActiveExecution) -> None:
+    """Sleep until a step may run; interrupts end the wait; a waiting step looks for dead slot holders."""
+    with raise_execution_interrupts():
+        time.sleep(min(max(self.sleep_interval(), 0.05), DEAD_RUN_CHECK_SECONDS))
+    context = self._instance_concurrency_context
+    if context is not None and context.has_pending_claims():
+        last = getattr(self, "_wpfarm_dead_run_check", 0.0)
+        if time.monotonic() - last >= DEAD_RUN_CHECK_SECONDS:
+            self._wpfarm_dead_run_check = time.monotonic()
+            fail_dead_runs(context._instance)
+
+
+InstanceConcurrencyContext.interval_to_next_pending_claim_check = _interval_to_next_pending_claim_check
+ActiveExecution.sleep_til_ready = _sleep_til_ready

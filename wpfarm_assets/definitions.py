@@ -53,6 +53,7 @@ def build_resources(config: FarmConfig) -> dict:
             port=config.database.port,
             user=config.database.user,
             password=secret("WPFARM_DB_PASSWORD"),
+            stall_timeout=config.backup.stall_timeout,
         ),
         "database_node": NodeResource.from_config(config.database.ssh),
         "storage_node": NodeResource.from_config(config.storage.ssh),

@@ -190,7 +190,7 @@ def make_demo_farm(workdir: Path, db: MariaDB, *, sites: int, gpg_recipient: str
         content = create_site_content(workdir / "sites" / name, name, size, seed=i)
         entries.append({"name": name, "database": database, "content_path": str(content)})
     config = {
-        "database": {"host": "127.0.0.1", "port": 3306, "user": "root"},
+        "database": {"host": db.host, "port": db.port, "user": db.user},
         "backup": {"target": target, "gpg_recipient": gpg_recipient, **({"gpg_home": gpg_home} if gpg_home else {})},
         # No Swarm here: `wpfarm site create` keeps site passwords in 0600 files instead of Swarm secrets.
         "provisioning": {"sites_root": str(workdir / "sites"), "secrets_dir": str(workdir / "secrets")},

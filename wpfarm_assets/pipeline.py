@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from resources.object_store import Store
-from resources.ssh import CHUNK, Process, describe_failure
+from resources.ssh import CHUNK, Process, Watchdog, describe_failure
 
 COMPRESSION_LEVEL = 3
+STALL_TIMEOUT = 300.0  # seconds a stream may move no data before it is killed (backup.stall_timeout)
 DECOMPRESS_ARGV = ["zstd", "-d", "-q", "-c"]
 
 
@@ -129,12 +130,15 @@ def back_up_stream(
     tap: Callable[[bytes], None] | None = None,
     check: Callable[[], None] | None = None,
     source_ok: frozenset[int] = frozenset({0}),
+    stall_timeout: float = STALL_TIMEOUT,
 ) -> StreamStats:
     """Stream `source` through zstd and gpg into `store` at `key`.
 
     `tap` sees every plaintext chunk (counting, completion markers); `check` runs after all stages
     succeeded and may raise to refuse the object. Nothing is committed unless both pass. The
-    source's exit statuses in `source_ok` count as success.
+    source's exit statuses in `source_ok` count as success. When no data moves (read from the
+    source or handed to the store) for `stall_timeout` seconds, the stages are killed and the
+    backup fails with that reason: a hung database server or node never holds a run for ever.
     """
     started = time.monotonic()
     try:
@@ -147,9 +151,16 @@ def back_up_stream(
         raise
     plaintext = 0
 
+    def stop() -> None:
+        source.kill()
+        encrypt.kill()
+
+    watchdog = Watchdog(stall_timeout, stop, "the backup stream")
+
     def count(chunk: bytes) -> None:
         nonlocal plaintext
         plaintext += len(chunk)
+        watchdog.progress()
         if tap:
             tap(chunk)
 
@@ -169,10 +180,13 @@ def back_up_stream(
         while chunk := encrypt.proc.stdout.read1(CHUNK):
             digest.update(chunk)
             stored += len(chunk)
+            watchdog.progress()
             yield chunk
 
     def before_commit() -> None:
         problems = _failures(source, [encrypt], None, pump, source_ok)
+        if watchdog.stalled:
+            problems.insert(0, watchdog.stalled)
         if not pump.finished and not problems:  # e.g. a stage that exited 0 without reading it all
             problems.append("the stream was not passed on to the end")
         if problems:
@@ -183,11 +197,11 @@ def back_up_stream(
     try:
         store.put_stream(key, encrypted(), before_commit)
     except BaseException:
-        source.kill()
-        encrypt.kill()
+        stop()
         _failures(source, [encrypt], None, pump)  # reap them; the first error is the one to report
         raise
     finally:
+        watchdog.close()
         encrypt.proc.stdout.close()
     return StreamStats(plaintext, stored, digest.hexdigest(), time.monotonic() - started)
 
@@ -203,8 +217,10 @@ def object_sha256(store: Store, key: str) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def restore_stream(store: Store, key: str, expected_sha256: str, decrypt_argv: list[str], sink: Process) -> int:
-    """Stream a stored object through gpg -d and zstd -d into `sink`; return the plaintext bytes."""
+def restore_stream(store: Store, key: str, expected_sha256: str, decrypt_argv: list[str], sink: Process,
+                   stall_timeout: float = STALL_TIMEOUT) -> int:
+    """Stream a stored object through gpg -d and zstd -d into `sink`; return the plaintext bytes.
+    A stream that moves no data for `stall_timeout` seconds is killed and fails with that reason."""
     try:
         decrypt = _Stage(decrypt_argv, subprocess.PIPE)
         decompress = _Stage(DECOMPRESS_ARGV, decrypt.proc.stdout)
@@ -215,25 +231,39 @@ def restore_stream(store: Store, key: str, expected_sha256: str, decrypt_argv: l
         sink.wait()
         raise
     digest = hashlib.sha256()
-    download = _Pump(lambda: body.read(CHUNK), decrypt.proc.stdin.write, decrypt.proc.stdin.close, digest.update)
+
+    def stop() -> None:
+        for proc in (decrypt, decompress, sink):
+            proc.kill()
+
+    watchdog = Watchdog(stall_timeout, stop, "the restore stream")
+
+    def downloaded(chunk: bytes) -> None:
+        digest.update(chunk)
+        watchdog.progress()
+
+    download = _Pump(lambda: body.read(CHUNK), decrypt.proc.stdin.write, decrypt.proc.stdin.close, downloaded)
     download.start()
     plaintext = 0
     try:
         while chunk := decompress.proc.stdout.read1(CHUNK):
             plaintext += len(chunk)
+            watchdog.progress()
             sink.write(chunk)
     except (BrokenPipeError, OSError):
         decrypt.kill()  # the sink died (its exit status says why): stop the stages feeding it
         decompress.kill()
     except BaseException:
-        for proc in (decrypt, decompress, sink):
-            proc.kill()
+        stop()
         raise
     finally:
         sink.close_stdin()
         decompress.proc.stdout.close()
     problems = _failures(None, [decrypt, decompress], sink, download)
+    watchdog.close()
     body.close()
+    if watchdog.stalled:
+        problems.insert(0, watchdog.stalled)
     if download.finished and digest.hexdigest() != expected_sha256:  # a partial read proves nothing
         problems.insert(0, f"stored object {key} does not match its manifest's sha256")
     if problems:
