@@ -8,10 +8,10 @@ same instance configuration. The nightly benchmark runs it as its `bookkeeping` 
 import sys
 from datetime import datetime, timezone
 
-import wpfarm_assets.assets as assets
-from wpfarm_assets.backup import Backup
+import wpfarm_assets.backups.assets as assets
+from wpfarm_assets.backups.backup import Backup
 from wpfarm_assets.cli import main
-from wpfarm_assets.keys import BackupKey
+from wpfarm_assets.core.keys import BackupKey
 
 
 def nothing(kind: str):

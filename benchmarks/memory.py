@@ -25,8 +25,8 @@ from resources.gpg import encrypt_argv
 from resources.mariadb import MariaDB
 from resources.object_store import open_store
 from resources.ssh import LocalRunner
-from wpfarm_assets.backup import back_up_database
-from wpfarm_assets.config import Site
+from wpfarm_assets.backups.backup import back_up_database
+from wpfarm_assets.core.config import Site
 from wpfarm_assets.demo import DemoSize, create_site_database, make_gpg_key
 
 POST_WORDS = 3000  # about 20 KB of SQL per post

@@ -7,7 +7,7 @@ import dagster as dg
 import digitalocean
 import requests
 
-from wpfarm_assets.topology import Droplet, DropletSpec
+from wpfarm_assets.core.topology import Droplet, DropletSpec
 
 
 class DigitalOceanError(RuntimeError):

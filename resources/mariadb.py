@@ -10,7 +10,7 @@ from __future__ import annotations
 import dagster as dg
 
 from resources.ssh import SECRET_FILE, Process, Runner, run
-from wpfarm_assets.config import validate_identifier
+from wpfarm_assets.core.config import validate_identifier
 
 DUMP_OPTIONS = [
     "--single-transaction",

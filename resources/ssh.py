@@ -19,8 +19,9 @@ from typing import Protocol, TypeVar
 
 import dagster as dg
 import paramiko
+from pydantic import PrivateAttr
 
-from wpfarm_assets.config import SSHConfig
+from wpfarm_assets.core.config import SSHConfig
 
 CHUNK = 1 << 20
 IDLE_TIMEOUT = 600  # seconds an SSH command may send nothing before it counts as dead
@@ -49,6 +50,7 @@ class Runner(Protocol):
 
     def start(self, argv: list[str], *, stdin: bool = False, secret: bytes | None = None) -> Process: ...
     def exists(self, path: str) -> bool: ...
+    def close(self) -> None: ...
 
 
 def describe_failure(proc: Process, status: int) -> str:
@@ -173,6 +175,9 @@ class LocalRunner:
     def exists(self, path: str) -> bool:
         return os.path.lexists(path)
 
+    def close(self) -> None:
+        pass
+
 
 T = TypeVar("T")
 
@@ -188,8 +193,9 @@ def open_channel(opener: Callable[[], T]) -> T:
 
 
 class SSHProcess:
-    def __init__(self, client: paramiko.SSHClient, argv: list[str], release: Callable[[], None]):
+    def __init__(self, client: paramiko.SSHClient, argv: list[str], release: Callable[[], None], stdin: bool):
         self.argv = argv
+        self._stdin_open = stdin
         self._release = release  # the runner's session slot, given back once when the channel closes
         try:
             self._channel = open_channel(client.get_transport().open_session)
@@ -214,7 +220,11 @@ class SSHProcess:
         self._channel.sendall(data)
 
     def close_stdin(self) -> None:
-        if not self._channel.closed:
+        # Only a command that reads stdin gets its end-of-file, and only once: an EOF sent for a
+        # channel the server has just closed (a command that already exited) makes OpenSSH drop the
+        # whole connection ("ieof packet referred to nonexistent channel"), and every stream on it.
+        if self._stdin_open and not self._channel.closed:
+            self._stdin_open = False
             self._channel.shutdown_write()
 
     def wait(self) -> int:
@@ -272,7 +282,7 @@ class SSHRunner:
                 f"secrets are not sent over SSH; give {self.where} its own client option file"
             )
         self._sessions.acquire()
-        return SSHProcess(self._client, list(argv), self._sessions.release)
+        return SSHProcess(self._client, list(argv), self._sessions.release, stdin)
 
     def exists(self, path: str) -> bool:
         with self._sessions, open_channel(self._client.open_sftp) as sftp:
@@ -287,13 +297,19 @@ class SSHRunner:
 
 
 class NodeResource(dg.ConfigurableResource):
-    """A farm node commands run on: this machine when `ssh_host` is empty, else over SSH."""
+    """A farm node commands run on: this machine when `ssh_host` is empty, else over SSH.
+
+    One connection per step: `runner()` opens it on first use and hands the same one to every
+    caller (threads included) until the step ends, when Dagster's resource teardown closes it.
+    """
 
     ssh_host: str | None = None
     ssh_port: int = 22
     ssh_user: str = "root"
     ssh_key_file: str | None = None
     ssh_known_hosts: str = "~/.ssh/known_hosts"
+    _runner: Runner | None = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @classmethod
     def from_config(cls, ssh: SSHConfig | None) -> NodeResource:
@@ -308,14 +324,18 @@ class NodeResource(dg.ConfigurableResource):
         )
 
     def runner(self) -> Runner:
-        if not self.ssh_host:
-            return LocalRunner()
-        return SSHRunner(
-            SSHConfig(
-                host=self.ssh_host,
-                port=self.ssh_port,
-                user=self.ssh_user,
-                key_file=self.ssh_key_file,
-                known_hosts=self.ssh_known_hosts,
-            )
-        )
+        with self._lock:
+            if self._runner is None:
+                self._runner = LocalRunner() if not self.ssh_host else SSHRunner(SSHConfig(
+                    host=self.ssh_host, port=self.ssh_port, user=self.ssh_user, key_file=self.ssh_key_file,
+                    known_hosts=self.ssh_known_hosts))
+            return self._runner
+
+    def close(self) -> None:
+        with self._lock:
+            runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.close()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.close()

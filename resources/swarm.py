@@ -14,7 +14,7 @@ import docker
 import docker.errors
 import requests
 
-from wpfarm_assets.topology import Node
+from wpfarm_assets.core.topology import Node
 
 
 T = TypeVar("T")

@@ -3,13 +3,14 @@
 import dagster as dg
 
 from resources.alerts import AlertmanagerResource
-from wpfarm_assets.config import load_config
+from wpfarm_assets.core.config import FarmConfig
 
 
 @dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING, monitor_all_code_locations=False)
-def run_failure_alert(context: dg.RunFailureSensorContext, alertmanager: AlertmanagerResource) -> None:
+def run_failure_alert(context: dg.RunFailureSensorContext, farm: dg.ResourceParam[FarmConfig],
+                      alertmanager: AlertmanagerResource) -> None:
     run = context.dagster_run
-    link = f"{load_config().alerts.dagster_url.rstrip('/')}/runs/{run.run_id}"
+    link = f"{farm.alerts.dagster_url.rstrip('/')}/runs/{run.run_id}"
     message = context.failure_event.message or "run failed"
     alertmanager.fire(
         {"alertname": "WpfarmRunFailed", "job": run.job_name, "severity": "warning"},

@@ -13,9 +13,9 @@ from pydantic import ValidationError
 
 from resources.object_store import ObjectStoreResource
 from resources.swarm import SwarmError, SwarmResource
-from wpfarm_assets.assets import partition_range_tags, sites
-from wpfarm_assets.config import ConfigError, FarmConfig, Site, add_site_to_file, config_path, load_config
-from wpfarm_assets.health import record_sites
+from wpfarm_assets.backups.health import record_sites
+from wpfarm_assets.core.config import ConfigError, FarmConfig, Site, add_site_to_file
+from wpfarm_assets.partitions import partition_range_tags, sites
 
 
 def discover(context: dg.SensorEvaluationContext, config: FarmConfig, swarm: SwarmResource) -> FarmConfig:
@@ -35,25 +35,25 @@ def discover(context: dg.SensorEvaluationContext, config: FarmConfig, swarm: Swa
             context.log.warning(f"service {service}: labels do not make a valid site, skipped: {exc}")
             continue
         try:
-            add_site_to_file(config_path(), site)
+            add_site_to_file(config.source, site)
         except (ConfigError, OSError) as exc:
             context.log.warning(f"service {service}: site {site.name} not added to the inventory: {exc}")
             continue
         known.add(labels["name"])
-        context.log.info(f"service {service}: site {labels['name']} discovered and added to {config_path()}")
-    return load_config()
+        context.log.info(f"service {service}: site {labels['name']} discovered and added to {config.source}")
+    return config.reread()
 
 
 @dg.sensor(
     job_name="back_up_sites",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Adds and removes `sites` partitions to match configs/farm.yaml (and Swarm service labels, "
-                "with swarm.discover_sites); backs up new sites.",
+    description="Adds and removes `sites` partitions to match the farm configuration's sites (and Swarm "
+                "service labels, with swarm.discover_sites); backs up new sites.",
 )
-def site_inventory_sensor(context: dg.SensorEvaluationContext, object_store: ObjectStoreResource,
-                          swarm: SwarmResource) -> dg.SensorResult:
-    config = load_config()
+def site_inventory_sensor(context: dg.SensorEvaluationContext, farm: dg.ResourceParam[FarmConfig],
+                          object_store: ObjectStoreResource, swarm: SwarmResource) -> dg.SensorResult:
+    config = farm.reread()  # the inventory as the file says now: noticing its changes is this sensor's job
     if config.swarm.discover_sites and swarm.docker_host:
         config = discover(context, config, swarm)
     wanted = [site.name for site in config.sites]

@@ -12,9 +12,9 @@ import dagster as dg
 
 from resources.alerts import AlertError, AlertmanagerResource
 from resources.swarm import SwarmError, SwarmResource
-from wpfarm_assets.config import load_config
-from wpfarm_assets.infrastructure import TIER_ASSETS, swarm_nodes
-from wpfarm_assets.topology import compare_nodes, node_changes
+from wpfarm_assets.core.config import FarmConfig
+from wpfarm_assets.infrastructure.assets import TIER_ASSETS, swarm_nodes
+from wpfarm_assets.core.topology import compare_nodes, node_changes
 
 NODE_ALERT, TIER_ALERT, UNREACHABLE_ALERT = "WpfarmSwarmNode", "WpfarmSwarmTier", "WpfarmSwarmUnreachable"
 
@@ -25,11 +25,12 @@ NODE_ALERT, TIER_ALERT, UNREACHABLE_ALERT = "WpfarmSwarmNode", "WpfarmSwarmTier"
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Re-checks swarm_nodes and the affected tiers when Swarm nodes change; alerts on nodes off the topology.",
 )
-def swarm_node_sensor(context: dg.SensorEvaluationContext, swarm: SwarmResource,
+def swarm_node_sensor(context: dg.SensorEvaluationContext, farm: dg.ResourceParam[FarmConfig], swarm: SwarmResource,
                       alertmanager: AlertmanagerResource) -> dg.SensorResult | dg.SkipReason:
     if not swarm.docker_host:
         return dg.SkipReason("no Swarm configured (swarm.docker_host)")
-    config = load_config()
+    config = farm
+
     def sync(alertname: str, alerts: list) -> None:  # an Alertmanager outage must not stop the runs
         try:
             alertmanager.sync(alertname, alerts)

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from wpfarm_assets.config import load_config
+from wpfarm_assets.core.config import load_config
 from wpfarm_assets.definitions import build_definitions, build_resources
 
 
@@ -19,9 +19,9 @@ class Daemon:
         config = load_config()
         defs = build_definitions(config)
         sensor = defs.resolve_sensor_def(self.sensor)
-        data = sensor.evaluate_tick(dg.build_sensor_context(
-            instance=self.instance, cursor=self.cursor, sensor_name=self.sensor, definitions=defs,
-            resources=build_resources(config)))
+        with dg.build_sensor_context(instance=self.instance, cursor=self.cursor, sensor_name=self.sensor,
+                                     definitions=defs, resources=build_resources(config)) as context:
+            data = sensor.evaluate_tick(context)
         self.cursor, self.job = data.cursor, sensor.job_name
         for request in data.dynamic_partitions_requests or []:
             if isinstance(request, dg.AddDynamicPartitionsRequest):

@@ -334,7 +334,7 @@ def redis_and_varnish(site: str = "shop.example.com"):
 
     import redis
 
-    from wpfarm_assets.provisioning import sites_vcl
+    from wpfarm_assets.provisioning.plans import sites_vcl
 
     class Site(http.server.BaseHTTPRequestHandler):
         def do_GET(self):

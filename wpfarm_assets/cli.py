@@ -22,19 +22,19 @@ from pathlib import Path
 
 import dagster as dg
 
-from wpfarm_assets.batches import site_runs
+from wpfarm_assets.core.batches import site_runs
 from wpfarm_assets.dagster_storage import HOST_TAG, fail_dead_runs
-from wpfarm_assets.config import (
+from wpfarm_assets.core.config import (
     ConfigError,
     FarmConfig,
     Site,
     add_site_to_file,
-    config_path,
     load_config,
     validate_absolute_path,
     validate_identifier,
     validate_site_name,
 )
+from wpfarm_assets.core.errors import WpfarmError
 
 REPO = Path(__file__).resolve().parent.parent
 # Dagster's event log belongs in the web UI; the terminal shows the results and failure reasons.
@@ -72,7 +72,7 @@ def store_of(config: FarmConfig):
 
 def sync_partitions(inst: dg.DagsterInstance, config: FarmConfig) -> list[str]:
     """Add configured sites missing from the `sites` partitions (the sensor does the same, and deletes)."""
-    from wpfarm_assets.health import record_sites
+    from wpfarm_assets.backups.health import record_sites
 
     known = set(inst.get_dynamic_partitions("sites"))
     missing = [s for s in config.sites if s.name not in known]
@@ -126,7 +126,8 @@ def backup(names: list[str], config: FarmConfig, failed_only: bool = False) -> i
     """Back up the named sites (all when none), in runs of sites_per_run; with failed_only, exactly
     the partitions of each asset whose latest attempt failed (what a UI backfill of failed
     partitions does)."""
-    from wpfarm_assets.assets import database_dump, file_archive, partition_range_tags, sites
+    from wpfarm_assets.backups.assets import database_dump, file_archive
+    from wpfarm_assets.partitions import partition_range_tags, sites
 
     selected = names or [s.name for s in config.sites]
     for name in selected:
@@ -152,7 +153,7 @@ def backup(names: list[str], config: FarmConfig, failed_only: bool = False) -> i
 
 def status(config: FarmConfig) -> int:
     """Per site and kind: the newest backup, its age and its state. Exit 0 when all are ok, else 1."""
-    from wpfarm_assets.health import OK, backup_age, group_listing
+    from wpfarm_assets.backups.health import OK, backup_age, group_listing
 
     listing = group_listing(list(store_of(config).list("sites/")))
     findings = backup_age([s.name for s in config.sites], listing, datetime.now(timezone.utc),
@@ -173,7 +174,10 @@ def status(config: FarmConfig) -> int:
 def restore(args: argparse.Namespace, config: FarmConfig) -> int:
     config.site(args.site)
     if args.date:
-        date.fromisoformat(args.date)
+        try:
+            date.fromisoformat(args.date)
+        except ValueError:
+            raise ConfigError(f"--date {args.date!r}: use YYYY-MM-DD (a UTC day)") from None
     if args.to_database:
         validate_identifier(args.to_database)
     if args.to_path:
@@ -200,7 +204,7 @@ def demo(args: argparse.Namespace) -> int:
     from resources.mariadb import MariaDB
     from resources.ssh import LocalRunner
     from wpfarm_assets.demo import DemoSize, make_demo_farm, make_gpg_key
-    from wpfarm_assets.verify import tree_digest
+    from wpfarm_assets.backups.verify import tree_digest
 
     workdir = Path(args.workdir).resolve()
     gnupg = workdir / "gnupg"
@@ -210,7 +214,6 @@ def demo(args: argparse.Namespace) -> int:
     path = make_demo_farm(workdir, db, sites=args.sites, gpg_recipient=fingerprint,
                           target=f"file://{workdir / 'backups'}", gpg_home=str(gnupg), size=DemoSize(),
                           prefix=args.prefix)
-    os.environ["WPFARM_CONFIG"] = str(path)
     config = load_config(path)
     print(f"farm configuration: {path}")
     if backup([], config) != 0:
@@ -238,15 +241,15 @@ def demo(args: argparse.Namespace) -> int:
 def site_create(args: argparse.Namespace, config: FarmConfig) -> int:
     """Add the site to the inventory (unless it is there), provision it, back it up: three steps
     that each show in the UI (the partition, then site_provisioning, database_dump and file_archive)."""
-    from wpfarm_assets.assets import partition_range_tags
-    from wpfarm_assets.provisioning import default_database_name
+    from wpfarm_assets.partitions import partition_range_tags
+    from wpfarm_assets.provisioning.plans import default_database_name
 
     if not any(s.name == args.name for s in config.sites):
         site = Site(name=args.name, database=args.database or default_database_name(args.name),
                     content_path=args.content_path or f"{config.provisioning.sites_root}/{args.name}/wp-content")
-        add_site_to_file(config_path(), site)
-        print(f"{site.name}: added to {config_path()} (database {site.database}, content {site.content_path})")
-        config = load_config()
+        add_site_to_file(config.source, site)
+        print(f"{site.name}: added to {config.source} (database {site.database}, content {site.content_path})")
+        config = config.reread()
     inst = instance()
     sync_partitions(inst, config)
     tags = partition_range_tags(args.name, args.name)
@@ -257,7 +260,7 @@ def site_create(args: argparse.Namespace, config: FarmConfig) -> int:
 
 def provision(args: argparse.Namespace, config: FarmConfig) -> int:
     """Plan the selected steps of provision_farm (all by default); change the farm only with --apply."""
-    from wpfarm_assets.farm import provision_farm
+    from wpfarm_assets.provisioning.jobs import provision_farm
 
     steps = args.step or provision_farm.graph.node_names()
     ops = {step: {"config": {"dry_run": not args.apply}} for step in steps}
@@ -281,7 +284,7 @@ def demo_prefix(text: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    from wpfarm_assets.farm import provision_farm
+    from wpfarm_assets.provisioning.jobs import provision_farm
 
     p = argparse.ArgumentParser(prog="wpfarm", description="Back up, restore and watch a WordPress farm.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -319,7 +322,7 @@ def _argument(validate):
     def parse(text: str) -> str:
         try:
             return validate(text)
-        except ValueError as exc:
+        except ConfigError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
     return parse
 
@@ -341,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "provision":
             return provision(args, config)
         return backup(args.sites, config, args.failed) if args.command == "backup" else restore(args, config)
-    except (ConfigError, ValueError) as exc:
+    except WpfarmError as exc:  # meant for the operator: one line; anything else is a bug and keeps its traceback
         print(f"wpfarm: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

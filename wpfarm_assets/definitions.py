@@ -1,4 +1,10 @@
-"""The one Definitions object of the wpfarm code location, assembled from the farm configuration."""
+"""The one Definitions object of the wpfarm code location, built lazily from the farm configuration.
+
+Importing this module reads no file and starts nothing: Dagster calls `defs()` when it loads the
+code location, which reads farm.yaml ($WPFARM_CONFIG) once; a missing or invalid file fails the
+load with a message naming the file and the entry. The configuration then reaches every asset,
+op, check and sensor as the `farm` resource (the FarmConfig itself); nothing else reads the file.
+"""
 
 from __future__ import annotations
 
@@ -20,25 +26,19 @@ from sensors.retention_after_backup import retention_after_backup, retention_aft
 from sensors.run_failures import run_failure_alert
 from sensors.site_inventory import site_inventory_sensor
 from sensors.swarm_nodes import swarm_node_sensor
-from wpfarm_assets.assets import (
-    backup_age_check,
-    backup_integrity_check,
-    backup_inventory,
-    database_dump,
-    file_archive,
-    retention,
-)
-from wpfarm_assets.farm import provision_farm, provision_sites_job, site_provisioning
-from wpfarm_assets.infrastructure import infrastructure_assets
-from wpfarm_assets.config import FarmConfig, load_config
-from wpfarm_assets.jobs import (
+from wpfarm_assets.backups.assets import backup_inventory, database_dump, file_archive, retention
+from wpfarm_assets.backups.checks import backup_age_check, backup_integrity_check
+from wpfarm_assets.backups.jobs import (
     apply_retention_job,
     back_up_sites_job,
     check_backup_health_job,
-    check_infrastructure_job,
     restore_site,
     verify_backups_job,
 )
+from wpfarm_assets.core.config import FarmConfig, load_config
+from wpfarm_assets.infrastructure.assets import check_infrastructure_job, infrastructure_assets
+from wpfarm_assets.provisioning.assets import site_provisioning
+from wpfarm_assets.provisioning.jobs import provision_farm, provision_sites_job
 
 
 def secret(name: str) -> dg.EnvVar | None:
@@ -48,6 +48,7 @@ def secret(name: str) -> dg.EnvVar | None:
 
 def build_resources(config: FarmConfig) -> dict:
     return {
+        "farm": config,
         "mariadb": MariaDBResource(
             host=config.database.host,
             port=config.database.port,
@@ -87,4 +88,6 @@ def build_definitions(config: FarmConfig) -> dg.Definitions:
     )
 
 
-defs = build_definitions(load_config())
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(load_config())

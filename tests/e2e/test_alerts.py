@@ -14,12 +14,12 @@ from resources.alerts import AlertmanagerResource
 from services import wait_for
 from resources.gpg import encrypt_argv
 from resources.object_store import open_store
-from wpfarm_assets.backup import back_up_database, back_up_files
+from wpfarm_assets.backups.backup import back_up_database, back_up_files
 from wpfarm_assets.cli import main
-from wpfarm_assets.config import load_config
+from wpfarm_assets.core.config import load_config
 from wpfarm_assets.definitions import build_definitions
-from wpfarm_assets.health import site_record_key
-from wpfarm_assets.restore import list_backups
+from wpfarm_assets.backups.health import site_record_key
+from wpfarm_assets.backups.restore import list_backups
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 UTC = timezone.utc
@@ -132,7 +132,7 @@ def test_every_backup_pushes_its_metrics(make_farm, dagster_home, pushgateway):
 
 def test_a_failed_run_alerts(make_farm, dagster_home, db, alertmanager):
     from sensors.run_failures import run_failure_alert
-    from wpfarm_assets.assets import partition_range_tags
+    from wpfarm_assets.partitions import partition_range_tags
 
     farm = make_farm(1, alerts={"alertmanager_url": alertmanager})
     db.drop_database(farm.sites[0]["database"])
@@ -144,7 +144,8 @@ def test_a_failed_run_alerts(make_farm, dagster_home, db, alertmanager):
     failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
     context = dg.build_run_status_sensor_context(
         sensor_name="run_failure_alert", dagster_event=failure, dagster_instance=instance,
-        dagster_run=result.dagster_run, resources={"alertmanager": AlertmanagerResource(url=alertmanager)},
+        dagster_run=result.dagster_run,
+        resources={"alertmanager": AlertmanagerResource(url=alertmanager), "farm": load_config()},
     ).for_run_failure()
     run_failure_alert(context)
     firing = AlertmanagerResource(url=alertmanager).firing("WpfarmRunFailed")

@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from wpfarm_assets.cli import main
-from wpfarm_assets.provisioning import default_database_name
+from wpfarm_assets.provisioning.plans import default_database_name
 
 WPFARM = str(Path(sys.executable).parent / "wpfarm")
 
@@ -20,7 +20,7 @@ WPFARM = str(Path(sys.executable).parent / "wpfarm")
     (["restore", "../x"], "not in the farm configuration"),
     (["restore", "{site}", "--to-database", "x; DROP DATABASE mysql"], "not a valid database identifier"),
     (["restore", "{site}", "--to-path", "relative/dir"], "must be an absolute path"),
-    (["restore", "{site}", "--date", "yesterday"], "Invalid isoformat"),
+    (["restore", "{site}", "--date", "yesterday"], "use YYYY-MM-DD"),
 ])
 def test_hostile_arguments_are_refused_with_a_clear_error(make_farm, dagster_home, capsys, argv, message):
     farm = make_farm(1)
@@ -101,7 +101,7 @@ def web_ui_materialized_partitions(env: dict) -> dict[str, list[str]]:
 
 def test_commands_outside_a_run_use_the_spaces_keys_from_the_environment(make_farm, s3, monkeypatch):
     from wpfarm_assets.cli import store_of
-    from wpfarm_assets.config import load_config
+    from wpfarm_assets.core.config import load_config
 
     make_farm(1, target=f"s3://{s3.new_bucket()}/farm", s3_endpoint_url=s3.endpoint)
     monkeypatch.setenv("SPACES_ACCESS_KEY_ID", "key-from-env")
@@ -113,7 +113,7 @@ def test_commands_outside_a_run_use_the_spaces_keys_from_the_environment(make_fa
 def test_site_create_appends_to_the_inventory_keeping_comments_or_changes_nothing(tmp_path):
     import shutil
 
-    from wpfarm_assets.config import DEFAULT_CONFIG_PATH, ConfigError, Site, add_site_to_file, load_config
+    from wpfarm_assets.core.config import DEFAULT_CONFIG_PATH, ConfigError, Site, add_site_to_file, load_config
 
     path = tmp_path / "farm.yaml"
     shutil.copy(DEFAULT_CONFIG_PATH, path)
@@ -144,7 +144,7 @@ def test_site_create_refuses_hostile_input_before_touching_the_inventory(make_fa
 
 
 def test_site_create_handles_a_flow_style_inventory_and_reports_bad_yaml(tmp_path):
-    from wpfarm_assets.config import ConfigError, Site, add_site_to_file, load_config
+    from wpfarm_assets.core.config import ConfigError, Site, add_site_to_file, load_config
 
     path = tmp_path / "farm.yaml"
     path.write_text("backup: {target: 'file:///b', gpg_recipient: X}\nsites: [{name: a.example.com, database: wp_a, "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from wpfarm_assets.config import load_config
+from wpfarm_assets.core.config import load_config
 from wpfarm_assets.definitions import build_definitions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +74,7 @@ def test_nightly_schedule_covers_every_site_in_runs_of_the_configured_size(make_
 
 def test_retention_follows_a_backup_run_for_the_same_sites_even_when_some_failed(make_farm, dagster_home, db):
     from sensors.retention_after_backup import retention_after_failed_backup
-    from wpfarm_assets.assets import partition_range_tags
+    from wpfarm_assets.partitions import partition_range_tags
 
     farm = make_farm(3)
     names = [s["name"] for s in farm.sites]

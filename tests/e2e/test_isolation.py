@@ -3,7 +3,7 @@
 import dagster as dg
 import yaml
 
-from wpfarm_assets.assets import sites
+from wpfarm_assets.partitions import sites
 from wpfarm_assets.cli import main
 from wpfarm_assets.demo import DemoSize, create_site_database
 

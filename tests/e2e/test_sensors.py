@@ -10,7 +10,7 @@ from driving import Daemon, selected
 from resources.alerts import AlertmanagerResource
 from resources.object_store import open_store
 from services import wait_for
-from wpfarm_assets.config import load_config
+from wpfarm_assets.core.config import load_config
 
 
 def test_swarm_node_sensor_reruns_the_affected_tiers_and_alerts_until_the_node_is_back(

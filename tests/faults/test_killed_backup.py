@@ -15,8 +15,8 @@ import dagster as dg
 import yaml
 
 from resources.object_store import open_store
-from wpfarm_assets.config import load_config
-from wpfarm_assets.restore import list_backups
+from wpfarm_assets.core.config import load_config
+from wpfarm_assets.backups.restore import list_backups
 
 WPFARM = str(Path(sys.executable).parent / "wpfarm")
 STALL = 6  # backup.stall_timeout of these farms, seconds

@@ -10,13 +10,13 @@ from resources.gpg import encrypt_argv
 from resources.mariadb import MariaDB
 from resources.object_store import open_store
 from resources.ssh import LocalRunner
-from wpfarm_assets.assets import partition_range_tags, sites
-from wpfarm_assets.backup import BackupError, back_up_database, back_up_files
-from wpfarm_assets.config import load_config
+from wpfarm_assets.partitions import partition_range_tags, sites
+from wpfarm_assets.backups.backup import BackupError, back_up_database, back_up_files
+from wpfarm_assets.core.config import load_config
 from wpfarm_assets.definitions import build_definitions
 from wpfarm_assets.demo import DemoSize
-from wpfarm_assets.pipeline import StreamError, back_up_stream
-from wpfarm_assets.restore import RestoreError, list_backups, restore_database
+from wpfarm_assets.backups.pipeline import StreamError, back_up_stream
+from wpfarm_assets.backups.restore import RestoreError, list_backups, restore_database
 
 
 def run_backup_job(config):

@@ -11,10 +11,10 @@ import pytest
 from driving import plan_of, provision
 from resources.mariadb import MariaDB
 from resources.ssh import CommandError, LocalRunner
-from wpfarm_assets.config import load_config
+from wpfarm_assets.core.config import load_config
 from wpfarm_assets.definitions import build_resources
-from wpfarm_assets.farm import site_provisioning
-from wpfarm_assets.provisioning import SITE_PRIVILEGES, secret_name, site_slug
+from wpfarm_assets.provisioning.assets import site_provisioning
+from wpfarm_assets.provisioning.plans import SITE_PRIVILEGES, secret_name, site_slug
 
 TOPOLOGY = {"project": "wpt", "region": "fra1", "image": "docker-20-04", "ssh_keys": ["3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa"],
             "tiers": {"manager": {"count": 1, "size": "s-8vcpu-16gb", "role": "manager", "labels": {"zone": "a"}},

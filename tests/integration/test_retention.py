@@ -8,14 +8,14 @@ import pytest
 
 from resources.gpg import encrypt_argv
 from resources.object_store import LocalStore, open_store
-from wpfarm_assets.assets import partition_range_tags
-from wpfarm_assets.backup import back_up_database, back_up_files
-from wpfarm_assets.config import load_config
+from wpfarm_assets.partitions import partition_range_tags
+from wpfarm_assets.backups.backup import back_up_database, back_up_files
+from wpfarm_assets.core.config import load_config
 from wpfarm_assets.definitions import build_definitions
-from wpfarm_assets.keys import BackupKey
-from wpfarm_assets.restore import list_backups, restore_database, restore_files
-from wpfarm_assets.retention import RetentionRefused, apply_retention, plan_retention
-from wpfarm_assets.verify import tree_digest
+from wpfarm_assets.core.keys import BackupKey
+from wpfarm_assets.backups.restore import list_backups, restore_database, restore_files
+from wpfarm_assets.backups.retention import RetentionRefused, apply_retention, plan_retention
+from wpfarm_assets.backups.verify import tree_digest
 
 UTC = timezone.utc
 START = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
@@ -183,7 +183,7 @@ def test_manifests_go_first_so_an_interrupted_cleanup_leaves_no_complete_looking
 
 
 def test_backup_inventory_has_a_row_per_site_and_kind_with_ages_tiers_and_cost(s3_farm, dagster_home):
-    from wpfarm_assets.assets import backup_inventory
+    from wpfarm_assets.backups.assets import backup_inventory
     from wpfarm_assets.definitions import build_resources
 
     _, config, store, seeder = s3_farm
@@ -206,7 +206,7 @@ def test_backup_inventory_has_a_row_per_site_and_kind_with_ages_tiers_and_cost(s
 
 
 def test_one_farm_wide_listing_gives_each_site_exactly_its_own_objects(s3_farm, monkeypatch):
-    import wpfarm_assets.retention as retention_module
+    import wpfarm_assets.backups.retention as retention_module
 
     _, config, store, seeder = s3_farm
     names = [s.name for s in config.sites]

@@ -6,8 +6,8 @@ import pytest
 
 from resources.object_store import open_store
 from wpfarm_assets.cli import main
-from wpfarm_assets.restore import list_backups, read_manifest
-from wpfarm_assets.verify import tree_digest
+from wpfarm_assets.backups.restore import list_backups, read_manifest
+from wpfarm_assets.backups.verify import tree_digest
 
 
 @pytest.mark.parametrize("mode", ["local", "ssh"])
@@ -66,8 +66,8 @@ def test_restore_by_date_picks_the_newest_backup_of_that_day(make_farm, dagster_
     from resources.gpg import encrypt_argv
     from resources.mariadb import MariaDB
     from resources.ssh import LocalRunner
-    from wpfarm_assets.backup import back_up_database
-    from wpfarm_assets.config import load_config
+    from wpfarm_assets.backups.backup import back_up_database
+    from wpfarm_assets.core.config import load_config
 
     farm = make_farm(1)
     config = load_config()

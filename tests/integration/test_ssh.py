@@ -1,14 +1,20 @@
 """The SSH source mode against a real sshd on loopback: host keys verified, streams complete."""
 
 import hashlib
+import subprocess
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import dagster as dg
 import pytest
 
 from resources.ssh import CommandError, LocalRunner, SSHRunner, run
-from wpfarm_assets.backup import TarCounter, tar_argv
-from wpfarm_assets.config import SSHConfig
+from wpfarm_assets.backups.backup import TarCounter, tar_argv
+from wpfarm_assets.core.config import SSHConfig, load_config
+from wpfarm_assets.definitions import build_definitions
 from wpfarm_assets.demo import DemoSize, create_site_content
+from wpfarm_assets.partitions import partition_range_tags
 
 
 def test_unknown_host_key_is_refused(sshd, tmp_path):
@@ -69,3 +75,43 @@ def test_more_parallel_streams_than_sshd_allows_sessions_all_complete(sshd):
             assert sorted(pool.map(one, range(48)), key=int) == [str(i) for i in range(48)]
     finally:
         runner.close()
+
+
+def established_to(port: int) -> int:
+    """Open TCP connections from this machine to 127.0.0.1:port (the client ends: one per SSH connection)."""
+    out = subprocess.run(["ss", "-tnH", "state", "established", "dst", f"127.0.0.1:{port}"],
+                         capture_output=True, text=True, check=True).stdout
+    return len(out.splitlines())
+
+
+def test_a_50_site_backup_over_ssh_holds_one_connection_per_node_and_none_after(sshd, make_farm, dagster_home):
+    """Both tiers read over SSH (database_node and storage_node: two nodes, here the same sshd)."""
+    ssh = sshd.config()
+    make_farm(50, database_ssh=ssh, storage_ssh=ssh, size=DemoSize(posts=2, post_words=20, uploads=1, upload_bytes=512))
+    config = load_config()
+    instance = dg.DagsterInstance.get()
+    instance.add_dynamic_partitions("sites", [s.name for s in config.sites])
+    before = established_to(sshd.port)  # other tests' runners that are still open
+    most, done = 0, threading.Event()
+
+    def sample() -> None:
+        nonlocal most
+        while not done.is_set():
+            most = max(most, established_to(sshd.port) - before)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = build_definitions(config).resolve_job_def("back_up_sites").execute_in_process(
+            instance=instance, tags=partition_range_tags(config.sites[0].name, config.sites[-1].name))
+    finally:
+        done.set()
+        sampler.join()
+    assert result.success
+    assert instance.get_materialized_partitions(dg.AssetKey("database_dump")) == {s.name for s in config.sites}
+    assert 1 <= most <= 2, f"{most} SSH connections open at once"
+    deadline = time.monotonic() + 10
+    while established_to(sshd.port) > before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert established_to(sshd.port) <= before

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 from wpfarm_assets.cli import main
-from wpfarm_assets.verify import tree_digest
+from wpfarm_assets.backups.verify import tree_digest
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -8,9 +8,9 @@ import time
 import dagster as dg
 
 from services import free_port, gluster as gluster_cli, wait_for
-from wpfarm_assets.config import load_config
+from wpfarm_assets.core.config import load_config
 from wpfarm_assets.definitions import build_resources
-from wpfarm_assets.infrastructure import cache_tier, database_tier, droplets, monitoring_tier, storage_tier, swarm_nodes
+from wpfarm_assets.infrastructure.assets import cache_tier, database_tier, droplets, monitoring_tier, storage_tier, swarm_nodes
 
 
 def materialize(asset):

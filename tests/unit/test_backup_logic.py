@@ -4,9 +4,9 @@ import tarfile
 
 import pytest
 
-from wpfarm_assets.backup import TarCounter, tar_argv
-from wpfarm_assets.batches import site_runs
-from wpfarm_assets.verify import excluded
+from wpfarm_assets.backups.backup import TarCounter, tar_argv
+from wpfarm_assets.core.batches import site_runs
+from wpfarm_assets.backups.verify import excluded
 
 
 def make_tar(files: dict[str, bytes]) -> bytes:

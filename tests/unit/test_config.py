@@ -1,6 +1,6 @@
 import pytest
 
-from wpfarm_assets.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
+from wpfarm_assets.core.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
 
 GOOD = {
     "database": {"host": "127.0.0.1", "port": 3306, "user": "root"},

@@ -2,7 +2,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from wpfarm_assets.keys import BackupKey, parse_manifest_key, site_prefix
+from wpfarm_assets.core.keys import BackupKey, parse_manifest_key, site_prefix
 
 
 def test_layout_is_per_site_and_kind_with_manifest_beside():

@@ -3,8 +3,8 @@
 import pytest
 import yaml
 
-from wpfarm_assets.config import ProvisioningConfig, Site, TopologyConfig
-from wpfarm_assets.provisioning import (
+from wpfarm_assets.core.config import ProvisioningConfig, Site, TopologyConfig
+from wpfarm_assets.provisioning.plans import (
     STACK_HASH_LABEL,
     Change,
     plan_joins,
@@ -18,7 +18,7 @@ from wpfarm_assets.provisioning import (
     site_slug,
     sites_vcl,
 )
-from wpfarm_assets.topology import Droplet, Node
+from wpfarm_assets.core.topology import Droplet, Node
 
 TOPOLOGY = TopologyConfig(project="wp", tiers={"manager": {"count": 2, "size": "s", "role": "manager"},
                                                "worker": {"count": 1, "size": "s", "labels": {"wordpress": "true"}}})

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wpfarm_assets.retention import plan_retention
+from wpfarm_assets.backups.retention import plan_retention
 
 UTC = timezone.utc
 

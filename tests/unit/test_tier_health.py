@@ -1,4 +1,4 @@
-from wpfarm_assets.tiers import judge_database
+from wpfarm_assets.infrastructure.tiers import judge_database
 
 SYNCED = {"wsrep_on": "ON", "wsrep_cluster_size": "3", "wsrep_cluster_status": "Primary", "wsrep_ready": "ON",
           "wsrep_local_state_comment": "Synced"}

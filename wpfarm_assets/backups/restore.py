@@ -14,9 +14,9 @@ from resources.gpg import decrypt_argv, require_secret_key
 from resources.mariadb import MariaDB
 from resources.object_store import Store
 from resources.ssh import Runner, run
-from wpfarm_assets.config import Site, validate_absolute_path, validate_identifier
-from wpfarm_assets.keys import BackupKey, parse_manifest_key, site_prefix
-from wpfarm_assets.pipeline import object_sha256, restore_stream
+from wpfarm_assets.core.config import Site, validate_absolute_path, validate_identifier
+from wpfarm_assets.core.keys import BackupKey, parse_manifest_key, site_prefix
+from wpfarm_assets.backups.pipeline import object_sha256, restore_stream
 
 
 class RestoreError(RuntimeError):

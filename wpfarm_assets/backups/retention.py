@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from resources.object_store import Store, StoredObject, UnfinishedUpload
-from wpfarm_assets.keys import KINDS, BackupKey, parse_manifest_key, site_of, site_prefix
+from wpfarm_assets.core.keys import KINDS, BackupKey, parse_manifest_key, site_of, site_prefix
 
 RULES = ("daily", "weekly", "monthly")
 ABORTED_UPLOAD_AGE = timedelta(days=1)

@@ -15,9 +15,11 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "farm.yaml"
+from wpfarm_assets.core.errors import WpfarmError
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "configs" / "farm.yaml"
 
 # RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens, 1-63 characters
 # each, 253 in all. Lower case only, so one site has one spelling in keys and partitions.
@@ -26,13 +28,13 @@ _HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
-class ConfigError(ValueError):
+class ConfigError(WpfarmError, ValueError):
     """The farm configuration is missing or invalid; the message says where and why."""
 
 
 def validate_site_name(name: str) -> str:
     if len(name) > 253 or not _HOSTNAME.match(name):
-        raise ValueError(
+        raise ConfigError(
             f"site name {name!r} is not a valid DNS host name "
             "(lower-case letters, digits, inner hyphens, dot-separated labels)"
         )
@@ -41,7 +43,7 @@ def validate_site_name(name: str) -> str:
 
 def validate_identifier(name: str) -> str:
     if not _IDENTIFIER.match(name):
-        raise ValueError(
+        raise ConfigError(
             f"{name!r} is not a valid database identifier (letters, digits, underscore; 1-64)"
         )
     return name
@@ -50,7 +52,7 @@ def validate_identifier(name: str) -> str:
 def validate_absolute_path(path: str) -> str:
     pure = PurePosixPath(path)
     if not pure.is_absolute() or ".." in pure.parts or "\x00" in path or "\n" in path:
-        raise ValueError(f"{path!r} must be an absolute path without '..'")
+        raise ConfigError(f"{path!r} must be an absolute path without '..'")
     return str(pure)
 
 
@@ -204,7 +206,7 @@ class BackupConfig(_Model):
 
 
 class RetentionConfig(_Model):
-    """Restore points kept per site and kind (borg prune semantics; see wpfarm_assets.retention)."""
+    """Restore points kept per site and kind (borg prune semantics; see wpfarm_assets.backups.retention)."""
 
     daily: int = Field(default=14, ge=0)
     weekly: int = Field(default=26, ge=0)
@@ -239,6 +241,16 @@ class FarmConfig(_Model):
     topology: TopologyConfig = TopologyConfig()
     provisioning: ProvisioningConfig = ProvisioningConfig()
     sites: list[Site] = []
+    _source: Path | None = PrivateAttr(default=None)  # the file it was read from, if any
+
+    @property
+    def source(self) -> Path:
+        return self._source or config_path()
+
+    def reread(self) -> FarmConfig:
+        """The configuration as its file says now. Only the site inventory sensor, whose job is to
+        notice when that file changes, calls this; everything else uses the object it was given."""
+        return load_config(self.source)
 
     @model_validator(mode="after")
     def _unique_sites(self) -> FarmConfig:
@@ -289,7 +301,9 @@ def load_config(path: str | os.PathLike | None = None) -> FarmConfig:
         data = yaml.load(text, Loader=SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(data, str(path))
+    config = parse_config(data, str(path))
+    config._source = path
+    return config
 
 
 def add_site_to_file(path: Path, site: Site) -> None:

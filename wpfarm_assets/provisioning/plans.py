@@ -21,8 +21,8 @@ import yaml
 from resources.mariadb import MariaDB
 from resources.ssh import Runner, run
 from resources.swarm import SwarmResource
-from wpfarm_assets.config import ProvisioningConfig, Site, TopologyConfig, validate_site_name
-from wpfarm_assets.topology import Droplet, Node, droplet_specs, tier_of_node
+from wpfarm_assets.core.config import ProvisioningConfig, Site, TopologyConfig, validate_site_name
+from wpfarm_assets.core.topology import Droplet, Node, droplet_specs, tier_of_node
 
 STACK_HASH_LABEL = "wpfarm.stack-sha256"
 # What WordPress and its plugins need on their own database, and nothing on any other (in the order

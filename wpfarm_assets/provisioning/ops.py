@@ -1,22 +1,19 @@
-"""Provisioning as Dagster: the provision_farm job (droplets → Swarm init → join → labels → networks
-→ stacks, each step planned first, its plan a table in the UI, applied unless dry_run) and the
-site_provisioning asset on the `sites` partitions (a backfill re-provisions any set of sites).
-The plans and the work are wpfarm_assets.provisioning's; this module only wires them."""
+"""The provision_farm steps as ops: droplets → Swarm init → join → labels → networks → stacks. Each
+plans first (wpfarm_assets.provisioning.plans), shows its plan as a table in the UI, and applies it
+unless dry_run."""
 
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 
 from resources.digitalocean import DigitalOceanError, DigitalOceanResource
-from resources.mariadb import MariaDBResource
-from resources.ssh import CommandError, NodeResource, SSHRunner, run
+from resources.ssh import CommandError, SSHRunner, run
 from resources.swarm import SwarmError, SwarmResource
-from wpfarm_assets.assets import for_each_site, sites
-from wpfarm_assets.config import SSHConfig, Site, load_config
-from wpfarm_assets.infrastructure import fetched, table
-from wpfarm_assets.provisioning import (
+from wpfarm_assets.core.config import FarmConfig, SSHConfig
+from wpfarm_assets.infrastructure.assets import fetched, table
+from wpfarm_assets.provisioning.plans import (
     Change,
     farm_stack_changes,
     plan_droplets,
@@ -24,8 +21,6 @@ from wpfarm_assets.provisioning import (
     plan_labels,
     plan_networks,
     plan_swarm_init,
-    route_sites,
-    site_provision,
 )
 
 
@@ -67,9 +62,8 @@ def _droplets(digitalocean: DigitalOceanResource):
 
 
 @dg.op(description="Create the droplets the topology has and the account lacks (destroys only with destroy_extra).")
-def provision_droplets(context: dg.OpExecutionContext, config: DropletsConfig,
+def provision_droplets(context: dg.OpExecutionContext, config: DropletsConfig, farm: dg.ResourceParam[FarmConfig],
                        digitalocean: DigitalOceanResource) -> int:
-    farm = load_config()
     user_data = None
     if farm.provisioning.user_data_file:
         user_data = farm.provisioning.project_path(farm.provisioning.user_data_file).read_text()
@@ -85,9 +79,9 @@ def provision_droplets(context: dg.OpExecutionContext, config: DropletsConfig,
 
 
 @dg.op(ins={"after": dg.In(dg.Nothing)}, description="Initialize the Swarm on the first manager if it is not.")
-def init_swarm(context: dg.OpExecutionContext, config: StepConfig, swarm: SwarmResource) -> int:
+def init_swarm(context: dg.OpExecutionContext, config: StepConfig, farm: dg.ResourceParam[FarmConfig], swarm: SwarmResource) -> int:
     try:
-        changes = plan_swarm_init(swarm.swarm_state(), load_config().swarm.advertise_addr)
+        changes = plan_swarm_init(swarm.swarm_state(), farm.swarm.advertise_addr)
     except (SwarmError, ValueError) as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
     return carry_out(context, changes, config.dry_run, lambda c: swarm.init(c.payload))
@@ -95,9 +89,8 @@ def init_swarm(context: dg.OpExecutionContext, config: StepConfig, swarm: SwarmR
 
 @dg.op(ins={"after": dg.In(dg.Nothing)},
        description="Join the topology's droplets that are not Swarm nodes yet, as manager or worker (over SSH).")
-def join_nodes(context: dg.OpExecutionContext, config: StepConfig, digitalocean: DigitalOceanResource,
+def join_nodes(context: dg.OpExecutionContext, config: StepConfig, farm: dg.ResourceParam[FarmConfig], digitalocean: DigitalOceanResource,
                swarm: SwarmResource) -> int:
-    farm = load_config()
     changes = plan_joins(farm.topology, _droplets(digitalocean), fetched(swarm.nodes))
     p = farm.provisioning
 
@@ -114,15 +107,15 @@ def join_nodes(context: dg.OpExecutionContext, config: StepConfig, digitalocean:
 
 
 @dg.op(ins={"after": dg.In(dg.Nothing)}, description="Put tier=<tier> and the tier's labels on every node.")
-def label_nodes(context: dg.OpExecutionContext, config: StepConfig, swarm: SwarmResource) -> int:
-    changes = plan_labels(load_config().topology, fetched(swarm.nodes))
+def label_nodes(context: dg.OpExecutionContext, config: StepConfig, farm: dg.ResourceParam[FarmConfig], swarm: SwarmResource) -> int:
+    changes = plan_labels(farm.topology, fetched(swarm.nodes))
     return carry_out(context, changes, config.dry_run, lambda c: swarm.set_labels(*c.payload))
 
 
 @dg.op(ins={"after": dg.In(dg.Nothing)}, description="Create the farm's encrypted, attachable overlay networks.")
-def create_networks(context: dg.OpExecutionContext, config: StepConfig, swarm: SwarmResource) -> int:
+def create_networks(context: dg.OpExecutionContext, config: StepConfig, farm: dg.ResourceParam[FarmConfig], swarm: SwarmResource) -> int:
     try:
-        changes = plan_networks(load_config().provisioning.networks, swarm.networks())
+        changes = plan_networks(farm.provisioning.networks, swarm.networks())
     except SwarmError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
     return carry_out(context, changes, config.dry_run, lambda c: swarm.create_overlay_network(c.target))
@@ -130,46 +123,10 @@ def create_networks(context: dg.OpExecutionContext, config: StepConfig, swarm: S
 
 @dg.op(ins={"after": dg.In(dg.Nothing)}, pool="swarm",
        description="Deploy the farm's stacks (configs/stacks) that are new or changed; Varnish routes to the deployed sites.")
-def deploy_stacks(context: dg.OpExecutionContext, config: StepConfig, swarm: SwarmResource) -> int:
+def deploy_stacks(context: dg.OpExecutionContext, config: StepConfig, farm: dg.ResourceParam[FarmConfig], swarm: SwarmResource) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         try:
-            changes = farm_stack_changes(load_config().provisioning, swarm, Path(scratch), log=context.log)
+            changes = farm_stack_changes(farm.provisioning, swarm, Path(scratch), log=context.log)
         except SwarmError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from None
         return carry_out(context, changes, config.dry_run, lambda c: swarm.deploy_stack(c.target, c.payload))
-
-
-@dg.job(description="Build the farm from the topology, step by step; each step plans first (dry_run: plan only). "
-                    "Select single steps in the launchpad to run them alone.")
-def provision_farm():
-    swarm_ready = init_swarm(after=provision_droplets())
-    deploy_stacks(after=create_networks(after=label_nodes(after=join_nodes(after=swarm_ready))))
-
-
-@dg.asset(partitions_def=sites, backfill_policy=dg.BackfillPolicy.single_run(), output_required=False,
-          group_name="provisioning", kinds={"mariadb", "docker"}, pool="swarm")  # with deploy_stacks: one writer of Varnish's routing
-def site_provisioning(context: dg.AssetExecutionContext, mariadb: MariaDBResource, database_node: NodeResource,
-                      storage_node: NodeResource, swarm: SwarmResource) -> Iterator[dg.AssetMaterialization]:
-    """The site's database and least-privilege user (password generated, kept as a Swarm secret,
-    never shown), its content folder and its stack; then Varnish's routing to the deployed sites.
-    Safe to materialize again."""
-    farm = load_config()
-    db = mariadb.client(database_node.runner())
-    runner = storage_node.runner()
-
-    def one(site: Site) -> dict:
-        return site_provision(site, db, runner, farm.provisioning, swarm)
-
-    try:
-        yield from for_each_site(context, farm.database.parallelism, one)
-    finally:
-        if swarm.docker_host:  # once per run, after every site: Varnish routes to the deployed sites
-            try:
-                context.log.info(f"Varnish routing: {route_sites(farm.provisioning, swarm, context.log)}")
-            except SwarmError as exc:
-                context.log.warning(f"Varnish routing not updated (deploy_stacks will): {exc}")
-
-
-provision_sites_job = dg.define_asset_job(
-    "provision_sites", selection=[site_provisioning],
-    description="Provision (or re-provision) the selected sites: database, user, content folder, stack.")

@@ -18,9 +18,9 @@ from resources.mariadb import MariaDBResource
 from resources.redis import RedisError, RedisResource
 from resources.ssh import CommandError, NodeResource
 from resources.swarm import SwarmError, SwarmResource
-from wpfarm_assets.config import load_config
-from wpfarm_assets.tiers import TierHealth, cache_health, database_health, monitoring_health, storage_health
-from wpfarm_assets.topology import CRITICAL, Difference, compare_droplets, compare_nodes
+from wpfarm_assets.core.config import FarmConfig
+from wpfarm_assets.infrastructure.tiers import TierHealth, cache_health, database_health, monitoring_health, storage_health
+from wpfarm_assets.core.topology import CRITICAL, Difference, compare_droplets, compare_nodes
 
 HEALTHY, MATCHES = "healthy", "matches_topology"
 T = TypeVar("T")
@@ -70,12 +70,12 @@ def topology_result(rows: list[dict], columns: list[str], differences: list[Diff
 
 
 @dg.asset(group_name="infrastructure", kinds={"digitalocean"}, check_specs=[dg.AssetCheckSpec(MATCHES, asset="droplets")])
-def droplets(digitalocean: DigitalOceanResource) -> dg.MaterializeResult:
+def droplets(farm: dg.ResourceParam[FarmConfig], digitalocean: DigitalOceanResource) -> dg.MaterializeResult:
     """The farm's droplets (tagged with the project) against the topology: missing, extra, wrong size or region."""
     if not digitalocean.token:
         return not_checked("no DigitalOcean token (DIGITALOCEAN_TOKEN)", MATCHES)
     found = fetched(digitalocean.droplets)
-    topology = load_config().topology
+    topology = farm.topology
     tier_of = {name: tier for tier in topology.tiers for name in topology.droplet_names(tier)}
     rows = [{"name": d.name, "tier": tier_of.get(d.name, ""), "size": d.size, "region": d.region,
              "status": d.status, "ip": d.ip or ""} for d in sorted(found, key=lambda d: d.name)]
@@ -83,31 +83,31 @@ def droplets(digitalocean: DigitalOceanResource) -> dg.MaterializeResult:
 
 
 @dg.asset(group_name="infrastructure", kinds={"docker"}, check_specs=[dg.AssetCheckSpec(MATCHES, asset="swarm_nodes")])
-def swarm_nodes(swarm: SwarmResource) -> dg.MaterializeResult:
+def swarm_nodes(farm: dg.ResourceParam[FarmConfig], swarm: SwarmResource) -> dg.MaterializeResult:
     """Swarm nodes from a manager's Docker API (role, availability, state, engine, labels, tier) against the topology."""
     if not swarm.docker_host:
         return not_checked("no Swarm configured (swarm.docker_host)", MATCHES)
     nodes = fetched(swarm.nodes)
     rows = [n.row() for n in sorted(nodes, key=lambda n: n.hostname)]
     columns = ["hostname", "tier", "role", "availability", "state", "engine", "labels"]
-    return topology_result(rows, columns, compare_nodes(load_config().topology, nodes))
+    return topology_result(rows, columns, compare_nodes(farm.topology, nodes))
 
 
 @dg.asset(group_name="infrastructure", kinds={"mariadb"}, check_specs=[dg.AssetCheckSpec(HEALTHY, asset="database_tier")])
-def database_tier(mariadb: MariaDBResource, database_node: NodeResource) -> dg.MaterializeResult:
+def database_tier(farm: dg.ResourceParam[FarmConfig], mariadb: MariaDBResource, database_node: NodeResource) -> dg.MaterializeResult:
     """The database tier as the backups see it: MariaDB reachable, and (on Galera) Primary, ready, Synced."""
     db = mariadb.client(database_node.runner())
     try:
-        health = database_health(db, load_config().database.nodes)
+        health = database_health(db, farm.database.nodes)
     except CommandError as exc:
         raise dg.Failure(f"database tier unreachable at {mariadb.host}:{mariadb.port}: {exc}", allow_retries=False) from None
     return tier_result("database", health)
 
 
 @dg.asset(group_name="infrastructure", kinds={"redis"}, check_specs=[dg.AssetCheckSpec(HEALTHY, asset="cache_tier")])
-def cache_tier(redis: RedisResource) -> dg.MaterializeResult:
+def cache_tier(farm: dg.ResourceParam[FarmConfig], redis: RedisResource) -> dg.MaterializeResult:
     """The cache tier: Sentinel's master up, the Redis master with its replicas, Varnish's health URL."""
-    cache = load_config().cache
+    cache = farm.cache
     if not (cache.redis or cache.sentinel or cache.varnish_health_url):
         return not_checked("no cache tier configured (cache:)")
     try:
@@ -117,9 +117,9 @@ def cache_tier(redis: RedisResource) -> dg.MaterializeResult:
 
 
 @dg.asset(group_name="infrastructure", kinds={"glusterfs"}, check_specs=[dg.AssetCheckSpec(HEALTHY, asset="storage_tier")])
-def storage_tier(storage_node: NodeResource) -> dg.MaterializeResult:
+def storage_tier(farm: dg.ResourceParam[FarmConfig], storage_node: NodeResource) -> dg.MaterializeResult:
     """The storage tier: the GlusterFS volume holding wp-content started, its bricks online."""
-    storage = load_config().storage
+    storage = farm.storage
     try:
         return tier_result("storage", storage_health(storage, storage_node.runner()))
     except (CommandError, OSError) as exc:
@@ -127,9 +127,9 @@ def storage_tier(storage_node: NodeResource) -> dg.MaterializeResult:
 
 
 @dg.asset(group_name="infrastructure", kinds={"prometheus"}, check_specs=[dg.AssetCheckSpec(HEALTHY, asset="monitoring_tier")])
-def monitoring_tier() -> dg.MaterializeResult:
+def monitoring_tier(farm: dg.ResourceParam[FarmConfig]) -> dg.MaterializeResult:
     """The monitoring tier: Prometheus and Alertmanager ready, Prometheus's scrape targets up."""
-    config = load_config()
+    config = farm
     if not (config.monitoring.prometheus_url or config.alerts.alertmanager_url):
         return not_checked("no Prometheus or Alertmanager configured")
     return tier_result("monitoring", monitoring_health(config.monitoring.prometheus_url, config.alerts.alertmanager_url))
@@ -137,3 +137,10 @@ def monitoring_tier() -> dg.MaterializeResult:
 
 TIER_ASSETS = {"database": database_tier, "cache": cache_tier, "storage": storage_tier, "monitoring": monitoring_tier}
 infrastructure_assets = [droplets, swarm_nodes, *TIER_ASSETS.values()]
+
+
+check_infrastructure_job = dg.define_asset_job(
+    "check_infrastructure",
+    selection=dg.AssetSelection.groups("infrastructure"),
+    description="Droplets and Swarm nodes against the topology, and the health of every tier.",
+)

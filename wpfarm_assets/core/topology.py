@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wpfarm_assets.config import TopologyConfig
+from wpfarm_assets.core.config import TopologyConfig
 
 WARNING, CRITICAL = "warning", "critical"
 VITAL_TIERS = ("manager", "database")  # a node down here stops the farm or its backups

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from wpfarm_assets.config import validate_site_name
+from wpfarm_assets.core.config import validate_site_name
 
 KINDS = {"db": ".sql.zst.gpg", "files": ".tar.zst.gpg"}
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"

@@ -7,7 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from wpfarm_assets.backup import FILE_EXCLUDES
+from wpfarm_assets.backups.backup import FILE_EXCLUDES
 
 
 def excluded(relative: str) -> bool:

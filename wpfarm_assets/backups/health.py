@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from resources.object_store import Store, StoredObject
-from wpfarm_assets.config import Site
-from wpfarm_assets.keys import KINDS, BackupKey, parse_manifest_key, site_of
-from wpfarm_assets.pipeline import object_sha256
+from wpfarm_assets.core.config import Site
+from wpfarm_assets.core.keys import KINDS, BackupKey, parse_manifest_key, site_of
+from wpfarm_assets.backups.pipeline import object_sha256
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
 # The site record written when a site joins the inventory: its listing date is when it joined.

@@ -8,16 +8,10 @@ import dagster as dg
 from resources.mariadb import MariaDBResource
 from resources.object_store import ObjectStoreResource
 from resources.ssh import NodeResource
-from wpfarm_assets.assets import (
-    backup_age_check,
-    backup_integrity_check,
-    backup_inventory,
-    database_dump,
-    file_archive,
-    retention,
-)
-from wpfarm_assets.config import load_config
-from wpfarm_assets.restore import restore_database, restore_files
+from wpfarm_assets.backups.assets import backup_inventory, database_dump, file_archive, retention
+from wpfarm_assets.backups.checks import backup_age_check, backup_integrity_check
+from wpfarm_assets.core.config import FarmConfig
+from wpfarm_assets.backups.restore import restore_database, restore_files
 
 back_up_sites_job = dg.define_asset_job(
     "back_up_sites",
@@ -44,13 +38,6 @@ verify_backups_job = dg.define_asset_job(
 )
 
 
-check_infrastructure_job = dg.define_asset_job(
-    "check_infrastructure",
-    selection=dg.AssetSelection.groups("infrastructure"),
-    description="Droplets and Swarm nodes against the topology, and the health of every tier.",
-)
-
-
 class RestoreSiteConfig(dg.Config):
     site: str
     kind: str = "all"  # all | db | files
@@ -64,6 +51,7 @@ class RestoreSiteConfig(dg.Config):
 def restore_site_op(
     context: dg.OpExecutionContext,
     config: RestoreSiteConfig,
+    farm: dg.ResourceParam[FarmConfig],
     mariadb: MariaDBResource,
     database_node: NodeResource,
     storage_node: NodeResource,
@@ -71,7 +59,7 @@ def restore_site_op(
 ) -> dict:
     if config.kind not in ("all", "db", "files"):
         raise dg.Failure(f"kind must be all, db or files, not {config.kind!r}")
-    site = load_config().site(config.site)
+    site = farm.site(config.site)
     on = date.fromisoformat(config.date) if config.date else None
     store = object_store.store()
     restored = {}

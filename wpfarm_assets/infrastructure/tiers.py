@@ -19,7 +19,7 @@ from xml.etree import ElementTree
 from resources.mariadb import MariaDB
 from resources.redis import RedisError, RedisResource
 from resources.ssh import Runner, run
-from wpfarm_assets.config import CacheConfig, StorageConfig
+from wpfarm_assets.core.config import CacheConfig, StorageConfig
 
 GALERA_STATUS = ("wsrep_cluster_size", "wsrep_cluster_status", "wsrep_ready", "wsrep_local_state_comment")
 

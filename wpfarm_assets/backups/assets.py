@@ -9,42 +9,32 @@ Farm-wide: backup_inventory, one row per site and kind.
 """
 
 import warnings
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from resources.alerts import AlertError, AlertmanagerResource, PushgatewayResource
+from resources.alerts import AlertError, PushgatewayResource
 from resources.gpg import GPGResource
 from resources.mariadb import MariaDBResource
 from resources.object_store import ObjectStoreResource
 from resources.ssh import NodeResource
-from wpfarm_assets.backup import Backup
-from wpfarm_assets.backup import back_up_database as _back_up_database
-from wpfarm_assets.backup import back_up_files as _back_up_files
-from wpfarm_assets.config import Site, load_config
-from wpfarm_assets.health import CRITICAL, OK, WARNING, backup_age, backup_integrity, group_listing, sync_alerts
-from wpfarm_assets.inventory import backup_inventory as inventory_frame
-from wpfarm_assets.inventory import spaces_monthly_cost
-from wpfarm_assets.retention import RULES, RetentionReport, apply_retention, list_sites
-from wpfarm_assets.infrastructure import database_tier, storage_tier
+from wpfarm_assets.backups.backup import Backup
+from wpfarm_assets.backups.backup import back_up_database as _back_up_database
+from wpfarm_assets.backups.backup import back_up_files as _back_up_files
+from wpfarm_assets.backups.inventory import backup_inventory as inventory_frame
+from wpfarm_assets.backups.inventory import spaces_monthly_cost
+from wpfarm_assets.backups.retention import RULES, RetentionReport, apply_retention, list_sites
+from wpfarm_assets.core.config import FarmConfig, Site
+from wpfarm_assets.infrastructure.assets import database_tier, storage_tier
+from wpfarm_assets.partitions import for_each_site, sites
 
 # Batching many sites into one run is the point of backfill_policy; its "beta" label is noise here.
 warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
 
-sites = dg.DynamicPartitionsDefinition(name="sites")
 RETENTION_PARALLELISM = 8  # sites whose backups are listed and pruned at once (object store only)
 # The asset-level picture (newest backup of *any* site); per-site age is the backup_age check.
 BACKUP_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=50), warn_window=timedelta(hours=26))
-
-
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
-
-
-def partition_range_tags(first: str, last: str) -> dict[str, str]:
-    """Run tags that make one run cover the sites from `first` to `last` in partition order."""
-    return {RANGE_START: first, RANGE_END: last}
 
 
 def published(context: dg.AssetExecutionContext, pushgateway: PushgatewayResource, backup: Backup) -> dict:
@@ -77,45 +67,6 @@ def backup_metadata(backup: Backup) -> dict:
     return metadata
 
 
-def for_each_site(context: dg.AssetExecutionContext, parallelism: int,
-                  work: Callable[[Site], dict]) -> Iterator[dg.AssetMaterialization]:
-    """Run `work` (returning a site's metadata) for every site of the run, in parallel, isolated.
-
-    Each site is recorded as its own materialization the moment it succeeds, while the others are
-    still running (the UI shows a run's progress site by site); if any failed, the step then fails
-    naming exactly those sites and their causes, so only they show as failed. Assets yield from it
-    with output_required=False: the materializations are these events, not a step output.
-    """
-    config = load_config()
-    names = context.partition_keys
-    failures: dict[str, str] = {}
-    succeeded = 0
-    with ThreadPoolExecutor(max_workers=min(parallelism, len(names))) as pool:
-        futures = {pool.submit(lambda n: work(config.site(n)), name): name for name in names}
-        try:
-            for future in as_completed(futures):
-                name = futures[future]
-                try:
-                    metadata = future.result()
-                except Exception as exc:  # noqa: BLE001 - collected and reported per site below
-                    message = str(exc)
-                    failures[name] = message if message.startswith(f"site {name}") else f"site {name}: {message}"
-                    context.log.error(failures[name])
-                    continue
-                succeeded += 1
-                yield dg.AssetMaterialization(asset_key=context.asset_key, partition=name, metadata=metadata)
-        except BaseException:  # the run is stopping (terminated, or recording an event failed)
-            pool.shutdown(cancel_futures=True)  # start no more sites; those running finish
-            raise
-    if failures:
-        raise dg.Failure(
-            description=f"{len(failures)} of {len(names)} sites failed: "
-                        + "; ".join(failures[n] for n in sorted(failures)),
-            metadata={"failed_sites": sorted(failures), "succeeded": succeeded},
-            allow_retries=False,
-        )
-
-
 @dg.asset(
     partitions_def=sites,
     deps=[database_tier],
@@ -128,6 +79,7 @@ def for_each_site(context: dg.AssetExecutionContext, parallelism: int,
 )
 def database_dump(
     context: dg.AssetExecutionContext,
+    farm: dg.ResourceParam[FarmConfig],
     mariadb: MariaDBResource,
     database_node: NodeResource,
     object_store: ObjectStoreResource,
@@ -141,7 +93,7 @@ def database_dump(
     def one(site: Site) -> dict:
         return published(context, pushgateway, _back_up_database(site, db, store, gpg.encrypt_argv(), gpg.fingerprint()))
 
-    yield from for_each_site(context, load_config().database.parallelism, one)
+    yield from for_each_site(context, farm, farm.database.parallelism, one)
 
 
 @dg.asset(
@@ -156,6 +108,7 @@ def database_dump(
 )
 def file_archive(
     context: dg.AssetExecutionContext,
+    farm: dg.ResourceParam[FarmConfig],
     storage_node: NodeResource,
     object_store: ObjectStoreResource,
     gpg: GPGResource,
@@ -167,10 +120,9 @@ def file_archive(
 
     def one(site: Site) -> dict:
         return published(context, pushgateway, _back_up_files(site, runner, store, gpg.encrypt_argv(), gpg.fingerprint(),
-                                                              stall_timeout=config.backup.stall_timeout))
+                                                              stall_timeout=farm.backup.stall_timeout))
 
-    config = load_config()
-    yield from for_each_site(context, config.storage.parallelism, one)
+    yield from for_each_site(context, farm, farm.storage.parallelism, one)
 
 
 class RetentionRunConfig(dg.Config):
@@ -190,11 +142,12 @@ class RetentionRunConfig(dg.Config):
     pool="storage",
 )
 def retention(
-    context: dg.AssetExecutionContext, config: RetentionRunConfig, object_store: ObjectStoreResource
+    context: dg.AssetExecutionContext, config: RetentionRunConfig, farm: dg.ResourceParam[FarmConfig],
+    object_store: ObjectStoreResource,
 ) -> Iterator[dg.AssetMaterialization]:
     """Keeps the site's 14 daily / 26 weekly / 12 monthly restore points per kind; deletes the rest."""
     store = object_store.store()
-    rules = load_config().retention
+    rules = farm.retention
     now = datetime.fromisoformat(config.as_of) if config.as_of else datetime.now(timezone.utc)
 
     listings = list_sites(store, context.partition_keys)
@@ -204,7 +157,7 @@ def retention(
                                  monthly=rules.monthly, dry_run=config.dry_run, listing=listings[site.name])
         return retention_metadata(report)
 
-    yield from for_each_site(context, RETENTION_PARALLELISM, one)
+    yield from for_each_site(context, farm, RETENTION_PARALLELISM, one)
 
 
 def retention_metadata(report: RetentionReport) -> dict:
@@ -226,9 +179,10 @@ def retention_metadata(report: RetentionReport) -> dict:
 
 
 @dg.asset(deps=[retention], group_name="backups", kinds={"pandas"})
-def backup_inventory(context: dg.AssetExecutionContext, object_store: ObjectStoreResource) -> dg.MaterializeResult:
+def backup_inventory(context: dg.AssetExecutionContext, farm: dg.ResourceParam[FarmConfig],
+                     object_store: ObjectStoreResource) -> dg.MaterializeResult:
     """One row per site and kind: newest backup, its age, restore points per tier, bytes, cost."""
-    config = load_config()
+    config = farm
     frame = inventory_frame(object_store.store(), [s.name for s in config.sites], datetime.now(timezone.utc),
                             config.retention.daily, config.retention.weekly, config.retention.monthly)
     total = int(frame["stored_bytes"].sum())
@@ -247,42 +201,3 @@ def backup_inventory(context: dg.AssetExecutionContext, object_store: ObjectStor
             ),
         },
     )
-
-
-def health_result(context, findings: list, alertmanager: AlertmanagerResource, alertname: str) -> dg.AssetCheckResult:
-    """The check result for a set of findings, after bringing Alertmanager in line with them."""
-    config = load_config().alerts
-    link = f"{config.dagster_url.rstrip('/')}/runs/{context.run.run_id}"
-    alerts = sync_alerts(alertmanager, alertname, findings, link)
-    bad = [f for f in findings if f.severity != OK]
-    counts = {severity: sum(1 for f in findings if f.severity == severity) for severity in (OK, WARNING, CRITICAL)}
-    table = dg.MetadataValue.table(
-        records=[dg.TableRecord({"site": f.site, "kind": f.kind, "severity": f.severity, "reason": f.reason,
-                                 "age_hours": f.age_hours if f.age_hours is not None else -1.0}) for f in bad],
-        schema=dg.TableSchema(columns=[dg.TableColumn("site"), dg.TableColumn("kind"), dg.TableColumn("severity"),
-                                       dg.TableColumn("reason"), dg.TableColumn("age_hours", "float")]),
-    )
-    return dg.AssetCheckResult(
-        passed=not bad,
-        severity=dg.AssetCheckSeverity.ERROR if counts[CRITICAL] else dg.AssetCheckSeverity.WARN,
-        metadata={**counts, "not_ok": table, "alerts_firing": alerts["firing"], "alerts_resolved": alerts["resolved"]},
-        description=", ".join(f"{f.site} {f.kind}: {f.reason}" for f in bad[:20]) or "every site is fine",
-    )
-
-
-@dg.asset_check(asset=backup_inventory, description="Per site and kind: the newest backup's age against the thresholds.")
-def backup_age_check(context: dg.AssetCheckExecutionContext, object_store: ObjectStoreResource,
-                     alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
-    config = load_config()
-    listing = group_listing(list(object_store.store().list("sites/")))
-    findings = backup_age([s.name for s in config.sites], listing, datetime.now(timezone.utc),
-                          config.alerts.warning_after_hours, config.alerts.critical_after_hours)
-    return health_result(context, findings, alertmanager, "WpfarmBackupStale")
-
-
-@dg.asset_check(asset=backup_inventory, description="The newest backups match their manifests; sizes look normal.")
-def backup_integrity_check(context: dg.AssetCheckExecutionContext, object_store: ObjectStoreResource,
-                           alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
-    store = object_store.store()
-    findings = backup_integrity(store, [s.name for s in load_config().sites], group_listing(list(store.list("sites/"))))
-    return health_result(context, findings, alertmanager, "WpfarmBackupIntegrity")

@@ -15,9 +15,9 @@ from resources.gpg import gpg_version
 from resources.mariadb import COMPLETION_MARKER, MariaDB
 from resources.object_store import Store
 from resources.ssh import Runner, run
-from wpfarm_assets.config import Site
-from wpfarm_assets.keys import BackupKey
-from wpfarm_assets.pipeline import COMPRESSION_LEVEL, STALL_TIMEOUT, StreamStats, back_up_stream, zstd_version
+from wpfarm_assets.core.config import Site
+from wpfarm_assets.core.keys import BackupKey
+from wpfarm_assets.backups.pipeline import COMPRESSION_LEVEL, STALL_TIMEOUT, StreamStats, back_up_stream, zstd_version
 
 MANIFEST_FORMAT = 1
 

@@ -1,0 +1,51 @@
+"""The checks on `backup_inventory`: every site's backup age, and the integrity of every site's
+newest backups. Both bring Alertmanager in line with what they find (fire and resolve)."""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from resources.alerts import AlertmanagerResource
+from resources.object_store import ObjectStoreResource
+from wpfarm_assets.backups.assets import backup_inventory
+from wpfarm_assets.backups.health import CRITICAL, OK, WARNING, backup_age, backup_integrity, group_listing, sync_alerts
+from wpfarm_assets.core.config import FarmConfig
+
+
+def health_result(context, farm: FarmConfig, findings: list, alertmanager: AlertmanagerResource,
+                  alertname: str) -> dg.AssetCheckResult:
+    """The check result for a set of findings, after bringing Alertmanager in line with them."""
+    link = f"{farm.alerts.dagster_url.rstrip('/')}/runs/{context.run.run_id}"
+    alerts = sync_alerts(alertmanager, alertname, findings, link)
+    bad = [f for f in findings if f.severity != OK]
+    counts = {severity: sum(1 for f in findings if f.severity == severity) for severity in (OK, WARNING, CRITICAL)}
+    table = dg.MetadataValue.table(
+        records=[dg.TableRecord({"site": f.site, "kind": f.kind, "severity": f.severity, "reason": f.reason,
+                                 "age_hours": f.age_hours if f.age_hours is not None else -1.0}) for f in bad],
+        schema=dg.TableSchema(columns=[dg.TableColumn("site"), dg.TableColumn("kind"), dg.TableColumn("severity"),
+                                       dg.TableColumn("reason"), dg.TableColumn("age_hours", "float")]),
+    )
+    return dg.AssetCheckResult(
+        passed=not bad,
+        severity=dg.AssetCheckSeverity.ERROR if counts[CRITICAL] else dg.AssetCheckSeverity.WARN,
+        metadata={**counts, "not_ok": table, "alerts_firing": alerts["firing"], "alerts_resolved": alerts["resolved"]},
+        description=", ".join(f"{f.site} {f.kind}: {f.reason}" for f in bad[:20]) or "every site is fine",
+    )
+
+
+@dg.asset_check(asset=backup_inventory, description="Per site and kind: the newest backup's age against the thresholds.")
+def backup_age_check(context: dg.AssetCheckExecutionContext, farm: dg.ResourceParam[FarmConfig],
+                     object_store: ObjectStoreResource, alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
+    config = farm
+    listing = group_listing(list(object_store.store().list("sites/")))
+    findings = backup_age([s.name for s in config.sites], listing, datetime.now(timezone.utc),
+                          config.alerts.warning_after_hours, config.alerts.critical_after_hours)
+    return health_result(context, farm, findings, alertmanager, "WpfarmBackupStale")
+
+
+@dg.asset_check(asset=backup_inventory, description="The newest backups match their manifests; sizes look normal.")
+def backup_integrity_check(context: dg.AssetCheckExecutionContext, farm: dg.ResourceParam[FarmConfig],
+                           object_store: ObjectStoreResource, alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
+    store = object_store.store()
+    findings = backup_integrity(store, [s.name for s in farm.sites], group_listing(list(store.list("sites/"))))
+    return health_result(context, farm, findings, alertmanager, "WpfarmBackupIntegrity")

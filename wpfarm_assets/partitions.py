@@ -1,0 +1,58 @@
+"""The `sites` partitions (one per site of the farm configuration; only sensors and the CLI add or
+delete them), the run tags that make one run cover a range of them, and `for_each_site`: how one
+step works on many sites at once without one site's failure hiding the others.
+"""
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+import dagster as dg
+
+from wpfarm_assets.core.config import FarmConfig, Site
+
+sites = dg.DynamicPartitionsDefinition(name="sites")
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def partition_range_tags(first: str, last: str) -> dict[str, str]:
+    """Run tags that make one run cover the sites from `first` to `last` in partition order."""
+    return {RANGE_START: first, RANGE_END: last}
+
+
+def for_each_site(context: dg.AssetExecutionContext, farm: FarmConfig, parallelism: int,
+                  work: Callable[[Site], dict]) -> Iterator[dg.AssetMaterialization]:
+    """Run `work` (returning a site's metadata) for every site of the run, in parallel, isolated.
+
+    Each site is recorded as its own materialization the moment it succeeds, while the others are
+    still running (the UI shows a run's progress site by site); if any failed, the step then fails
+    naming exactly those sites and their causes, so only they show as failed. Assets yield from it
+    with output_required=False: the materializations are these events, not a step output.
+    """
+    names = context.partition_keys
+    failures: dict[str, str] = {}
+    succeeded = 0
+    with ThreadPoolExecutor(max_workers=min(parallelism, len(names))) as pool:
+        futures = {pool.submit(lambda n: work(farm.site(n)), name): name for name in names}
+        try:
+            for future in as_completed(futures):
+                name = futures[future]
+                try:
+                    metadata = future.result()
+                except Exception as exc:  # noqa: BLE001 - collected and reported per site below
+                    message = str(exc)
+                    failures[name] = message if message.startswith(f"site {name}") else f"site {name}: {message}"
+                    context.log.error(failures[name])
+                    continue
+                succeeded += 1
+                yield dg.AssetMaterialization(asset_key=context.asset_key, partition=name, metadata=metadata)
+        except BaseException:  # the run is stopping (terminated, or recording an event failed)
+            pool.shutdown(cancel_futures=True)  # start no more sites; those running finish
+            raise
+    if failures:
+        raise dg.Failure(
+            description=f"{len(failures)} of {len(names)} sites failed: "
+                        + "; ".join(failures[n] for n in sorted(failures)),
+            metadata={"failed_sites": sorted(failures), "succeeded": succeeded},
+            allow_retries=False,
+        )
