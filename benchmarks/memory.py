@@ -41,9 +41,9 @@ def child(database: str, target: str, recipient: str, home: str) -> None:
     backup = back_up_database(site, client(), open_store(target), encrypt_argv(recipient, home), recipient)
     print(json.dumps({
         "python_peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        "plaintext_bytes": backup.manifest["plaintext_bytes"],
-        "stored_bytes": backup.manifest["stored_bytes"],
-        "seconds": backup.manifest["duration_seconds"],
+        "plaintext_bytes": backup.manifest.plaintext_bytes,
+        "stored_bytes": backup.manifest.stored_bytes,
+        "seconds": backup.manifest.duration_seconds,
     }))
 
 

@@ -36,14 +36,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-
 from resources.gpg import encrypt_argv
 from resources.mariadb import MariaDB
 from resources.ssh import CHUNK, LocalRunner
 from wpfarm_assets.backups.backup import tar_argv
+from wpfarm_assets.backups.pipeline import COMPRESSION_LEVEL
 from wpfarm_assets.core.config import load_config
 from wpfarm_assets.demo import DemoSize, make_demo_farm, make_gpg_key
-from wpfarm_assets.backups.pipeline import COMPRESSION_LEVEL
 
 PROFILES = {
     "small": DemoSize(),  # ~0.2 MB of SQL, ~0.5 MB of files

@@ -26,8 +26,8 @@ from pathlib import Path
 import boto3
 
 from resources.object_store import S3Store
-from wpfarm_assets.core.keys import BackupKey
 from wpfarm_assets.backups.retention import apply_retention, list_sites
+from wpfarm_assets.core.keys import BackupKey
 
 
 def start_moto() -> tuple[subprocess.Popen, str]:

@@ -15,8 +15,11 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
+from wpfarm_assets.core.errors import WpfarmError
+from wpfarm_assets.core.manifest import Manifest
 
-class AlertError(RuntimeError):
+
+class AlertError(WpfarmError):
     """Alertmanager or the Pushgateway could not be reached; the message names which and why."""
 
 
@@ -94,16 +97,16 @@ class PushgatewayResource(dg.ConfigurableResource):
 
     url: str | None = None
 
-    def push_backup(self, manifest: dict) -> None:
+    def push_backup(self, manifest: Manifest) -> None:
         if not self.url:
             return
-        finished = datetime.fromisoformat(manifest["finished_at"]).timestamp()
+        finished = datetime.fromisoformat(manifest.finished_at).timestamp()
         metrics = {
             "wpfarm_backup_last_success_timestamp_seconds": finished,
-            "wpfarm_backup_stored_bytes": manifest["stored_bytes"],
-            "wpfarm_backup_plaintext_bytes": manifest["plaintext_bytes"],
-            "wpfarm_backup_duration_seconds": manifest["duration_seconds"],
+            "wpfarm_backup_stored_bytes": manifest.stored_bytes,
+            "wpfarm_backup_plaintext_bytes": manifest.plaintext_bytes,
+            "wpfarm_backup_duration_seconds": manifest.duration_seconds,
         }
-        group = f"job/wpfarm_backup/site/{manifest['site']}/kind/{manifest['kind']}"
+        group = f"job/wpfarm_backup/site/{manifest.site}/kind/{manifest.kind}"
         _request("PUT", f"{self.url.rstrip('/')}/metrics/{group}", metric_lines(metrics, BACKUP_METRICS),
                  "text/plain; version=0.0.4")

@@ -7,10 +7,11 @@ import dagster as dg
 import digitalocean
 import requests
 
+from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.topology import Droplet, DropletSpec
 
 
-class DigitalOceanError(RuntimeError):
+class DigitalOceanError(WpfarmError):
     """The API refused or could not be reached; the message says which call and why."""
 
 

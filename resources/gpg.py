@@ -8,8 +8,10 @@ import subprocess
 
 import dagster as dg
 
+from wpfarm_assets.core.errors import WpfarmError
 
-class GPGError(RuntimeError):
+
+class GPGError(WpfarmError):
     """A key is missing or gpg failed; the message names the key and the keyring."""
 
 

@@ -22,10 +22,12 @@ import botocore.config
 import botocore.exceptions
 import dagster as dg
 
+from wpfarm_assets.core.errors import WpfarmError
+
 PART_SIZE = 16 << 20
 
 
-class StoreError(RuntimeError):
+class StoreError(WpfarmError):
     """The backup target failed or could not be reached; the message names it."""
 
 

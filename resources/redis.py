@@ -5,8 +5,10 @@ from __future__ import annotations
 import dagster as dg
 import redis
 
+from wpfarm_assets.core.errors import WpfarmError
 
-class RedisError(RuntimeError):
+
+class RedisError(WpfarmError):
     """A Redis or Sentinel server could not be reached or refused; the message says which."""
 
 

@@ -22,6 +22,7 @@ import paramiko
 from pydantic import PrivateAttr
 
 from wpfarm_assets.core.config import SSHConfig
+from wpfarm_assets.core.errors import WpfarmError
 
 CHUNK = 1 << 20
 IDLE_TIMEOUT = 600  # seconds an SSH command may send nothing before it counts as dead
@@ -30,7 +31,7 @@ IDLE_TIMEOUT = 600  # seconds an SSH command may send nothing before it counts a
 SECRET_FILE = "\x00secret-file"
 
 
-class CommandError(RuntimeError):
+class CommandError(WpfarmError):
     """A command exited non-zero; the message carries its name, exit status and stderr tail."""
 
 

@@ -14,13 +14,13 @@ import docker
 import docker.errors
 import requests
 
+from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.topology import Node
-
 
 T = TypeVar("T")
 
 
-class SwarmError(RuntimeError):
+class SwarmError(WpfarmError):
     """The Docker API could not be reached or refused; the message says where and why."""
 
 

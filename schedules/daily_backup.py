@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from wpfarm_assets.partitions import partition_range_tags, sites
 from wpfarm_assets.core.batches import site_runs
+from wpfarm_assets.partitions import partition_range_tags, sites
 
 
 def build_daily_backup_schedule(cron: str, sites_per_run: int) -> dg.ScheduleDefinition:

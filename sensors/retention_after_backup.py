@@ -6,8 +6,8 @@ refuses to run when that backup fails verification.)
 
 import dagster as dg
 
-from wpfarm_assets.partitions import RANGE_END, RANGE_START, partition_range_tags
 from wpfarm_assets.backups.jobs import apply_retention_job, back_up_sites_job
+from wpfarm_assets.partitions import RANGE_END, RANGE_START, partition_range_tags
 
 
 def retention_request(run: dg.DagsterRun) -> dg.RunRequest | dg.SkipReason:

@@ -13,8 +13,8 @@ import dagster as dg
 from resources.alerts import AlertError, AlertmanagerResource
 from resources.swarm import SwarmError, SwarmResource
 from wpfarm_assets.core.config import FarmConfig
-from wpfarm_assets.infrastructure.assets import TIER_ASSETS, swarm_nodes
 from wpfarm_assets.core.topology import compare_nodes, node_changes
+from wpfarm_assets.infrastructure.assets import TIER_ASSETS, swarm_nodes
 
 NODE_ALERT, TIER_ALERT, UNREACHABLE_ALERT = "WpfarmSwarmNode", "WpfarmSwarmTier", "WpfarmSwarmUnreachable"
 

@@ -17,9 +17,7 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
-
-from resources.mariadb import MariaDB
-from resources.ssh import LocalRunner
+from do_emulator import DigitalOceanEmulator
 from services import (
     SSHService,
     docker_swarm,
@@ -33,7 +31,9 @@ from services import (
     ssh_server,
     two_hosts,
 )
-from do_emulator import DigitalOceanEmulator
+
+from resources.mariadb import MariaDB
+from resources.ssh import LocalRunner
 from wpfarm_assets.demo import DemoSize, create_site_content, create_site_database, make_gpg_key
 
 VENV_BIN = Path(sys.executable).parent

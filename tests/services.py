@@ -39,6 +39,22 @@ def wait_for(ready, what: str, timeout: float = 60, proc: subprocess.Popen | Non
         time.sleep(0.2)
 
 
+def wait_for_child(parent: int, name: str, timeout: float = 60) -> int:
+    """The pid of a process called `name` whose parent is `parent`, once there is one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    head, tail = f.read().rsplit(")", 1)
+            except (FileNotFoundError, ProcessLookupError, ValueError):
+                continue
+            if head.split("(", 1)[1] == name and int(tail.split()[1]) == parent:
+                return int(pid)
+        time.sleep(0.01)
+    raise AssertionError(f"no {name} started by {parent} within {timeout}s")
+
+
 def listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0

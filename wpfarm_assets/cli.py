@@ -23,7 +23,6 @@ from pathlib import Path
 import dagster as dg
 
 from wpfarm_assets.core.batches import site_runs
-from wpfarm_assets.dagster_storage import HOST_TAG, fail_dead_runs
 from wpfarm_assets.core.config import (
     ConfigError,
     FarmConfig,
@@ -35,6 +34,8 @@ from wpfarm_assets.core.config import (
     validate_site_name,
 )
 from wpfarm_assets.core.errors import WpfarmError
+from wpfarm_assets.core.keys import SITES
+from wpfarm_assets.dagster_storage import HOST_TAG, fail_dead_runs
 
 REPO = Path(__file__).resolve().parent.parent
 # Dagster's event log belongs in the web UI; the terminal shows the results and failure reasons.
@@ -155,7 +156,7 @@ def status(config: FarmConfig) -> int:
     """Per site and kind: the newest backup, its age and its state. Exit 0 when all are ok, else 1."""
     from wpfarm_assets.backups.health import OK, backup_age, group_listing
 
-    listing = group_listing(list(store_of(config).list("sites/")))
+    listing = group_listing(list(store_of(config).list(SITES)))
     findings = backup_age([s.name for s in config.sites], listing, datetime.now(timezone.utc),
                           config.alerts.warning_after_hours, config.alerts.critical_after_hours)
     width = max([len(f.site) for f in findings] + [4])
@@ -203,8 +204,8 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
 def demo(args: argparse.Namespace) -> int:
     from resources.mariadb import MariaDB
     from resources.ssh import LocalRunner
-    from wpfarm_assets.demo import DemoSize, make_demo_farm, make_gpg_key
     from wpfarm_assets.backups.verify import tree_digest
+    from wpfarm_assets.demo import DemoSize, make_demo_farm, make_gpg_key
 
     workdir = Path(args.workdir).resolve()
     gnupg = workdir / "gnupg"

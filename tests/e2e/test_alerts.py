@@ -9,17 +9,17 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
+from services import wait_for
 
 from resources.alerts import AlertmanagerResource
-from services import wait_for
 from resources.gpg import encrypt_argv
 from resources.object_store import open_store
 from wpfarm_assets.backups.backup import back_up_database, back_up_files
+from wpfarm_assets.backups.restore import list_backups
 from wpfarm_assets.cli import main
 from wpfarm_assets.core.config import load_config
+from wpfarm_assets.core.keys import site_record_key
 from wpfarm_assets.definitions import build_definitions
-from wpfarm_assets.backups.health import site_record_key
-from wpfarm_assets.backups.restore import list_backups
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 UTC = timezone.utc

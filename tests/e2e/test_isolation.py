@@ -3,9 +3,9 @@
 import dagster as dg
 import yaml
 
-from wpfarm_assets.partitions import sites
 from wpfarm_assets.cli import main
 from wpfarm_assets.demo import DemoSize, create_site_database
+from wpfarm_assets.partitions import sites
 
 
 def statuses(names, asset):

@@ -9,9 +9,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from wpfarm_assets.partitions import partition_range_tags
 from wpfarm_assets.core.config import load_config
 from wpfarm_assets.definitions import build_definitions
+from wpfarm_assets.partitions import partition_range_tags
 
 ROOT = Path(__file__).resolve().parents[2]
 

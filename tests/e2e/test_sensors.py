@@ -5,11 +5,11 @@ import json
 
 import dagster as dg
 import yaml
-
 from driving import Daemon, selected
+from services import wait_for
+
 from resources.alerts import AlertmanagerResource
 from resources.object_store import open_store
-from services import wait_for
 from wpfarm_assets.core.config import load_config
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import dagster as dg
 import yaml
+from services import wait_for_child
 
 from resources.object_store import open_store
-from wpfarm_assets.core.config import load_config
 from wpfarm_assets.backups.restore import list_backups
+from wpfarm_assets.core.config import load_config
 
 WPFARM = str(Path(sys.executable).parent / "wpfarm")
 STALL = 6  # backup.stall_timeout of these farms, seconds
@@ -24,22 +25,6 @@ STALL = 6  # backup.stall_timeout of these farms, seconds
 
 def start_backup(*sites: str) -> subprocess.Popen:
     return subprocess.Popen([WPFARM, "backup", *sites], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_child(parent: int, name: str, timeout: float = 60) -> int:
-    """The pid of a process called `name` whose parent is `parent`, once there is one."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    head, tail = f.read().rsplit(")", 1)
-            except (FileNotFoundError, ProcessLookupError, ValueError):
-                continue
-            if head.split("(", 1)[1] == name and int(tail.split()[1]) == parent:
-                return int(pid)
-        time.sleep(0.01)
-    raise AssertionError(f"no {name} started by {parent} within {timeout}s")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -86,7 +71,7 @@ def test_a_backup_killed_mid_dump_does_not_block_the_next(scratch_server, make_f
     done = subprocess.run([WPFARM, "backup"], capture_output=True, text=True, timeout=120)
 
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"is gone" in done.stderr and "pool slots freed" in done.stderr
+    assert "is gone" in done.stderr and "pool slots freed" in done.stderr
     assert all(len(list_backups(store, s["name"], "db")) == 1 for s in farm.sites)
     runs = dg.DagsterInstance.get().get_runs()
     killed = next(r for r in runs if r.status == dg.DagsterRunStatus.FAILURE)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
-
 from services import wait_for
+
 from wpfarm_assets.dagster_storage import OPEN_SHARDS, PooledSqliteEventLogStorage
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,13 +10,13 @@ from resources.gpg import encrypt_argv
 from resources.mariadb import MariaDB
 from resources.object_store import open_store
 from resources.ssh import LocalRunner
-from wpfarm_assets.partitions import partition_range_tags, sites
 from wpfarm_assets.backups.backup import BackupError, back_up_database, back_up_files
+from wpfarm_assets.backups.pipeline import StreamError, back_up_stream
+from wpfarm_assets.backups.restore import RestoreError, list_backups, restore_database
 from wpfarm_assets.core.config import load_config
 from wpfarm_assets.definitions import build_definitions
 from wpfarm_assets.demo import DemoSize
-from wpfarm_assets.backups.pipeline import StreamError, back_up_stream
-from wpfarm_assets.backups.restore import RestoreError, list_backups, restore_database
+from wpfarm_assets.partitions import partition_range_tags, sites
 
 
 def run_backup_job(config):
@@ -150,7 +150,7 @@ def test_restore_needs_the_private_key_and_refuses_a_corrupted_object(make_farm,
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(RestoreError, match="its manifest says .* refusing to restore"):
+    with pytest.raises(RestoreError, match="does not match its manifest.* refusing to restore"):
         restore_database(site, store, db, keyring.home, to_database=scratch)
     assert not db.database_exists(scratch)
 

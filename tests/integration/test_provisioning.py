@@ -7,8 +7,8 @@ import subprocess
 
 import dagster as dg
 import pytest
-
 from driving import plan_of, provision
+
 from resources.mariadb import MariaDB
 from resources.ssh import CommandError, LocalRunner
 from wpfarm_assets.core.config import load_config

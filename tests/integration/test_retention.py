@@ -1,6 +1,5 @@
 """Retention on the real object stores: the plan is what happens, and the safety rules hold."""
 
-import json
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -8,14 +7,14 @@ import pytest
 
 from resources.gpg import encrypt_argv
 from resources.object_store import LocalStore, open_store
-from wpfarm_assets.partitions import partition_range_tags
 from wpfarm_assets.backups.backup import back_up_database, back_up_files
-from wpfarm_assets.core.config import load_config
-from wpfarm_assets.definitions import build_definitions
-from wpfarm_assets.core.keys import BackupKey
 from wpfarm_assets.backups.restore import list_backups, restore_database, restore_files
 from wpfarm_assets.backups.retention import RetentionRefused, apply_retention, plan_retention
 from wpfarm_assets.backups.verify import tree_digest
+from wpfarm_assets.core.config import load_config
+from wpfarm_assets.core.keys import BackupKey
+from wpfarm_assets.definitions import build_definitions
+from wpfarm_assets.partitions import partition_range_tags
 
 UTC = timezone.utc
 START = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
@@ -38,8 +37,8 @@ class Seeder:
         manifest, data = self.templates[kind]
         key = BackupKey(site, kind, time)
         self.store.put_bytes(key.data_key, data)
-        self.store.put_bytes(key.manifest_key, json.dumps({**manifest, "site": site, "object_key": key.data_key,
-                                                           "started_at": time.isoformat()}).encode())
+        self.store.put_bytes(key.manifest_key, manifest.model_copy(update={
+            "site": site, "object_key": key.data_key, "started_at": time.isoformat()}).to_bytes())
         return key
 
 

@@ -5,9 +5,9 @@ import shutil
 import pytest
 
 from resources.object_store import open_store
-from wpfarm_assets.cli import main
 from wpfarm_assets.backups.restore import list_backups, read_manifest
 from wpfarm_assets.backups.verify import tree_digest
+from wpfarm_assets.cli import main
 
 
 @pytest.mark.parametrize("mode", ["local", "ssh"])
@@ -28,9 +28,9 @@ def test_drop_delete_restore_gives_identical_tables_and_files(make_farm, dagster
     db_backup, files_backup = list_backups(store, site["name"], "db"), list_backups(store, site["name"], "files")
     assert len(db_backup) == len(files_backup) == 1
     manifest = read_manifest(store, db_backup[0])
-    assert manifest["source"] == (f"{sshd.user}@127.0.0.1:{sshd.port}" if ssh else "local")
-    assert sum(manifest["tables"].values()) > 0
-    assert read_manifest(store, files_backup[0])["files"] == tree[1]
+    assert manifest.source == (f"{sshd.user}@127.0.0.1:{sshd.port}" if ssh else "local")
+    assert sum(manifest.tables.values()) > 0
+    assert read_manifest(store, files_backup[0]).files == tree[1]
 
     db.drop_database(site["database"])
     shutil.rmtree(root / "wp-content")

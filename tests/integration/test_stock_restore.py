@@ -5,8 +5,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from wpfarm_assets.cli import main
 from wpfarm_assets.backups.verify import tree_digest
+from wpfarm_assets.cli import main
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

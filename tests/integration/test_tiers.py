@@ -6,11 +6,19 @@ import signal
 import time
 
 import dagster as dg
+from services import free_port, wait_for
+from services import gluster as gluster_cli
 
-from services import free_port, gluster as gluster_cli, wait_for
 from wpfarm_assets.core.config import load_config
 from wpfarm_assets.definitions import build_resources
-from wpfarm_assets.infrastructure.assets import cache_tier, database_tier, droplets, monitoring_tier, storage_tier, swarm_nodes
+from wpfarm_assets.infrastructure.assets import (
+    cache_tier,
+    database_tier,
+    droplets,
+    monitoring_tier,
+    storage_tier,
+    swarm_nodes,
+)
 
 
 def materialize(asset):

@@ -5,8 +5,8 @@ import tarfile
 import pytest
 
 from wpfarm_assets.backups.backup import TarCounter, tar_argv
-from wpfarm_assets.core.batches import site_runs
 from wpfarm_assets.backups.verify import excluded
+from wpfarm_assets.core.batches import site_runs
 
 
 def make_tar(files: dict[str, bytes]) -> bytes:

@@ -17,7 +17,7 @@ def test_times_are_stored_in_utc():
     local = datetime(2026, 11, 27, 3, 0, tzinfo=timezone(timedelta(hours=1)))
     assert BackupKey("a.example", "db", local).stamp == "20261127T020000Z"
     with pytest.raises(ValueError, match="timezone-aware"):
-        BackupKey("a.example", "db", datetime(2026, 1, 1))
+        BackupKey("a.example", "db", datetime(2026, 1, 1))  # noqa: DTZ001 - naive on purpose
 
 
 def test_manifest_keys_parse_back_and_other_objects_do_not():

@@ -4,21 +4,21 @@ import pytest
 import yaml
 
 from wpfarm_assets.core.config import ProvisioningConfig, Site, TopologyConfig
+from wpfarm_assets.core.topology import Droplet, Node
 from wpfarm_assets.provisioning.plans import (
     STACK_HASH_LABEL,
     Change,
+    default_database_name,
+    deployed_site_backends,
     plan_joins,
     plan_labels,
     plan_networks,
     plan_stack,
     plan_swarm_init,
-    default_database_name,
-    deployed_site_backends,
     render_site_stack,
     site_slug,
     sites_vcl,
 )
-from wpfarm_assets.core.topology import Droplet, Node
 
 TOPOLOGY = TopologyConfig(project="wp", tiers={"manager": {"count": 2, "size": "s", "role": "manager"},
                                                "worker": {"count": 1, "size": "s", "labels": {"wordpress": "true"}}})

@@ -53,7 +53,7 @@ def test_days_are_utc_days_whatever_the_offset_of_the_input():
 
 def test_naive_times_are_refused():
     with pytest.raises(ValueError, match="timezone-aware"):
-        plan_retention([datetime(2026, 1, 1)])
+        plan_retention([datetime(2026, 1, 1)])  # noqa: DTZ001 - naive on purpose
 
 
 def test_iso_weeks_cross_the_year():
@@ -91,7 +91,7 @@ def reference(times, daily, weekly, monthly):
     return kept
 
 
-instants = st.datetimes(min_value=datetime(2023, 12, 1), max_value=datetime(2026, 2, 1)).map(
+instants = st.datetimes(min_value=datetime(2023, 12, 1), max_value=datetime(2026, 2, 1)).map(  # noqa: DTZ001 - hypothesis bounds are naive
     lambda d: d.replace(tzinfo=UTC)
 )
 offsets = st.sampled_from([UTC, timezone(timedelta(hours=-8)), timezone(timedelta(hours=5, minutes=30))])

@@ -1,8 +1,17 @@
 """Comparing droplets and Swarm nodes with the topology, judging the cache and storage tiers."""
 
 from wpfarm_assets.core.config import CacheConfig, TopologyConfig
+from wpfarm_assets.core.topology import (
+    CRITICAL,
+    WARNING,
+    Difference,
+    Droplet,
+    Node,
+    compare_droplets,
+    compare_nodes,
+    node_changes,
+)
 from wpfarm_assets.infrastructure.tiers import judge_cache, judge_gluster
-from wpfarm_assets.core.topology import CRITICAL, WARNING, Difference, Droplet, Node, compare_droplets, compare_nodes, node_changes
 
 TOPOLOGY = TopologyConfig(project="wp", tiers={
     "manager": {"count": 1, "size": "s-8vcpu-16gb", "role": "manager"},

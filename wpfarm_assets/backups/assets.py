@@ -49,21 +49,21 @@ def published(context: dg.AssetExecutionContext, pushgateway: PushgatewayResourc
 def backup_metadata(backup: Backup) -> dict:
     m = backup.manifest
     metadata = {
-        "object_key": m["object_key"],
-        "plaintext_bytes": m["plaintext_bytes"],
-        "stored_bytes": m["stored_bytes"],
-        "ratio": round(m["plaintext_bytes"] / m["stored_bytes"], 2) if m["stored_bytes"] else 0.0,
-        "duration_seconds": m["duration_seconds"],
-        "sha256": m["sha256"],
-        "key_fingerprint": m["key_fingerprint"],
-        "source": m["source"],
+        "object_key": m.object_key,
+        "plaintext_bytes": m.plaintext_bytes,
+        "stored_bytes": m.stored_bytes,
+        "ratio": round(m.plaintext_bytes / m.stored_bytes, 2) if m.stored_bytes else 0.0,
+        "duration_seconds": m.duration_seconds,
+        "sha256": m.sha256,
+        "key_fingerprint": m.key_fingerprint,
+        "source": m.source,
     }
-    if "tables" in m:
-        metadata["tables"] = len(m["tables"])
-        metadata["rows"] = sum(m["tables"].values())
-        metadata["rows_per_table"] = dg.MetadataValue.json(m["tables"])
+    if m.tables is not None:
+        metadata["tables"] = len(m.tables)
+        metadata["rows"] = sum(m.tables.values())
+        metadata["rows_per_table"] = dg.MetadataValue.json(m.tables)
     else:
-        metadata["files"] = m["files"]
+        metadata["files"] = m.files
     return metadata
 
 

@@ -6,7 +6,6 @@ a backup exists only if its manifest does.
 
 from __future__ import annotations
 
-import json
 import posixpath
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -15,11 +14,11 @@ from resources.gpg import gpg_version
 from resources.mariadb import COMPLETION_MARKER, MariaDB
 from resources.object_store import Store
 from resources.ssh import Runner, run
-from wpfarm_assets.core.config import Site
-from wpfarm_assets.core.keys import BackupKey
 from wpfarm_assets.backups.pipeline import COMPRESSION_LEVEL, STALL_TIMEOUT, StreamStats, back_up_stream, zstd_version
-
-MANIFEST_FORMAT = 1
+from wpfarm_assets.core.config import Site
+from wpfarm_assets.core.errors import WpfarmError
+from wpfarm_assets.core.keys import BackupKey
+from wpfarm_assets.core.manifest import Manifest
 
 # Left out of every file archive: caches, WordPress's own upgrade scratch space, backup plugins'
 # folders (backups of backups) and logs. Patterns are anchored at the site root.
@@ -37,14 +36,14 @@ FILE_EXCLUDES = [
 ]
 
 
-class BackupError(RuntimeError):
+class BackupError(WpfarmError):
     """A site's backup failed. The message names the site, the kind and the cause."""
 
 
 @dataclass(frozen=True)
 class Backup:
     key: BackupKey
-    manifest: dict
+    manifest: Manifest
 
 
 _remote_versions: dict[tuple[str, str], str] = {}
@@ -61,25 +60,24 @@ def _tool_version(runner: Runner, tool: str) -> str:
 
 
 def _write_manifest(store: Store, key: BackupKey, started: datetime, stats: StreamStats, fingerprint: str,
-                    source: Runner, tools: dict, content: dict) -> dict:
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "site": key.site,
-        "kind": key.kind,
-        "object_key": key.data_key,
-        "started_at": started.isoformat(),
-        "finished_at": datetime.now(timezone.utc).isoformat(),
-        "plaintext_bytes": stats.plaintext_bytes,
-        "stored_bytes": stats.stored_bytes,
-        "sha256": stats.sha256,
-        "duration_seconds": round(stats.seconds, 3),
-        "compression": f"zstd -{COMPRESSION_LEVEL}",
-        "key_fingerprint": fingerprint,
-        "source": source.where,
-        "tools": {**tools, "zstd": zstd_version(), "gpg": gpg_version()},
+                    source: Runner, tools: dict, content: dict) -> Manifest:
+    manifest = Manifest(
+        site=key.site,
+        kind=key.kind,
+        object_key=key.data_key,
+        started_at=started.isoformat(),
+        finished_at=datetime.now(timezone.utc).isoformat(),
+        plaintext_bytes=stats.plaintext_bytes,
+        stored_bytes=stats.stored_bytes,
+        sha256=stats.sha256,
+        duration_seconds=round(stats.seconds, 3),
+        compression=f"zstd -{COMPRESSION_LEVEL}",
+        key_fingerprint=fingerprint,
+        source=source.where,
+        tools={**tools, "zstd": zstd_version(), "gpg": gpg_version()},
         **content,
-    }
-    store.put_bytes(key.manifest_key, json.dumps(manifest, indent=2, sort_keys=True).encode())
+    )
+    store.put_bytes(key.manifest_key, manifest.to_bytes())
     return manifest
 
 

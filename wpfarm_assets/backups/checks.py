@@ -10,6 +10,7 @@ from resources.object_store import ObjectStoreResource
 from wpfarm_assets.backups.assets import backup_inventory
 from wpfarm_assets.backups.health import CRITICAL, OK, WARNING, backup_age, backup_integrity, group_listing, sync_alerts
 from wpfarm_assets.core.config import FarmConfig
+from wpfarm_assets.core.keys import SITES
 
 
 def health_result(context, farm: FarmConfig, findings: list, alertmanager: AlertmanagerResource,
@@ -37,7 +38,7 @@ def health_result(context, farm: FarmConfig, findings: list, alertmanager: Alert
 def backup_age_check(context: dg.AssetCheckExecutionContext, farm: dg.ResourceParam[FarmConfig],
                      object_store: ObjectStoreResource, alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
     config = farm
-    listing = group_listing(list(object_store.store().list("sites/")))
+    listing = group_listing(list(object_store.store().list(SITES)))
     findings = backup_age([s.name for s in config.sites], listing, datetime.now(timezone.utc),
                           config.alerts.warning_after_hours, config.alerts.critical_after_hours)
     return health_result(context, farm, findings, alertmanager, "WpfarmBackupStale")
@@ -47,5 +48,5 @@ def backup_age_check(context: dg.AssetCheckExecutionContext, farm: dg.ResourcePa
 def backup_integrity_check(context: dg.AssetCheckExecutionContext, farm: dg.ResourceParam[FarmConfig],
                            object_store: ObjectStoreResource, alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
     store = object_store.store()
-    findings = backup_integrity(store, [s.name for s in farm.sites], group_listing(list(store.list("sites/"))))
+    findings = backup_integrity(store, [s.name for s in farm.sites], group_listing(list(store.list(SITES))))
     return health_result(context, farm, findings, alertmanager, "WpfarmBackupIntegrity")

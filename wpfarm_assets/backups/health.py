@@ -12,18 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from resources.object_store import Store, StoredObject
+from wpfarm_assets.backups.verify import verify_backup
 from wpfarm_assets.core.config import Site
-from wpfarm_assets.core.keys import KINDS, BackupKey, parse_manifest_key, site_of
-from wpfarm_assets.backups.pipeline import object_sha256
+from wpfarm_assets.core.keys import KINDS, BackupKey, parse_manifest_key, site_of, site_record_key
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
-# The site record written when a site joins the inventory: its listing date is when it joined.
-SITE_RECORD = "site.json"
-
-
-def site_record_key(site: str) -> str:
-    return f"sites/{site}/{SITE_RECORD}"
-
 
 def record_sites(store: Store, sites: list[Site], now: datetime) -> None:
     """Write each new site's record (kept when the site is removed; not rewritten if it returns)."""
@@ -124,17 +117,10 @@ def backup_integrity(store: Store, sites: list[str], listing: dict[str, SiteBack
 
 def _check_newest(store: Store, entry: SiteBackups, newest: BackupKey, earlier: list[BackupKey]) -> Finding:
     finding = lambda severity, reason: Finding(newest.site, newest.kind, severity, reason, newest.time)  # noqa: E731
-    manifest = json.loads(store.get_bytes(newest.manifest_key))
     stored = entry.objects.get(newest.data_key)
-    if stored is None:
-        return finding(CRITICAL, f"{newest.data_key} is missing")
-    if stored.size != manifest["stored_bytes"]:
-        return finding(CRITICAL, f"{newest.data_key} is {stored.size} bytes, its manifest says {manifest['stored_bytes']}")
-    sha256, _ = object_sha256(store, newest.data_key)
-    if sha256 != manifest["sha256"]:
-        return finding(CRITICAL, f"{newest.data_key} does not match its manifest's sha256 (corrupted)")
-    if newest.kind == "db" and not manifest.get("dump_complete"):
-        return finding(CRITICAL, f"{newest.data_key}: the dump did not end with mariadb-dump's completion marker")
+    _, problem = verify_backup(store, newest, listed_size=stored.size if stored else None)
+    if problem:
+        return finding(CRITICAL, problem)
     sizes = [entry.objects[k.data_key].size for k in earlier[-14:] if k.data_key in entry.objects]
     if len(sizes) >= 3:
         median = statistics.median(sizes)

@@ -9,8 +9,8 @@ from datetime import datetime
 import pandas as pd
 
 from resources.object_store import Store
-from wpfarm_assets.core.keys import KINDS, parse_manifest_key
 from wpfarm_assets.backups.retention import RULES, plan_retention
+from wpfarm_assets.core.keys import KINDS, SITES, parse_manifest_key
 
 # DigitalOcean Spaces: $5 a month includes 250 GiB; each further GiB costs $0.02 a month.
 SPACES_BASE_USD, SPACES_INCLUDED_GIB, SPACES_USD_PER_GIB = 5.0, 250, 0.02
@@ -33,7 +33,7 @@ def backup_inventory(store: Store, sites: list[str], now: datetime, daily: int =
     """
     times: dict[tuple[str, str], list[datetime]] = defaultdict(list)
     stored: dict[tuple[str, str], int] = defaultdict(int)
-    for obj in store.list("sites/"):
+    for obj in store.list(SITES):
         match = _SITE_KIND.match(obj.key)
         if not match:
             continue

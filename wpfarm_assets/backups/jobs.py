@@ -10,8 +10,8 @@ from resources.object_store import ObjectStoreResource
 from resources.ssh import NodeResource
 from wpfarm_assets.backups.assets import backup_inventory, database_dump, file_archive, retention
 from wpfarm_assets.backups.checks import backup_age_check, backup_integrity_check
-from wpfarm_assets.core.config import FarmConfig
 from wpfarm_assets.backups.restore import restore_database, restore_files
+from wpfarm_assets.core.config import FarmConfig
 
 back_up_sites_job = dg.define_asset_job(
     "back_up_sites",

@@ -15,12 +15,14 @@ import subprocess
 import tempfile
 import threading
 import time
-import zstandard
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import zstandard
+
 from resources.object_store import Store
 from resources.ssh import CHUNK, Process, Watchdog, describe_failure
+from wpfarm_assets.core.errors import WpfarmError
 
 COMPRESSION_LEVEL = 3
 STALL_TIMEOUT = 300.0  # seconds a stream may move no data before it is killed (backup.stall_timeout)
@@ -31,7 +33,7 @@ def zstd_version() -> str:
     return f"libzstd {'.'.join(map(str, zstandard.ZSTD_VERSION))} (python-zstandard {zstandard.__version__})"
 
 
-class StreamError(RuntimeError):
+class StreamError(WpfarmError):
     """A stage of a backup or restore stream failed; the message names the stage and its stderr."""
 
 

@@ -6,7 +6,6 @@ corrupted or truncated backup is refused instead of half-restored.
 
 from __future__ import annotations
 
-import json
 import posixpath
 from datetime import date
 
@@ -14,12 +13,15 @@ from resources.gpg import decrypt_argv, require_secret_key
 from resources.mariadb import MariaDB
 from resources.object_store import Store
 from resources.ssh import Runner, run
+from wpfarm_assets.backups.pipeline import restore_stream
+from wpfarm_assets.backups.verify import read_manifest, verify_backup
 from wpfarm_assets.core.config import Site, validate_absolute_path, validate_identifier
+from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.keys import BackupKey, parse_manifest_key, site_prefix
-from wpfarm_assets.backups.pipeline import object_sha256, restore_stream
+from wpfarm_assets.core.manifest import Manifest
 
 
-class RestoreError(RuntimeError):
+class RestoreError(WpfarmError):
     """Nothing suitable to restore, or the restore failed; the message says which and why."""
 
 
@@ -37,19 +39,12 @@ def find_backup(store: Store, site: str, kind: str, on: date | None = None) -> B
     return backups[-1]
 
 
-def read_manifest(store: Store, key: BackupKey) -> dict:
-    return json.loads(store.get_bytes(key.manifest_key))
-
-
-def _verified_manifest(store: Store, key: BackupKey, gnupg_home: str | None) -> dict:
+def _verified_manifest(store: Store, key: BackupKey, gnupg_home: str | None) -> Manifest:
     manifest = read_manifest(store, key)
-    require_secret_key(manifest["key_fingerprint"], gnupg_home)
-    sha256, size = object_sha256(store, key.data_key)
-    if (sha256, size) != (manifest["sha256"], manifest["stored_bytes"]):
-        raise RestoreError(
-            f"site {key.site}: {key.data_key} is {size} bytes with sha256 {sha256[:12]}…, "
-            f"its manifest says {manifest['stored_bytes']} bytes and {manifest['sha256'][:12]}…; refusing to restore"
-        )
+    require_secret_key(manifest.key_fingerprint, gnupg_home)
+    _, problem = verify_backup(store, key, manifest)
+    if problem:
+        raise RestoreError(f"site {key.site}: {problem}; refusing to restore")
     return manifest
 
 
@@ -61,7 +56,7 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
     manifest = _verified_manifest(store, key, gnupg_home)
     db.create_database(target)
     try:
-        plaintext = restore_stream(store, key.data_key, manifest["sha256"], decrypt_argv(gnupg_home), db.load(target))
+        plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), db.load(target))
     except Exception as exc:
         raise RestoreError(f"site {site.name}: restoring {key.data_key} into {target} failed: {exc}") from exc
     return {"object_key": key.data_key, "database": target, "plaintext_bytes": plaintext, "backup_time": key.time}
@@ -80,7 +75,7 @@ def restore_files(site: Site, store: Store, runner: Runner, gnupg_home: str | No
     try:
         run(runner, ["mkdir", "-p", "--", target])
         tar = runner.start(["tar", "--extract", "--file=-", f"--directory={target}"], stdin=True)
-        plaintext = restore_stream(store, key.data_key, manifest["sha256"], decrypt_argv(gnupg_home), tar)
+        plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), tar)
     except Exception as exc:
         raise RestoreError(f"site {site.name}: restoring {key.data_key} into {target} failed: {exc}") from exc
     return {"object_key": key.data_key, "path": target, "plaintext_bytes": plaintext, "backup_time": key.time}

@@ -6,13 +6,23 @@ backups in a store: one listing of the site's prefix, deletes in batches, manife
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from resources.object_store import Store, StoredObject, UnfinishedUpload
-from wpfarm_assets.core.keys import KINDS, BackupKey, parse_manifest_key, site_of, site_prefix
+from wpfarm_assets.backups.verify import verify_backup
+from wpfarm_assets.core.errors import WpfarmError
+from wpfarm_assets.core.keys import (
+    KINDS,
+    SITES,
+    BackupKey,
+    kind_of,
+    parse_manifest_key,
+    site_of,
+    site_prefix,
+    site_root,
+)
 
 RULES = ("daily", "weekly", "monthly")
 ABORTED_UPLOAD_AGE = timedelta(days=1)
@@ -88,19 +98,19 @@ def list_sites(store: Store, sites: list[str]) -> dict[str, SiteListing]:
     listings = {site: SiteListing() for site in sites}
     if len(sites) < FARM_WIDE_LISTING_FROM:
         for site in sites:
-            prefix = f"sites/{site}/"
+            prefix = site_root(site)
             listings[site] = SiteListing(list(store.list(prefix)), store.unfinished_uploads(prefix))
         return listings
-    for obj in store.list("sites/"):
+    for obj in store.list(SITES):
         if (listing := listings.get(site_of(obj.key))) is not None:
             listing.objects.append(obj)
-    for upload in store.unfinished_uploads("sites/"):
+    for upload in store.unfinished_uploads(SITES):
         if (listing := listings.get(site_of(upload.key))) is not None:
             listing.uploads.append(upload)
     return listings
 
 
-class RetentionRefused(RuntimeError):
+class RetentionRefused(WpfarmError):
     """Retention did not run for a site (its newest backup failed verification); nothing was deleted."""
 
 
@@ -175,7 +185,7 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
         kind_report.oldest, kind_report.newest = kept_times[0], kept_times[-1]
 
     aborted = [o for key, o in objects.items()
-               if key not in referenced and key.split("/")[2] in KINDS and now - o.modified > ABORTED_UPLOAD_AGE]
+               if key not in referenced and kind_of(key) and now - o.modified > ABORTED_UPLOAD_AGE]
     report.aborted_removed = len(aborted)
     report.aborted_bytes = sum(o.size for o in aborted)
     stale_uploads = [u for u in listing.uploads if now - u.initiated > ABORTED_UPLOAD_AGE]
@@ -192,11 +202,10 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
 
 
 def _verify(store: Store, newest: BackupKey, objects: dict) -> None:
-    manifest = json.loads(store.get_bytes(newest.manifest_key))
     stored = objects.get(newest.data_key)
-    if stored is None or stored.size != manifest["stored_bytes"]:
-        found = "missing" if stored is None else f"{stored.size} bytes"
+    _, problem = verify_backup(store, newest, listed_size=stored.size if stored else None, read=False)
+    if problem:
         raise RetentionRefused(
             f"site {newest.site}: newest {newest.kind} backup {newest.data_key} failed verification "
-            f"({found}, manifest says {manifest['stored_bytes']} bytes); retention skipped, nothing deleted"
+            f"({problem}); retention skipped, nothing deleted"
         )

@@ -1,4 +1,6 @@
-"""Independent checks that a restore equals its source: a digest of a file tree as a backup sees it."""
+"""Is a backup what its manifest says? (`verify_backup`: the one check that retention, the integrity
+check and restore all use.) And independent checks that a restore equals its source: a digest of a
+file tree as a backup sees it."""
 
 from __future__ import annotations
 
@@ -7,7 +9,46 @@ import hashlib
 import os
 from pathlib import Path
 
+from resources.object_store import Store, StoreError
 from wpfarm_assets.backups.backup import FILE_EXCLUDES
+from wpfarm_assets.backups.pipeline import object_sha256
+from wpfarm_assets.core.keys import BackupKey
+from wpfarm_assets.core.manifest import Manifest
+
+NOT_LISTED = -1  # `listed_size` when the caller has no listing: the object is read to find out
+
+
+def read_manifest(store: Store, key: BackupKey) -> Manifest:
+    return Manifest.from_bytes(store.get_bytes(key.manifest_key), key.manifest_key)
+
+
+def verify_backup(store: Store, key: BackupKey, manifest: Manifest | None = None, listed_size: int | None = NOT_LISTED,
+                  read: bool = True) -> tuple[Manifest, str | None]:
+    """The backup's manifest, and what is wrong with its stored object (None: nothing).
+
+    `listed_size` is the object's size in a listing the caller already has (None: not in it, so
+    missing). With `read`, the object is read whole and its size and sha256 compared with the
+    manifest; without, only the listed size is (cheap: retention's guard). A database dump must also
+    have ended with mariadb-dump's completion marker.
+    """
+    manifest = manifest or read_manifest(store, key)
+    size = listed_size
+    if size is None:
+        return manifest, f"{key.data_key} is missing"
+    if size != NOT_LISTED and size != manifest.stored_bytes:
+        return manifest, f"{key.data_key} is {size} bytes, its manifest says {manifest.stored_bytes}"
+    if read:
+        try:
+            sha256, size = object_sha256(store, key.data_key)
+        except StoreError as exc:
+            return manifest, f"{key.data_key} cannot be read: {exc}"
+        if size != manifest.stored_bytes:
+            return manifest, f"{key.data_key} is {size} bytes, its manifest says {manifest.stored_bytes}"
+        if sha256 != manifest.sha256:
+            return manifest, f"{key.data_key} does not match its manifest's sha256 (corrupted)"
+    if key.kind == "db" and not manifest.dump_complete:
+        return manifest, f"{key.data_key}: the dump did not end with mariadb-dump's completion marker"
+    return manifest, None
 
 
 def excluded(relative: str) -> bool:

@@ -1,4 +1,6 @@
-"""Object keys: one layout, `sites/<site>/<kind>/<UTC timestamp>.<ext>`, with a `.json` manifest beside.
+"""Object keys: one layout, `sites/<site>/<kind>/<UTC timestamp>.<ext>`, with a `.json` manifest beside,
+and `sites/<site>/site.json`, the record of when a site joined. This module is the only place that
+spells the layout; everything else asks it.
 
 A backup exists only if its manifest does; the data object alone is an aborted upload.
 """
@@ -13,6 +15,8 @@ from wpfarm_assets.core.config import validate_site_name
 
 KINDS = {"db": ".sql.zst.gpg", "files": ".tar.zst.gpg"}
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+SITES = "sites/"  # every site's objects live under this prefix of the target
+SITE_RECORD = "site.json"  # written when a site joins the inventory
 _MANIFEST = re.compile(r"^sites/(?P<site>[^/]+)/(?P<kind>db|files)/(?P<stamp>\d{8}T\d{6}Z)\.json$")
 
 
@@ -42,15 +46,30 @@ class BackupKey:
         return f"{site_prefix(self.site, self.kind)}{self.stamp}.json"
 
 
-def site_prefix(site: str, kind: str) -> str:
+def site_root(site: str) -> str:
+    """Everything of one site: `sites/<site>/`."""
     validate_site_name(site)
-    return f"sites/{site}/{kind}/"
+    return f"{SITES}{site}/"
+
+
+def site_prefix(site: str, kind: str) -> str:
+    return f"{site_root(site)}{kind}/"
+
+
+def site_record_key(site: str) -> str:
+    return f"{site_root(site)}{SITE_RECORD}"
 
 
 def site_of(key: str) -> str | None:
     """The site an object key belongs to (`sites/<site>/…`), or None."""
     parts = key.split("/", 2)
-    return parts[1] if len(parts) == 3 and parts[0] == "sites" else None
+    return parts[1] if len(parts) == 3 and f"{parts[0]}/" == SITES else None
+
+
+def kind_of(key: str) -> str | None:
+    """The backup kind an object key belongs to (`sites/<site>/<kind>/…`), or None."""
+    parts = key.split("/", 3)
+    return parts[2] if len(parts) == 4 and site_of(key) and parts[2] in KINDS else None
 
 
 def parse_manifest_key(key: str) -> BackupKey | None:

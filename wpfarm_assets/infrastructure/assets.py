@@ -19,8 +19,14 @@ from resources.redis import RedisError, RedisResource
 from resources.ssh import CommandError, NodeResource
 from resources.swarm import SwarmError, SwarmResource
 from wpfarm_assets.core.config import FarmConfig
-from wpfarm_assets.infrastructure.tiers import TierHealth, cache_health, database_health, monitoring_health, storage_health
 from wpfarm_assets.core.topology import CRITICAL, Difference, compare_droplets, compare_nodes
+from wpfarm_assets.infrastructure.tiers import (
+    TierHealth,
+    cache_health,
+    database_health,
+    monitoring_health,
+    storage_health,
+)
 
 HEALTHY, MATCHES = "healthy", "matches_topology"
 T = TypeVar("T")
