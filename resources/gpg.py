@@ -8,6 +8,7 @@ import subprocess
 
 import dagster as dg
 
+from resources.ssh import child_env
 from wpfarm_assets.core.errors import WpfarmError
 
 
@@ -38,6 +39,7 @@ def _list_keys(home: str | None, recipient: str, secret: bool) -> str:
             capture_output=True,
             text=True,
             timeout=30,
+            env=child_env(),
         )
     except FileNotFoundError:
         raise GPGError("gpg is not installed on this machine") from None
@@ -65,7 +67,7 @@ def require_secret_key(fingerprint: str, home: str | None) -> None:
 
 @functools.cache
 def gpg_version() -> str:
-    out = subprocess.run(["gpg", "--version"], capture_output=True, text=True).stdout
+    out = subprocess.run(["gpg", "--version"], capture_output=True, text=True, env=child_env()).stdout
     return out.splitlines()[0] if out else "unknown"
 
 

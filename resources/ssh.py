@@ -31,6 +31,18 @@ IDLE_TIMEOUT = 600  # seconds an SSH command may send nothing before it counts a
 SECRET_FILE = "\x00secret-file"
 
 
+# What a child process may see of wpfarm's environment: what the tools need to run. Never the
+# secrets wpfarm reads (database and Spaces credentials, tokens): those reach a tool out of band
+# (a pipe) or not at all.
+CHILD_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "GNUPGHOME")
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {name: os.environ[name] for name in CHILD_ENVIRONMENT if name in os.environ}
+    env.setdefault("PATH", os.defpath)
+    return {**env, **extra}
+
+
 class CommandError(WpfarmError):
     """A command exited non-zero; the message carries its name, exit status and stderr tail."""
 
@@ -131,6 +143,7 @@ class LocalProcess:
                 stdout=subprocess.PIPE,
                 stderr=self._stderr,
                 pass_fds=pass_fds,
+                env=child_env(),
             )
         except FileNotFoundError:
             raise CommandError(f"{argv[0]}: command not found on this machine") from None

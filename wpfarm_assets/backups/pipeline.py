@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import zstandard
 
 from resources.object_store import Store
-from resources.ssh import CHUNK, Process, Watchdog, describe_failure
+from resources.ssh import CHUNK, Process, Watchdog, child_env, describe_failure
 from wpfarm_assets.core.errors import WpfarmError
 
 COMPRESSION_LEVEL = 3
@@ -52,7 +52,7 @@ class _Stage:
         self.argv = argv
         self._stderr = tempfile.TemporaryFile()
         try:
-            self.proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=self._stderr)
+            self.proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=self._stderr, env=child_env())
         except FileNotFoundError:
             raise StreamError(f"{argv[0]} is not installed on this machine") from None
 
