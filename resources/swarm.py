@@ -3,6 +3,7 @@ docker CLI (`docker stack deploy`), which the SDK lacks, with the compose file o
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Callable
@@ -13,7 +14,6 @@ import docker
 import docker.errors
 import requests
 
-from resources.ssh import child_env
 from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.topology import Node
 
@@ -121,7 +121,9 @@ class SwarmResource(dg.ConfigurableResource):
     def deploy_stack(self, stack: str, compose: str) -> None:
         """`docker stack deploy` with the compose file on stdin; images are used as they are on the
         nodes (no registry lookup)."""
-        env = child_env(DOCKER_HOST=self.docker_host or "")
+        # The compose files interpolate the operator's environment (${DAGSTER_PG_HOST:?...}): docker
+        # stack deploy is the one child that needs it whole.
+        env = {**os.environ, "DOCKER_HOST": self.docker_host or ""}
         argv = ["docker", "stack", "deploy", "--resolve-image", "never", "--prune", "--compose-file", "-", stack]
         try:
             out = subprocess.run(argv, input=compose, capture_output=True, text=True, env=env, timeout=120)

@@ -2,7 +2,8 @@
 against the instance in $DAGSTER_HOME, so everything they do shows in the web UI.
 
     wpfarm backup [SITE ...] [--failed]  back up the named sites now (all when none are named)
-    wpfarm restore SITE [--date D] [--to-database NAME] [--to-path DIR] [--kind all|db|files]
+    wpfarm restore SITE [--date D | --at STAMP] [--to-database NAME] [--to-path DIR] [--kind all|db|files]
+    wpfarm backups SITE [--verify]       every restore point of a site and its verification state
     wpfarm status                        every site's newest backup, its age and state
     wpfarm demo [--sites N]              build a demo farm, back it up, restore one site and compare
     wpfarm site create NAME              add a site to the inventory, provision it, take its first backup
@@ -34,7 +35,7 @@ from wpfarm_assets.core.config import (
     validate_site_name,
 )
 from wpfarm_assets.core.errors import WpfarmError
-from wpfarm_assets.core.keys import SITES
+from wpfarm_assets.core.keys import KINDS, SITES, parse_stamp, site_root, split_future
 from wpfarm_assets.dagster_storage import HOST_TAG, fail_dead_runs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -183,10 +184,21 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
         validate_identifier(args.to_database)
     if args.to_path:
         validate_absolute_path(args.to_path)
+    if args.at:
+        try:
+            parse_stamp(args.at)
+        except ValueError:
+            raise ConfigError(f"--at {args.at!r}: use a backup's stamp, yyyymmddThhmmssZ (`wpfarm backups SITE`)") from None
+    if problem := config.restore_target_problem(config.site(args.site), args.to_database, args.to_path):
+        if not args.force:
+            raise ConfigError(f"{problem}; refused (add --force to do it anyway)")
+        print(f"wpfarm: {problem}; going on: --force", file=sys.stderr)
     op_config = {
+        "force": args.force,
         "site": args.site,
         "kind": args.kind,
         "date": args.date,
+        "at": args.at,
         "to_database": args.to_database,
         "to_path": args.to_path,
         "gnupg_home": args.gnupg_home,
@@ -196,9 +208,45 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
     if not result.success:
         return 1
     for kind, restored in result.output_for_node("restore_site_op").items():
+        for refusal in restored["refused"]:
+            print(f"{args.site}: {kind} backup {refusal}: refused", file=sys.stderr)
         where = restored.get("database") or restored.get("path")
         print(f"{args.site}: {kind} restored into {where} from {restored['object_key']}")
     return 0
+
+
+def backups(args: argparse.Namespace, config: FarmConfig) -> int:
+    """Every restore point of a site, per kind, newest first, with its state: `ok` (listed at the
+    size its manifest says; with --verify, read whole and its sha256 compared), `REFUSED` (a
+    restore or check found it bad), `FUTURE` (stamped ahead of now: never chosen). Exit 1 if any is not ok."""
+    from wpfarm_assets.backups.health import group_listing
+    from wpfarm_assets.backups.verify import record_refusal, verify_backup
+
+    config.site(args.site)
+    store = store_of(config)
+    entry = group_listing(list(store.list(site_root(args.site)))).get(args.site)
+    now = datetime.now(timezone.utc)
+    bad = 0
+    print("KIND   STAMP              STORED BYTES  STATE     DETAIL")
+    for kind in KINDS:
+        keys = entry.backups[kind] if entry else []
+        _, future = split_future(keys, now)
+        for key in reversed(keys):
+            stored = entry.objects.get(key.data_key)
+            if key in future:
+                state, detail = "FUTURE", "stamped ahead of this machine's clock: never chosen"
+            else:
+                _, detail = verify_backup(store, key, listed_size=stored.size if stored else None, read=args.verify)
+                if detail and args.verify:
+                    record_refusal(store, key, detail)
+                state = "REFUSED" if detail or key in entry.refused else "ok"
+                detail = detail or ("refused earlier: " + store.get_bytes(key.refusal_key).decode(errors="replace")
+                                    if key in entry.refused else "sha256 verified" if args.verify else "size matches")
+            bad += state != "ok"
+            size = f"{stored.size:,}" if stored else "-"
+            print(f"{kind:5}  {key.stamp}  {size:>12}  {state:8}  {detail}")
+    print(f"\n{sum(len(entry.backups[k]) for k in KINDS) if entry else 0} restore points, {bad} not ok")
+    return 1 if bad else 0
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -223,7 +271,7 @@ def demo(args: argparse.Namespace) -> int:
     scratch_db, scratch_dir = f"wp_{args.prefix}_restore_check", workdir / "restore-check"
     shutil.rmtree(scratch_dir, ignore_errors=True)
     db.drop_database(scratch_db)
-    ns = argparse.Namespace(site=site.name, kind="all", date=None, to_database=scratch_db,
+    ns = argparse.Namespace(site=site.name, kind="all", date=None, at=None, force=False, to_database=scratch_db,
                             to_path=str(scratch_dir), gnupg_home=str(gnupg))
     if restore(ns, config) != 0:
         return 1
@@ -294,12 +342,18 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--failed", action="store_true", help="retry exactly the sites whose last backup failed")
     r = sub.add_parser("restore", help="restore a site from its newest (or a given day's) backup")
     r.add_argument("site", metavar="SITE")
-    r.add_argument("--date", help="YYYY-MM-DD (UTC): the newest backup of that day")
+    r.add_argument("--date", help="YYYY-MM-DD (UTC): the newest good backup of that day")
+    r.add_argument("--at", help="yyyymmddThhmmssZ: exactly this backup (see `wpfarm backups SITE`)")
     r.add_argument("--to-database", help="restore into this database instead of the site's own")
     r.add_argument("--to-path", help="extract wp-content (and wp-config.php) under this directory instead")
     r.add_argument("--kind", choices=["all", "db", "files"], default="all")
+    r.add_argument("--force", action="store_true",
+                   help="restore even into another site's database or folder, or a system directory")
     r.add_argument("--gnupg-home", default=os.environ.get("GNUPGHOME"), help="keyring with the farm's private key")
     sub.add_parser("status", help="the newest backup of every site and kind, its age and state")
+    bk = sub.add_parser("backups", help="every restore point of a site, with its verification state")
+    bk.add_argument("site", metavar="SITE")
+    bk.add_argument("--verify", action="store_true", help="read every backup whole and compare its sha256")
     d = sub.add_parser("demo", help="build a demo farm on the local MariaDB, back it up, restore one site")
     d.add_argument("--sites", type=int, default=20)
     d.add_argument("--workdir", default=".demo")
@@ -340,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config()
         if args.command == "status":
             return status(config)
+        if args.command == "backups":
+            return backups(args, config)
         if args.command == "site":
             return site_create(args, config)
         if args.command == "provision":

@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from resources.object_store import Store, StoredObject
-from wpfarm_assets.backups.verify import verify_backup
+from wpfarm_assets.backups.verify import record_refusal, verify_backup
 from wpfarm_assets.core.config import Site
-from wpfarm_assets.core.keys import KINDS, BackupKey, parse_manifest_key, site_of, site_record_key
+from wpfarm_assets.core.keys import (
+    KINDS,
+    BackupKey,
+    parse_manifest_key,
+    parse_refusal_key,
+    site_of,
+    site_record_key,
+    split_future,
+)
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
 
@@ -43,6 +51,7 @@ class SiteBackups:
     added: datetime | None
     backups: dict[str, list[BackupKey]]
     objects: dict[str, StoredObject]
+    refused: set[BackupKey] = field(default_factory=set)  # backups a restore or check found bad
 
 
 def group_listing(objects: list[StoredObject]) -> dict[str, SiteBackups]:
@@ -57,6 +66,8 @@ def group_listing(objects: list[StoredObject]) -> dict[str, SiteBackups]:
             entry.added = obj.modified
         elif (key := parse_manifest_key(obj.key)) is not None and key.site == site:
             entry.backups[key.kind].append(key)
+        elif (key := parse_refusal_key(obj.key)) is not None and key.site == site:
+            entry.refused.add(key)
     for entry in sites.values():
         for backups in entry.backups.values():
             backups.sort()
@@ -71,18 +82,29 @@ def backup_age(sites: list[str], listing: dict[str, SiteBackups], now: datetime,
     for site in sorted(sites):
         entry = listing.get(site) or SiteBackups(None, {kind: [] for kind in KINDS}, {})
         for kind in KINDS:
-            backups = entry.backups[kind]
+            credible, future = split_future(entry.backups[kind], now)
+            backups = [k for k in credible if k not in entry.refused]
+            flagged = ""
+            if future:
+                stamps = ", ".join(k.stamp for k in future[:3])
+                flagged = (f"; {len(future)} backup(s) stamped in the future ({stamps}): clock skew or a planted "
+                           "object, never taken as the newest")
+            bad = [k for k in credible if k in entry.refused and (not backups or k > backups[-1])]
+            if bad:
+                flagged += f"; newer backup {bad[-1].stamp} failed verification"
             if not backups:
                 existed = (now - entry.added).total_seconds() / 3600 if entry.added else None
-                if existed is not None and existed < warning_hours:
+                if existed is not None and existed < warning_hours and not future:
                     findings.append(Finding(site, kind, OK, f"new site ({existed:.1f} h), no backup yet"))
                 else:
-                    findings.append(Finding(site, kind, CRITICAL, "never backed up"))
+                    findings.append(Finding(site, kind, CRITICAL, ("no good backup" if bad else "never backed up") + flagged))
                 continue
             newest = backups[-1].time
             age = (now - newest).total_seconds() / 3600
-            severity = CRITICAL if age >= critical_hours else WARNING if age >= warning_hours else OK
-            findings.append(Finding(site, kind, severity, f"newest backup {age:.1f} h old", newest, round(age, 1)))
+            severity = (CRITICAL if age >= critical_hours or bad else
+                        WARNING if age >= warning_hours or future else OK)
+            findings.append(Finding(site, kind, severity, f"newest backup {age:.1f} h old{flagged}", newest,
+                                    round(age, 1)))
     return findings
 
 
@@ -99,7 +121,8 @@ def sync_alerts(alertmanager, alertname: str, findings: list[Finding], link: str
     return alertmanager.sync(alertname, alerts)
 
 
-def backup_integrity(store: Store, sites: list[str], listing: dict[str, SiteBackups]) -> list[Finding]:
+def backup_integrity(store: Store, sites: list[str], listing: dict[str, SiteBackups],
+                     now: datetime | None = None) -> list[Finding]:
     """Check the newest backup of each site and kind: the stored object's size and sha256 match its
     manifest, the dump ended complete; a size under half or over double the median of the site's
     earlier backups is a warning."""
@@ -107,7 +130,7 @@ def backup_integrity(store: Store, sites: list[str], listing: dict[str, SiteBack
     for site in sorted(sites):
         entry = listing.get(site)
         for kind in KINDS:
-            backups = entry.backups[kind] if entry else []
+            backups, _ = split_future(entry.backups[kind] if entry else [], now or datetime.now(timezone.utc))
             if not backups:
                 continue
             newest = backups[-1]
@@ -120,6 +143,7 @@ def _check_newest(store: Store, entry: SiteBackups, newest: BackupKey, earlier: 
     stored = entry.objects.get(newest.data_key)
     _, problem = verify_backup(store, newest, listed_size=stored.size if stored else None)
     if problem:
+        record_refusal(store, newest, problem)  # from now on the age check flags the site too
         return finding(CRITICAL, problem)
     sizes = [entry.objects[k.data_key].size for k in earlier[-14:] if k.data_key in entry.objects]
     if len(sizes) >= 3:

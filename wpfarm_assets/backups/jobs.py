@@ -41,10 +41,12 @@ verify_backups_job = dg.define_asset_job(
 class RestoreSiteConfig(dg.Config):
     site: str
     kind: str = "all"  # all | db | files
-    date: str | None = None  # YYYY-MM-DD: newest backup of that UTC day; default newest overall
+    date: str | None = None  # YYYY-MM-DD: newest good backup of that UTC day; default newest overall
+    at: str | None = None  # yyyymmddThhmmssZ: exactly this backup
     to_database: str | None = None  # default: the site's own database (in place)
     to_path: str | None = None  # default: the site root (in place)
     gnupg_home: str | None = None  # keyring with the farm's private key; default $GNUPGHOME
+    force: bool = False  # restore even into another site's database or folder, or a system directory
 
 
 @dg.op
@@ -60,15 +62,19 @@ def restore_site_op(
     if config.kind not in ("all", "db", "files"):
         raise dg.Failure(f"kind must be all, db or files, not {config.kind!r}")
     site = farm.site(config.site)
+    problem = farm.restore_target_problem(site, config.to_database, config.to_path)
+    if problem and not config.force:
+        raise dg.Failure(f"{problem}; refused (set force to do it anyway)", allow_retries=False)
     on = date.fromisoformat(config.date) if config.date else None
     store = object_store.store()
     restored = {}
     if config.kind in ("all", "db"):
         db = mariadb.client(database_node.runner())
-        restored["db"] = restore_database(site, store, db, config.gnupg_home, config.to_database, on)
+        restored["db"] = restore_database(site, store, db, config.gnupg_home, config.to_database, on, config.at)
         context.log.info(f"{site.name}: database restored from {restored['db']['object_key']}")
     if config.kind in ("all", "files"):
-        restored["files"] = restore_files(site, store, storage_node.runner(), config.gnupg_home, config.to_path, on)
+        restored["files"] = restore_files(site, store, storage_node.runner(), config.gnupg_home, config.to_path, on,
+                                          config.at)
         context.log.info(f"{site.name}: files restored from {restored['files']['object_key']}")
     context.add_output_metadata({
         kind: dg.MetadataValue.json({k: str(v) for k, v in r.items()}) for kind, r in restored.items()

@@ -1,23 +1,25 @@
-"""Restore one site from its newest backup (or the newest of a given day): database, files, or both.
+"""Restore one site from its newest good backup (or the newest of a given day, or one named by its
+stamp): database, files, or both.
 
 The stored object is checked against its manifest's sha256 before anything is written, so a
-corrupted or truncated backup is refused instead of half-restored.
+corrupted or truncated backup is refused instead of half-restored; restore then takes the one
+before it, and says which it refused and why.
 """
 
 from __future__ import annotations
 
 import posixpath
-from datetime import date
+from datetime import date, datetime, timezone
 
 from resources.gpg import decrypt_argv, require_secret_key
 from resources.mariadb import MariaDB
 from resources.object_store import Store
 from resources.ssh import Runner, run
 from wpfarm_assets.backups.pipeline import restore_stream
-from wpfarm_assets.backups.verify import read_manifest, verify_backup
+from wpfarm_assets.backups.verify import read_manifest, record_refusal, verify_backup
 from wpfarm_assets.core.config import Site, validate_absolute_path, validate_identifier
 from wpfarm_assets.core.errors import WpfarmError
-from wpfarm_assets.core.keys import BackupKey, parse_manifest_key, site_prefix
+from wpfarm_assets.core.keys import BackupKey, parse_manifest_key, parse_stamp, site_prefix, split_future
 from wpfarm_assets.core.manifest import Manifest
 
 
@@ -31,51 +33,65 @@ def list_backups(store: Store, site: str, kind: str) -> list[BackupKey]:
     return sorted(k for k in keys if k is not None and k.site == site and k.kind == kind)
 
 
-def find_backup(store: Store, site: str, kind: str, on: date | None = None) -> BackupKey:
-    backups = [k for k in list_backups(store, site, kind) if on is None or k.time.date() == on]
+def choose_backup(store: Store, site: str, kind: str, gnupg_home: str | None, on: date | None = None,
+                  at: str | None = None) -> tuple[BackupKey, Manifest, list[str]]:
+    """The newest backup (of day `on`, or exactly the one stamped `at`) that verifies: its object is
+    the one its manifest describes (read whole, sha256). Those that do not are passed over, recorded
+    as refused, and named in the third value. Backups stamped in the future are never taken as the
+    newest (a named day or stamp is taken as named); an explicit `at` is not replaced by another one."""
+    backups = list_backups(store, site, kind)
+    if at is not None:
+        backups = [k for k in backups if k.time == parse_stamp(at)]
+    elif on is not None:  # a day the operator names is taken as named
+        backups = [k for k in backups if k.time.date() == on]
+    else:
+        backups, _ = split_future(backups, datetime.now(timezone.utc))
     if not backups:
-        when = f" from {on.isoformat()}" if on else ""
+        when = f" stamped {at}" if at else f" from {on.isoformat()}" if on else ""
         raise RestoreError(f"site {site}: no {kind} backup{when} in {store.url}")
-    return backups[-1]
-
-
-def _verified_manifest(store: Store, key: BackupKey, gnupg_home: str | None) -> Manifest:
-    manifest = read_manifest(store, key)
-    require_secret_key(manifest.key_fingerprint, gnupg_home)
-    _, problem = verify_backup(store, key, manifest)
-    if problem:
-        raise RestoreError(f"site {key.site}: {problem}; refusing to restore")
-    return manifest
+    refused = []
+    for key in reversed(backups):
+        manifest = read_manifest(store, key)
+        require_secret_key(manifest.key_fingerprint, gnupg_home)  # not the backup's fault: stop here
+        _, problem = verify_backup(store, key, manifest)
+        if problem is None:
+            return key, manifest, refused
+        record_refusal(store, key, problem)
+        refused.append(f"{key.stamp}: {problem}")
+        if at is not None:
+            break
+    raise RestoreError(f"site {site}: no {kind} backup verifies; refused: " + "; ".join(refused)
+                       + "; refusing to restore")
 
 
 def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | None,
-                     to_database: str | None = None, on: date | None = None) -> dict:
+                     to_database: str | None = None, on: date | None = None, at: str | None = None) -> dict:
     """Load the chosen dump into `to_database` (default: the site's own database, in place)."""
     target = validate_identifier(to_database or site.database)
-    key = find_backup(store, site.name, "db", on)
-    manifest = _verified_manifest(store, key, gnupg_home)
+    key, manifest, refused = choose_backup(store, site.name, "db", gnupg_home, on, at)
     db.create_database(target)
     try:
         plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), db.load(target))
     except Exception as exc:
         raise RestoreError(f"site {site.name}: restoring {key.data_key} into {target} failed: {exc}") from exc
-    return {"object_key": key.data_key, "database": target, "plaintext_bytes": plaintext, "backup_time": key.time}
+    return {"object_key": key.data_key, "database": target, "plaintext_bytes": plaintext, "backup_time": key.time,
+            "refused": refused}
 
 
 def restore_files(site: Site, store: Store, runner: Runner, gnupg_home: str | None,
-                  to_path: str | None = None, on: date | None = None) -> dict:
+                  to_path: str | None = None, on: date | None = None, at: str | None = None) -> dict:
     """Extract the chosen archive under `to_path` (default: the site root, in place).
 
     The archive holds `wp-content/…` (and `wp-config.php`) relative to the site root. Files not in
     the archive are left where they are.
     """
     target = validate_absolute_path(to_path) if to_path else posixpath.dirname(site.content_path)
-    key = find_backup(store, site.name, "files", on)
-    manifest = _verified_manifest(store, key, gnupg_home)
+    key, manifest, refused = choose_backup(store, site.name, "files", gnupg_home, on, at)
     try:
         run(runner, ["mkdir", "-p", "--", target])
         tar = runner.start(["tar", "--extract", "--file=-", f"--directory={target}"], stdin=True)
         plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), tar)
     except Exception as exc:
         raise RestoreError(f"site {site.name}: restoring {key.data_key} into {target} failed: {exc}") from exc
-    return {"object_key": key.data_key, "path": target, "plaintext_bytes": plaintext, "backup_time": key.time}
+    return {"object_key": key.data_key, "path": target, "plaintext_bytes": plaintext, "backup_time": key.time,
+            "refused": refused}

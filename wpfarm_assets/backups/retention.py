@@ -166,8 +166,11 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
         if not backups:
             continue
         for key in backups:
-            referenced.update((key.manifest_key, key.data_key))
+            referenced.update((key.manifest_key, key.data_key, key.refusal_key))
         newest = backups[-1]
+        if newest.refusal_key in objects:
+            raise RetentionRefused(f"site {site}: newest {kind} backup {newest.data_key} failed verification "
+                                   "(a restore or check refused it); retention skipped, nothing deleted")
         _verify(store, newest, objects)
         plan = plan_retention([k.time for k in backups], daily, weekly, monthly)
         plan.setdefault(newest.time, "daily")  # the newest is never deleted, whatever the counts say
@@ -177,7 +180,7 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
                 continue
             manifests_to_delete.append(key.manifest_key)
             kind_report.deleted += 1
-            for k in (key.manifest_key, key.data_key):
+            for k in (key.manifest_key, key.data_key, key.refusal_key):
                 if k in objects:
                     objects_to_delete.append(k)
                     kind_report.bytes_freed += objects[k].size

@@ -18,6 +18,15 @@ from wpfarm_assets.core.manifest import Manifest
 NOT_LISTED = -1  # `listed_size` when the caller has no listing: the object is read to find out
 
 
+def record_refusal(store: Store, key: BackupKey, reason: str) -> None:
+    """Remember that this backup did not verify (status and alerts flag the site until a good backup
+    is newer; restore passes it over). Best effort: the caller reports the problem in any case."""
+    try:
+        store.put_bytes(key.refusal_key, reason.encode())
+    except StoreError:
+        pass
+
+
 def read_manifest(store: Store, key: BackupKey) -> Manifest:
     return Manifest.from_bytes(store.get_bytes(key.manifest_key), key.manifest_key)
 

@@ -56,6 +56,39 @@ def validate_absolute_path(path: str) -> str:
     return str(pure)
 
 
+# Where no site's files may be: a content path in (or equal to) one of these, or whose site root
+# (its parent) is /, would back up or restore over the system itself.
+SYSTEM_DIRECTORIES = ("/etc", "/proc", "/sys", "/dev", "/boot", "/bin", "/sbin", "/usr", "/lib", "/lib32", "/lib64",
+                      "/root", "/run")
+SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
+
+
+def system_path_problem(path: str) -> str | None:
+    """Why `path` may not hold (or receive) a site's files, or None."""
+    pure = PurePosixPath(path)
+    if pure == PurePosixPath("/"):
+        return f"{path!r} is the root directory"
+    for system in SYSTEM_DIRECTORIES:
+        if pure == PurePosixPath(system) or PurePosixPath(system) in pure.parents:
+            return f"{path!r} is a system directory ({system})"
+    return None
+
+
+def validate_content_path(path: str) -> str:
+    path = validate_absolute_path(path)
+    problem = system_path_problem(path) or system_path_problem(str(PurePosixPath(path).parent))
+    if problem:
+        raise ConfigError(f"content path {path!r}: {problem}; a site's files live below a sites root such as /srv/sites")
+    return path
+
+
+def validate_site_database(name: str) -> str:
+    validate_identifier(name)
+    if name.lower() in SYSTEM_DATABASES:
+        raise ConfigError(f"{name!r} is a system database of the server, not a site's")
+    return name
+
+
 SiteName = Annotated[str, AfterValidator(validate_site_name)]
 Identifier = Annotated[str, AfterValidator(validate_identifier)]
 AbsolutePath = Annotated[str, AfterValidator(validate_absolute_path)]
@@ -225,8 +258,13 @@ class AlertsConfig(_Model):
 
 class Site(_Model):
     name: SiteName
-    database: Identifier
-    content_path: AbsolutePath
+    database: Annotated[str, AfterValidator(validate_site_database)]
+    content_path: Annotated[str, AfterValidator(validate_content_path)]
+
+    @property
+    def root(self) -> str:
+        """The site root: wp-content's parent, where wp-config.php is."""
+        return str(PurePosixPath(self.content_path).parent)
 
 
 class FarmConfig(_Model):
@@ -263,7 +301,29 @@ class FarmConfig(_Model):
                 raise ValueError(f"sites {databases[site.database]!r} and {site.name!r} share the database {site.database!r}")
             seen.add(site.name)
             databases[site.database] = site.name
+        roots = sorted((site.root.rstrip("/") + "/", site.name) for site in self.sites)
+        for (outer, a), (inner, b) in zip(roots, roots[1:], strict=False):  # sorted: a nested root follows its parent
+            if inner.startswith(outer):
+                raise ValueError(f"sites {a!r} and {b!r} share or nest their site roots ({outer} and {inner}): "
+                                 "each site needs a folder of its own")
         return self
+
+    def restore_target_problem(self, site: Site, to_database: str | None, to_path: str | None) -> str | None:
+        """Why restoring `site` into this database or folder would hurt something else, or None."""
+        if to_database:
+            owner = next((s.name for s in self.sites if s.database == to_database and s.name != site.name), None)
+            if owner:
+                return f"--to-database {to_database} is the database of site {owner}: restoring there overwrites it"
+            if to_database.lower() in SYSTEM_DATABASES:
+                return f"--to-database {to_database} is a system database"
+        if to_path:
+            if problem := system_path_problem(to_path):
+                return f"--to-path {problem}"
+            owner = next((s.name for s in self.sites if s.name != site.name and PurePosixPath(s.root) in
+                          (PurePosixPath(to_path), *PurePosixPath(to_path).parents)), None)
+            if owner:
+                return f"--to-path {to_path} is inside the site root of {owner}: restoring there overwrites it"
+        return None
 
     def site(self, name: str) -> Site:
         for site in self.sites:

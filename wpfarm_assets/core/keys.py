@@ -8,16 +8,21 @@ A backup exists only if its manifest does; the data object alone is an aborted u
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from wpfarm_assets.core.config import validate_site_name
 
 KINDS = {"db": ".sql.zst.gpg", "files": ".tar.zst.gpg"}
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+# A backup stamped later than now plus this is not believed (a worker's clock ahead, or a planted
+# object): it is flagged and never taken as a site's newest backup.
+FUTURE_TOLERANCE = timedelta(minutes=10)
 SITES = "sites/"  # every site's objects live under this prefix of the target
 SITE_RECORD = "site.json"  # written when a site joins the inventory
 _MANIFEST = re.compile(r"^sites/(?P<site>[^/]+)/(?P<kind>db|files)/(?P<stamp>\d{8}T\d{6}Z)\.json$")
+_REFUSAL = re.compile(r"^sites/(?P<site>[^/]+)/(?P<kind>db|files)/(?P<stamp>\d{8}T\d{6}Z)\.refused$")
 
 
 @dataclass(frozen=True, order=True)
@@ -44,6 +49,12 @@ class BackupKey:
     @property
     def manifest_key(self) -> str:
         return f"{site_prefix(self.site, self.kind)}{self.stamp}.json"
+
+    @property
+    def refusal_key(self) -> str:
+        """Written when a restore or check found this backup not to be what its manifest says: from
+        then on it is not counted as a good backup (status, alerts, restore's choice, retention)."""
+        return f"{site_prefix(self.site, self.kind)}{self.stamp}.refused"
 
 
 def site_root(site: str) -> str:
@@ -72,10 +83,31 @@ def kind_of(key: str) -> str | None:
     return parts[2] if len(parts) == 4 and site_of(key) and parts[2] in KINDS else None
 
 
+def parse_stamp(stamp: str) -> datetime:
+    """A backup's UTC stamp (yyyymmddThhmmssZ), as `wpfarm restore --at` takes it."""
+    return datetime.strptime(stamp, TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
+
+
+def parse_refusal_key(key: str) -> BackupKey | None:
+    """The backup a refusal record names, or None for any other object."""
+    return _parse(_REFUSAL, key)
+
+
 def parse_manifest_key(key: str) -> BackupKey | None:
     """The backup a manifest key names, or None for any other object."""
-    match = _MANIFEST.match(key)
+    return _parse(_MANIFEST, key)
+
+
+def _parse(pattern: re.Pattern, key: str) -> BackupKey | None:
+    match = pattern.match(key)
     if not match:
         return None
     time = datetime.strptime(match["stamp"], TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
     return BackupKey(match["site"], match["kind"], time)
+
+
+def split_future(keys: Iterable[BackupKey], now: datetime) -> tuple[list[BackupKey], list[BackupKey]]:
+    """(the backups stamped no later than now + FUTURE_TOLERANCE, those stamped after), each oldest first."""
+    ordered = sorted(keys)
+    limit = now + FUTURE_TOLERANCE
+    return [k for k in ordered if k.time <= limit], [k for k in ordered if k.time > limit]
