@@ -16,7 +16,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -36,7 +35,7 @@ from wpfarm_assets.core.config import (
 )
 from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.keys import KINDS, SITES, parse_stamp, site_root, split_future
-from wpfarm_assets.dagster_storage import HOST_TAG, fail_dead_runs
+from wpfarm_assets.dagster_storage import PROCESS_TAG, fail_dead_runs, this_process
 
 REPO = Path(__file__).resolve().parent.parent
 # Dagster's event log belongs in the web UI; the terminal shows the results and failure reasons.
@@ -102,12 +101,12 @@ def free_dead_slots(inst: dg.DagsterInstance) -> None:
 def run_job(job_name: str, config: FarmConfig, inst: dg.DagsterInstance, what: str = "", **kwargs
             ) -> dg.ExecuteInProcessResult:
     """Run a job of the code location in this process, recorded in `inst`; print its outcome. The
-    run is tagged with this host, so that if this process dies the next command fails the run."""
+    run is tagged with this process, so that if it dies the next command fails the run."""
     from wpfarm_assets.definitions import build_definitions
 
     free_dead_slots(inst)
     run_config = {**TERMINAL_LOGGING, **kwargs.pop("run_config", {})}
-    tags = {**kwargs.pop("tags", {}), HOST_TAG: socket.gethostname()}
+    tags = {**kwargs.pop("tags", {}), PROCESS_TAG: this_process()}
     result = build_definitions(config).resolve_job_def(job_name).execute_in_process(
         run_config=run_config, instance=inst, raise_on_error=False, tags=tags, **kwargs)
     print(f"run {result.run_id}: {job_name}{' ' + what if what else ''}: {'success' if result.success else 'FAILED'}")
@@ -185,6 +184,9 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
     if args.to_path:
         validate_absolute_path(args.to_path)
     if args.at:
+        if args.kind == "all":
+            raise ConfigError("--at names one backup, of one kind: add --kind db or --kind files "
+                              "(a site's database and files backups have stamps of their own)")
         try:
             parse_stamp(args.at)
         except ValueError:

@@ -22,8 +22,9 @@ finished, so its slot stayed claimed and every later backup waited for it, for e
 1.13's wait for a slot sleeps `min(0, ...)` seconds, that is never: it spun a whole core, and it
 swallowed SIGTERM (Dagster captures interrupts and checks them only inside steps). Here:
 - `fail_dead_runs` fails the runs that hold or wait for a slot and whose process is gone (the pid
-  Dagster records in the run's start event, on this machine: a local instance, or a `wpfarm`
-  command's run tagged with this host), and frees the slots of every finished run. The CLI calls it
+  Dagster records in the run's start event, on this machine: a `wpfarm` command's run, tagged with
+  its exact process identity, or any run of a local instance), and frees the slots of every
+  finished run. The CLI calls it
   before each run; a waiting step calls it every DEAD_RUN_CHECK_SECONDS.
 - a step waiting for a slot sleeps until its next claim check, and SIGTERM/SIGINT end the wait
   (the run fails as interrupted, its pending claim is withdrawn).
@@ -149,41 +150,53 @@ class PooledPostgresStorage(DagsterPostgresStorage):
                    inst_data, get_token_provider_from_config(config_value))
 
 
-HOST_TAG = "wpfarm/host"  # set by `wpfarm` on its runs: the machine whose process runs them
+# Set by `wpfarm` on its runs: which process runs them, as host:boot_id:pid:start-ticks (exact,
+# whatever the wall clock does; a reused pid has other start ticks).
+PROCESS_TAG = "wpfarm/process"
 DEAD_RUN_CHECK_SECONDS = 10.0  # how often a step waiting for a pool slot looks for dead holders
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _process_started_at(pid: int) -> float | None:
-    """When process `pid` of this machine started (epoch seconds), or None if there is none (or a zombie)."""
+def _boot_id() -> str:
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Process `pid`'s start time in clock ticks since boot, or None if there is none (or a zombie)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        with open("/proc/stat") as f:
-            boot = next(float(line.split()[1]) for line in f if line.startswith("btime "))
-    except (OSError, StopIteration, IndexError, ValueError):
+    except (OSError, IndexError):
         return None
-    if fields[0] in ("Z", "X"):
-        return None
-    return boot + int(fields[19]) / _CLOCK_TICKS
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+def this_process() -> str:
+    """The PROCESS_TAG value of the calling process."""
+    return f"{socket.gethostname()}:{_boot_id()}:{os.getpid()}:{_start_ticks(os.getpid())}"
 
 
 def run_process_gone(instance: DagsterInstance, run_id: str) -> int | None:
-    """The pid of the run's process if it is known to be gone, else None (alive, or not judgeable:
-    not started yet, or running on another machine)."""
+    """The pid of the run's process if it is known to be gone, else None: alive, or not judgeable
+    (not started, on another machine, or a re-execution that copied another run's tags). Doubt
+    always answers None: a live run must never be failed."""
     run = instance.get_run_by_id(run_id)
-    local = isinstance(instance.run_storage, SqliteRunStorage)
-    if run is None or not (local or run.tags.get(HOST_TAG) == socket.gethostname()):
+    if run is None:
         return None
     starts = instance.get_records_for_run(run_id, of_type=DagsterEventType.RUN_START, limit=1).records
-    if not starts:
-        return None
-    pid, started = starts[0].event_log_entry.dagster_event.pid, starts[0].event_log_entry.timestamp
+    pid = starts[0].event_log_entry.dagster_event.pid if starts else None
     if pid is None:
         return None
-    process_start = _process_started_at(pid)
-    # A pid is reused after its process exits: a process that started after the run is another one.
-    return pid if process_start is None or process_start > started + 1 else None
+    tagged = run.tags.get(PROCESS_TAG, "").split(":")
+    if len(tagged) == 4:
+        host, boot, tagged_pid, ticks = tagged
+        if host != socket.gethostname() or tagged_pid != str(pid):
+            return None
+        return pid if boot != _boot_id() or str(_start_ticks(pid)) != ticks else None
+    # Untagged (launched by the web UI or daemon): only on a local instance, by the pid alone.
+    if isinstance(instance.run_storage, SqliteRunStorage) and _start_ticks(pid) is None:
+        return pid
+    return None
 
 
 def fail_dead_runs(instance: DagsterInstance) -> list[str]:

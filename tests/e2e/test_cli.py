@@ -148,9 +148,9 @@ def test_site_create_handles_a_flow_style_inventory_and_reports_bad_yaml(tmp_pat
 
     path = tmp_path / "farm.yaml"
     path.write_text("backup: {target: 'file:///b', gpg_recipient: X}\nsites: [{name: a.example.com, database: wp_a, "
-                    "content_path: /srv/a}]\n")
-    add_site_to_file(path, Site(name="b.example.com", database="wp_b", content_path="/srv/b"))
+                    "content_path: /srv/a/wp-content}]\n")
+    add_site_to_file(path, Site(name="b.example.com", database="wp_b", content_path="/srv/b/wp-content"))
     assert [s.name for s in load_config(path).sites] == ["a.example.com", "b.example.com"]
     path.write_text("backup: {target: 'file:///b'\nsites: []\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        add_site_to_file(path, Site(name="b.example.com", database="wp_b", content_path="/srv/b"))
+        add_site_to_file(path, Site(name="b.example.com", database="wp_b", content_path="/srv/b/wp-content"))

@@ -23,6 +23,8 @@ def site(name: str, database: str, content_path: str) -> dict:
     (site("a.example", "wp_a", "/etc/ssh/wp-content"), "system directory (/etc)"),
     (site("a.example", "wp_a", "/"), "root directory"),
     (site("a.example", "wp_a", "/wp-content"), "root directory"),
+    (site("a.example", "wp_a", "//etc/wp-content"), "system directory (/etc)"),  # POSIX keeps a leading //
+    (site("a.example", "wp_a", "//wp-content"), "root directory"),
     (site("a.example", "mysql", "/srv/sites/a/wp-content"), "'mysql' is a system database"),
     (site("a.example", "information_schema", "/srv/sites/a/wp-content"), "system database"),
 ])
@@ -47,6 +49,7 @@ def test_a_normal_farm_still_loads():
 @pytest.mark.parametrize("argv,message", [
     (["--to-path", "/"], "--to-path '/' is the root directory"),
     (["--to-path", "/etc"], "system directory"),
+    (["--to-path", "//"], "root directory"),
     (["--to-database", "{other_db}"], "is the database of site {other}"),
     (["--to-path", "{other_root}/x"], "inside the site root of {other}"),
 ])
@@ -59,3 +62,9 @@ def test_restore_over_the_system_or_another_site_needs_force(make_farm, dagster_
     err = capsys.readouterr().err
     assert message.format(**values) in err and "--force" in err
     assert yaml.safe_load(farm.config_path.read_text())["sites"] == farm.sites  # nothing changed
+
+
+def test_at_names_one_backup_of_one_kind(make_farm, dagster_home, capsys):
+    farm = make_farm(1)
+    assert main(["restore", farm.sites[0]["name"], "--at", "20260101T000000Z"]) == 2
+    assert "--kind db or --kind files" in capsys.readouterr().err

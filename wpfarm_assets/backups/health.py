@@ -11,7 +11,7 @@ import statistics
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from resources.object_store import Store, StoredObject
+from resources.object_store import Store, StoredObject, StoreError
 from wpfarm_assets.backups.verify import record_refusal, verify_backup
 from wpfarm_assets.core.config import Site
 from wpfarm_assets.core.keys import (
@@ -94,7 +94,7 @@ def backup_age(sites: list[str], listing: dict[str, SiteBackups], now: datetime,
                 flagged += f"; newer backup {bad[-1].stamp} failed verification"
             if not backups:
                 existed = (now - entry.added).total_seconds() / 3600 if entry.added else None
-                if existed is not None and existed < warning_hours and not future:
+                if existed is not None and existed < warning_hours and not future and not bad:
                     findings.append(Finding(site, kind, OK, f"new site ({existed:.1f} h), no backup yet"))
                 else:
                     findings.append(Finding(site, kind, CRITICAL, ("no good backup" if bad else "never backed up") + flagged))
@@ -141,7 +141,10 @@ def backup_integrity(store: Store, sites: list[str], listing: dict[str, SiteBack
 def _check_newest(store: Store, entry: SiteBackups, newest: BackupKey, earlier: list[BackupKey]) -> Finding:
     finding = lambda severity, reason: Finding(newest.site, newest.kind, severity, reason, newest.time)  # noqa: E731
     stored = entry.objects.get(newest.data_key)
-    _, problem = verify_backup(store, newest, listed_size=stored.size if stored else None)
+    try:
+        _, problem = verify_backup(store, newest, listed_size=stored.size if stored else None)
+    except StoreError as exc:  # the store, not the backup: reported, not recorded against it
+        return finding(CRITICAL, f"{newest.data_key} cannot be read: {exc}")
     if problem:
         record_refusal(store, newest, problem)  # from now on the age check flags the site too
         return finding(CRITICAL, problem)

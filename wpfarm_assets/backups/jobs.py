@@ -63,6 +63,8 @@ def restore_site_op(
         raise dg.Failure(f"kind must be all, db or files, not {config.kind!r}")
     site = farm.site(config.site)
     problem = farm.restore_target_problem(site, config.to_database, config.to_path)
+    if config.at and config.kind == "all":
+        raise dg.Failure("at names one backup, of one kind: set kind to db or files", allow_retries=False)
     if problem and not config.force:
         raise dg.Failure(f"{problem}; refused (set force to do it anyway)", allow_retries=False)
     on = date.fromisoformat(config.date) if config.date else None

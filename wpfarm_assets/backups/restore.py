@@ -20,7 +20,7 @@ from wpfarm_assets.backups.verify import read_manifest, record_refusal, verify_b
 from wpfarm_assets.core.config import Site, validate_absolute_path, validate_identifier
 from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.keys import BackupKey, parse_manifest_key, parse_stamp, site_prefix, split_future
-from wpfarm_assets.core.manifest import Manifest
+from wpfarm_assets.core.manifest import Manifest, ManifestError
 
 
 class RestoreError(WpfarmError):
@@ -51,9 +51,13 @@ def choose_backup(store: Store, site: str, kind: str, gnupg_home: str | None, on
         raise RestoreError(f"site {site}: no {kind} backup{when} in {store.url}")
     refused = []
     for key in reversed(backups):
-        manifest = read_manifest(store, key)
-        require_secret_key(manifest.key_fingerprint, gnupg_home)  # not the backup's fault: stop here
-        _, problem = verify_backup(store, key, manifest)
+        try:
+            manifest = read_manifest(store, key)
+        except ManifestError as exc:
+            manifest, problem = None, str(exc)
+        else:
+            require_secret_key(manifest.key_fingerprint, gnupg_home)  # not the backup's fault: stop here
+            _, problem = verify_backup(store, key, manifest)  # a store that cannot be read raises
         if problem is None:
             return key, manifest, refused
         record_refusal(store, key, problem)

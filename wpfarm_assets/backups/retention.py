@@ -22,6 +22,7 @@ from wpfarm_assets.core.keys import (
     site_of,
     site_prefix,
     site_root,
+    split_future,
 )
 
 RULES = ("daily", "weekly", "monthly")
@@ -161,12 +162,14 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
     referenced: set[str] = set()
 
     for kind in KINDS:
-        backups = sorted(k for k in map(parse_manifest_key, objects) if k and k.kind == kind and k.site == site)
+        every = [k for k in map(parse_manifest_key, objects) if k and k.kind == kind and k.site == site]
+        for key in every:
+            referenced.update((key.manifest_key, key.data_key, key.refusal_key))
+        # Backups stamped in the future are kept, and neither counted nor taken as the newest.
+        backups, _ = split_future(every, now)
         kind_report = report.kinds.setdefault(kind, KindReport())
         if not backups:
             continue
-        for key in backups:
-            referenced.update((key.manifest_key, key.data_key, key.refusal_key))
         newest = backups[-1]
         if newest.refusal_key in objects:
             raise RetentionRefused(f"site {site}: newest {kind} backup {newest.data_key} failed verification "

@@ -13,7 +13,7 @@ from resources.object_store import Store, StoreError
 from wpfarm_assets.backups.backup import FILE_EXCLUDES
 from wpfarm_assets.backups.pipeline import object_sha256
 from wpfarm_assets.core.keys import BackupKey
-from wpfarm_assets.core.manifest import Manifest
+from wpfarm_assets.core.manifest import Manifest, ManifestError
 
 NOT_LISTED = -1  # `listed_size` when the caller has no listing: the object is read to find out
 
@@ -32,25 +32,28 @@ def read_manifest(store: Store, key: BackupKey) -> Manifest:
 
 
 def verify_backup(store: Store, key: BackupKey, manifest: Manifest | None = None, listed_size: int | None = NOT_LISTED,
-                  read: bool = True) -> tuple[Manifest, str | None]:
+                  read: bool = True) -> tuple[Manifest | None, str | None]:
     """The backup's manifest, and what is wrong with its stored object (None: nothing).
 
     `listed_size` is the object's size in a listing the caller already has (None: not in it, so
     missing). With `read`, the object is read whole and its size and sha256 compared with the
     manifest; without, only the listed size is (cheap: retention's guard). A database dump must also
-    have ended with mariadb-dump's completion marker.
+    have ended with mariadb-dump's completion marker. A manifest that cannot be parsed is a problem
+    of the backup (manifest None); a store that cannot be read raises StoreError: that is not the
+    backup's fault, and must not be recorded as if it were.
     """
-    manifest = manifest or read_manifest(store, key)
+    if manifest is None:
+        try:
+            manifest = read_manifest(store, key)
+        except ManifestError as exc:
+            return None, str(exc)
     size = listed_size
     if size is None:
         return manifest, f"{key.data_key} is missing"
     if size != NOT_LISTED and size != manifest.stored_bytes:
         return manifest, f"{key.data_key} is {size} bytes, its manifest says {manifest.stored_bytes}"
     if read:
-        try:
-            sha256, size = object_sha256(store, key.data_key)
-        except StoreError as exc:
-            return manifest, f"{key.data_key} cannot be read: {exc}"
+        sha256, size = object_sha256(store, key.data_key)
         if size != manifest.stored_bytes:
             return manifest, f"{key.data_key} is {size} bytes, its manifest says {manifest.stored_bytes}"
         if sha256 != manifest.sha256:

@@ -53,7 +53,12 @@ def validate_absolute_path(path: str) -> str:
     pure = PurePosixPath(path)
     if not pure.is_absolute() or ".." in pure.parts or "\x00" in path or "\n" in path:
         raise ConfigError(f"{path!r} must be an absolute path without '..'")
-    return str(pure)
+    return str(_normal(path))
+
+
+def _normal(path: str) -> PurePosixPath:
+    """POSIX keeps a leading // as is (PurePosixPath('//etc') is not '/etc'); Linux does not."""
+    return PurePosixPath("/" + path.lstrip("/")) if path.startswith("/") else PurePosixPath(path)
 
 
 # Where no site's files may be: a content path in (or equal to) one of these, or whose site root
@@ -65,7 +70,7 @@ SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema
 
 def system_path_problem(path: str) -> str | None:
     """Why `path` may not hold (or receive) a site's files, or None."""
-    pure = PurePosixPath(path)
+    pure = _normal(path)
     if pure == PurePosixPath("/"):
         return f"{path!r} is the root directory"
     for system in SYSTEM_DIRECTORIES:
@@ -319,8 +324,9 @@ class FarmConfig(_Model):
         if to_path:
             if problem := system_path_problem(to_path):
                 return f"--to-path {problem}"
+            target = _normal(to_path)
             owner = next((s.name for s in self.sites if s.name != site.name and PurePosixPath(s.root) in
-                          (PurePosixPath(to_path), *PurePosixPath(to_path).parents)), None)
+                          (target, *target.parents)), None)
             if owner:
                 return f"--to-path {to_path} is inside the site root of {owner}: restoring there overwrites it"
         return None
