@@ -124,10 +124,17 @@ def tar_argv(content_path: str, with_wp_config: bool) -> list[str]:
     )
 
 
-class TarCounter:
-    """Counts regular files in a tar stream as it passes, block by block, without buffering it."""
+class ForgedArchive(WpfarmError):
+    """An archive holds what no WordPress site does (a device node, a FIFO, a set-id file, a path or
+    link out of its folder): a forged or corrupted backup. Nothing of it is restored."""
 
-    def __init__(self) -> None:
+
+class TarCounter:
+    """Counts regular files in a tar stream as it passes, block by block, without buffering it.
+    With `guard`, refuses (ForgedArchive) a member no site's files can hold, before tar sees it."""
+
+    def __init__(self, guard: bool = False) -> None:
+        self.guard = guard
         self.files = 0
         self.ended = False  # saw the end-of-archive (zero) block, with nothing after it but zeros
         self._skip = 0  # bytes of member data (and padding) still to pass
@@ -163,9 +170,30 @@ class TarCounter:
             size = int.from_bytes(field[1:], "big")
         else:
             size = int(field.rstrip(b"\0 ").strip() or b"0", 8)
-        if header[156:157] in (b"0", b"\0", b"7"):
+        kind = header[156:157]
+        if self.guard:
+            self._refuse_forged(header, kind)
+        if kind in (b"0", b"\0", b"7"):
             self.files += 1
         self._skip = (size + 511) // 512 * 512
+
+
+    @staticmethod
+    def _refuse_forged(header: bytes, kind: bytes) -> None:
+        name = header[0:100].split(b"\0", 1)[0].decode(errors="replace")
+        prefix = header[345:500].split(b"\0", 1)[0].decode(errors="replace") if header[257:262] == b"ustar" else ""
+        path = f"{prefix}/{name}" if prefix else name
+        link = header[157:257].split(b"\0", 1)[0].decode(errors="replace")
+        if kind in (b"3", b"4", b"6"):
+            what = {b"3": "a character device", b"4": "a block device", b"6": "a FIFO"}[kind]
+            raise ForgedArchive(f"the archive holds {what} ({path!r})")
+        mode = int(header[100:108].rstrip(b"\0 ").strip() or b"0", 8)
+        if mode & 0o6000:
+            raise ForgedArchive(f"the archive holds a set-user/group-id file ({path!r}, mode {mode:o})")
+        for member, what in ((path, "path"), (link if kind in (b"1", b"2") else "", "link target")):
+            parts = member.split("/")
+            if member.startswith("/") or ".." in parts:
+                raise ForgedArchive(f"the archive holds a {what} outside its folder ({member!r})")
 
 
 def back_up_files(site: Site, runner: Runner, store: Store, encrypt_argv: list[str], fingerprint: str,

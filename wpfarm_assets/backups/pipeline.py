@@ -220,8 +220,9 @@ def object_sha256(store: Store, key: str) -> tuple[str, int]:
 
 
 def restore_stream(store: Store, key: str, expected_sha256: str, decrypt_argv: list[str], sink: Process,
-                   stall_timeout: float = STALL_TIMEOUT) -> int:
+                   stall_timeout: float = STALL_TIMEOUT, tap: Callable[[bytes], None] | None = None) -> int:
     """Stream a stored object through gpg -d and zstd -d into `sink`; return the plaintext bytes.
+    `tap` sees every plaintext chunk before the sink does, and may raise to stop the restore.
     A stream that moves no data for `stall_timeout` seconds is killed and fails with that reason."""
     try:
         decrypt = _Stage(decrypt_argv, subprocess.PIPE)
@@ -251,6 +252,8 @@ def restore_stream(store: Store, key: str, expected_sha256: str, decrypt_argv: l
         while chunk := decompress.proc.stdout.read1(CHUNK):
             plaintext += len(chunk)
             watchdog.progress()
+            if tap:
+                tap(chunk)
             sink.write(chunk)
     except (BrokenPipeError, OSError):
         decrypt.kill()  # the sink died (its exit status says why): stop the stages feeding it

@@ -9,12 +9,14 @@ before it, and says which it refused and why.
 from __future__ import annotations
 
 import posixpath
+import secrets
 from datetime import date, datetime, timezone
 
 from resources.gpg import decrypt_argv, require_secret_key
 from resources.mariadb import MariaDB
 from resources.object_store import Store
 from resources.ssh import Runner, run
+from wpfarm_assets.backups.backup import TarCounter
 from wpfarm_assets.backups.pipeline import restore_stream
 from wpfarm_assets.backups.verify import read_manifest, record_refusal, verify_backup
 from wpfarm_assets.core.config import Site, validate_absolute_path, validate_identifier
@@ -84,18 +86,60 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
 
 def restore_files(site: Site, store: Store, runner: Runner, gnupg_home: str | None,
                   to_path: str | None = None, on: date | None = None, at: str | None = None) -> dict:
-    """Extract the chosen archive under `to_path` (default: the site root, in place).
+    """Restore the chosen archive's `wp-content` (and `wp-config.php`) under `to_path` (default: the
+    site root, in place), replacing what is there.
 
-    The archive holds `wp-content/…` (and `wp-config.php`) relative to the site root. Files not in
-    the archive are left where they are.
+    It is extracted into a staging folder inside the target first, as the owner of the target
+    (tar's --no-same-owner, --no-same-permissions: no archive owners, no set-id bits), every member
+    checked before tar sees it (no device nodes, FIFOs, set-id files, paths or links out of the
+    folder: TarCounter's guard). Only a complete, clean extraction is swapped in (a rename per
+    member); a failure leaves the target as it was.
     """
     target = validate_absolute_path(to_path) if to_path else posixpath.dirname(site.content_path)
     key, manifest, refused = choose_backup(store, site.name, "files", gnupg_home, on, at)
+    tag = secrets.token_hex(4)
+    staging = posixpath.join(target, f".wpfarm-restore-{tag}")
     try:
         run(runner, ["mkdir", "-p", "--", target])
-        tar = runner.start(["tar", "--extract", "--file=-", f"--directory={target}"], stdin=True)
-        plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), tar)
+        run(runner, ["mkdir", "-m", "0700", "--", staging])
+        try:
+            guard = TarCounter(guard=True)
+            tar = runner.start(["tar", "--extract", "--file=-", f"--directory={staging}", "--no-same-owner",
+                                "--no-same-permissions"], stdin=True)
+            plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), tar,
+                                       tap=guard.feed)
+            members = [m for m in ("wp-content", "wp-config.php") if runner.exists(posixpath.join(staging, m))]
+            owner = site.content_path if not to_path and runner.exists(site.content_path) else target
+            for member in members:
+                run(runner, ["chown", "-R", f"--reference={owner}", "--", posixpath.join(staging, member)])
+            _swap_in(runner, staging, target, members, tag)
+        finally:
+            run(runner, ["rm", "-rf", "--", staging])
     except Exception as exc:
         raise RestoreError(f"site {site.name}: restoring {key.data_key} into {target} failed: {exc}") from exc
     return {"object_key": key.data_key, "path": target, "plaintext_bytes": plaintext, "backup_time": key.time,
             "refused": refused}
+
+
+def _swap_in(runner: Runner, staging: str, target: str, members: list[str], tag: str) -> None:
+    """Move each member from staging into target, the old one aside first and removed after."""
+    swapped: list[tuple[str, str, str | None]] = []
+    try:
+        for member in members:
+            new, live, old = (posixpath.join(staging, member), posixpath.join(target, member),
+                              posixpath.join(target, f".wpfarm-old-{tag}-{member}"))
+            aside = old if runner.exists(live) else None
+            if aside:
+                run(runner, ["mv", "-T", "--", live, aside])
+            swapped.append((new, live, aside))
+            run(runner, ["mv", "-T", "--", new, live])
+    except Exception:
+        for new, live, aside in reversed(swapped):  # put back what was there
+            if runner.exists(live) and not runner.exists(new):
+                run(runner, ["mv", "-T", "--", live, new])
+            if aside:
+                run(runner, ["mv", "-T", "--", aside, live])
+        raise
+    for _, _, aside in swapped:
+        if aside:
+            run(runner, ["rm", "-rf", "--", aside])

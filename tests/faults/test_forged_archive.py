@@ -1,0 +1,81 @@
+"""A forged files backup (anyone who can write to the bucket and holds the public key can plant
+one) restores nothing of its device nodes, FIFOs, set-id files or paths out of its folder, and a
+refused restore leaves the target exactly as it was."""
+
+import hashlib
+import io
+import subprocess
+import tarfile
+from datetime import timedelta
+
+import pytest
+import zstandard
+
+from resources.gpg import encrypt_argv
+from resources.object_store import open_store
+from resources.ssh import LocalRunner
+from wpfarm_assets.backups.backup import back_up_files
+from wpfarm_assets.backups.restore import RestoreError, restore_files
+from wpfarm_assets.backups.verify import read_manifest, tree_digest
+from wpfarm_assets.core.config import load_config
+from wpfarm_assets.core.keys import BackupKey
+
+
+def forged_tar(member: tarfile.TarInfo) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        ok = tarfile.TarInfo("wp-content/index.php")
+        body = b"<?php // fine\n"
+        ok.size = len(body)
+        tar.addfile(ok, io.BytesIO(body))
+        data = b"x" if member.isreg() else None
+        if data:
+            member.size = len(data)
+        tar.addfile(member, io.BytesIO(data) if data else None)
+    return out.getvalue()
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.linkname = kind, mode, link
+    if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+        info.devmajor, info.devminor = 1, 3
+    return info
+
+
+@pytest.mark.parametrize("forged,message", [
+    (member("wp-content/suid", mode=0o4755), "set-user/group-id"),
+    (member("wp-content/null", tarfile.CHRTYPE, 0o666), "character device"),
+    (member("wp-content/disk", tarfile.BLKTYPE, 0o666), "block device"),
+    (member("wp-content/pipe", tarfile.FIFOTYPE), "FIFO"),
+    (member("wp-content/../../evil.php"), "outside its folder"),
+    (member("wp-content/link", tarfile.SYMTYPE, link="/etc/shadow"), "outside its folder"),
+])
+def test_a_forged_archive_restores_nothing_and_leaves_the_target_as_it_was(make_farm, tmp_path, keyring, forged,
+                                                                          message):
+    make_farm(1)
+    config = load_config()
+    site = config.sites[0]
+    store = open_store(config.backup.target)
+    real = back_up_files(site, LocalRunner(), store, encrypt_argv(keyring.fingerprint, keyring.public_home),
+                         keyring.fingerprint)
+    # The forgery: a newer backup, encrypted to the farm's public key, with a manifest that matches it.
+    plain = forged_tar(forged)
+    encrypted = subprocess.run(encrypt_argv(keyring.fingerprint, keyring.public_home),
+                               input=zstandard.ZstdCompressor().compress(plain), capture_output=True, check=True).stdout
+    key = BackupKey(site.name, "files", real.key.time + timedelta(seconds=5))
+    store.put_bytes(key.data_key, encrypted)
+    manifest = read_manifest(store, real.key).model_copy(update={
+        "object_key": key.data_key, "sha256": hashlib.sha256(encrypted).hexdigest(), "stored_bytes": len(encrypted)})
+    store.put_bytes(key.manifest_key, manifest.to_bytes())
+    target = tmp_path / "restore-target"
+    (target / "wp-content").mkdir(parents=True)
+    (target / "wp-content" / "keep.txt").write_text("what was there\n")
+    before = tree_digest(target)
+
+    with pytest.raises(RestoreError, match=message):
+        restore_files(site, store, LocalRunner(), keyring.home, to_path=str(target), at=key.stamp)
+
+    assert tree_digest(target) == before
+    assert sorted(p.name for p in target.iterdir()) == ["wp-content"]  # no staging folder left
+    assert not (tmp_path / "evil.php").exists()
