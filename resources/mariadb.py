@@ -85,10 +85,10 @@ class MariaDB:
         """The database's base tables. (Filtering TABLES on TABLE_SCHEMA alone lets the server read
         just that database's metadata; a join would make it open every table on the server.)"""
         rows = self.query(
-            "SELECT TABLE_NAME FROM information_schema.TABLES "
+            "SELECT HEX(TABLE_NAME) FROM information_schema.TABLES "
             f"WHERE TABLE_SCHEMA = {_literal(database)} AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME"
         )
-        return [row[0] for row in rows]
+        return [bytes.fromhex(row[0]).decode() for row in rows]
 
     def row_counts(self, database: str) -> dict[str, int] | None:
         """Exact row count of every base table, or None when there is no such database: one client
@@ -97,7 +97,7 @@ class MariaDB:
         rows = self.query(
             f"SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {schema}; "
             "SET SESSION group_concat_max_len = 67108864; "
-            "SET @wpfarm_counts = (SELECT GROUP_CONCAT(CONCAT('SELECT ', QUOTE(TABLE_NAME), ', COUNT(*) FROM `', "
+            "SET @wpfarm_counts = (SELECT GROUP_CONCAT(CONCAT('SELECT HEX(', QUOTE(TABLE_NAME), '), COUNT(*) FROM `', "
             "REPLACE(TABLE_SCHEMA, '`', '``'), '`.`', REPLACE(TABLE_NAME, '`', '``'), '`') SEPARATOR ' UNION ALL ') "
             f"FROM information_schema.TABLES WHERE TABLE_SCHEMA = {schema} AND TABLE_TYPE = 'BASE TABLE'); "
             "SET @wpfarm_counts = IFNULL(@wpfarm_counts, 'SELECT 1, 1 FROM DUAL WHERE FALSE'); "
@@ -105,7 +105,8 @@ class MariaDB:
         )
         if rows[0][0] == "0":
             return None
-        return {name: int(count) for name, count in sorted(rows[1:])}
+        # Names travel as hex: a site's own user may name a table with a tab or a newline in it.
+        return dict(sorted((bytes.fromhex(name).decode(), int(count)) for name, count in rows[1:]))
 
     def checksums(self, database: str) -> dict[str, str]:
         """CHECKSUM TABLE of every base table: equal data gives equal checksums."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -123,15 +124,60 @@ class LocalStore:
         pass  # nothing is ever unfinished here
 
 
+# Errors that say the endpoint itself is not answering (as opposed to a refused request).
+UNREACHABLE = (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.EndpointConnectionError,
+               botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError)
+UNREACHABLE_FOR = 60.0  # seconds after such an error in which every call fails at once
+
+
+class _Breaker:
+    """The boto3 client, failing fast while its store is known to be unreachable."""
+
+    def __init__(self, client, store: "S3Store"):
+        self._client, self._store = client, store
+
+    def _check(self) -> None:
+        if (down := self._store.unreachable) and time.monotonic() - down[0] < UNREACHABLE_FOR:
+            raise botocore.exceptions.EndpointConnectionError(
+                endpoint_url=f"{self._client.meta.endpoint_url} (it did not answer {time.monotonic() - down[0]:.0f} s "
+                             f"ago: {down[1]})")
+
+    def __getattr__(self, name: str):
+        call = getattr(self._client, name)
+        if not callable(call):
+            return call
+        if name == "get_paginator":  # its pages' errors reach the store's _fail, which notes them
+            self._check()
+            return call
+
+        def guarded(*args, **kwargs):
+            self._check()
+            try:
+                return call(*args, **kwargs)
+            except UNREACHABLE as exc:
+                self._store.unreachable = (time.monotonic(), str(exc))
+                raise
+        return guarded
+
+
 class S3Store:
+    """S3 (DigitalOcean Spaces). An endpoint that does not answer is remembered for UNREACHABLE_FOR
+    seconds: the other sites of the run fail at once naming it, instead of each waiting out its
+    own timeouts and retries (an outage fails a farm's backups in minutes, not hours)."""
+
     def __init__(self, bucket: str, prefix: str, client):
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.prefix}"
-        self._s3 = client
+        self._s3 = _Breaker(client, self)
+        self.unreachable: tuple[float, str] | None = None
 
     def _fail(self, action: str, key: str, exc: Exception) -> StoreError:
+        if isinstance(exc, UNREACHABLE) and self.unreachable is None:
+            self.unreachable = (time.monotonic(), str(exc))
         return StoreError(f"cannot {action} {key} at {self.url}: {exc}")
+
+
 
     def put_stream(self, key: str, chunks: Iterable[bytes], before_commit: Callable[[], None]) -> None:
         full = self.prefix + key
@@ -233,8 +279,10 @@ def open_store(
     region: str = "us-east-1",
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
+    timeout: float = 60,
 ) -> Store:
-    """`file:///path` or `s3://bucket/prefix`; S3 keys fall back to boto3's own credential chain."""
+    """`file:///path` or `s3://bucket/prefix`; S3 keys fall back to boto3's own credential chain.
+    `timeout`: seconds an S3 request may wait for an answer (connect: at most 5), 3 attempts."""
     parsed = urlparse(target)
     if parsed.scheme == "file":
         return LocalStore(parsed.path)
@@ -246,7 +294,8 @@ def open_store(
             aws_access_key_id=access_key_id,
             aws_secret_access_key=secret_access_key,
             config=botocore.config.Config(
-                connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"}
+                connect_timeout=min(5.0, timeout), read_timeout=timeout,
+                retries={"max_attempts": 3, "mode": "standard"},
             ),
         )
         return S3Store(parsed.netloc, parsed.path, client)
@@ -261,6 +310,8 @@ class ObjectStoreResource(dg.ConfigurableResource):
     region: str = "us-east-1"
     access_key_id: str | None = None
     secret_access_key: str | None = None
+    timeout: float = 60  # min(60, backup.stall_timeout)
 
     def store(self) -> Store:
-        return open_store(self.target, self.endpoint_url, self.region, self.access_key_id, self.secret_access_key)
+        return open_store(self.target, self.endpoint_url, self.region, self.access_key_id, self.secret_access_key,
+                          self.timeout)

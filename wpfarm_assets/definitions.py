@@ -64,6 +64,7 @@ def build_resources(config: FarmConfig) -> dict:
             region=config.backup.s3_region,
             access_key_id=secret("SPACES_ACCESS_KEY_ID"),
             secret_access_key=secret("SPACES_SECRET_ACCESS_KEY"),
+            timeout=min(60.0, config.backup.stall_timeout),
         ),
         "gpg": GPGResource(recipient=config.backup.gpg_recipient, home=config.backup.gpg_home),
         "alertmanager": AlertmanagerResource(url=config.alerts.alertmanager_url),

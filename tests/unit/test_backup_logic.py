@@ -48,7 +48,8 @@ def test_tar_counter_notices_a_stream_cut_short():
 
 def test_tar_command_is_an_argument_list_with_anchored_excludes():
     argv = tar_argv("/srv/sites/a.example/wp-content", with_wp_config=True)
-    assert argv[:5] == ["tar", "--create", "--file=-", "--directory=/srv/sites/a.example", "--anchored"]
+    assert argv[:3] == ["tar", "--create", "--file=-"]
+    assert {"--directory=/srv/sites/a.example", "--anchored", "--sparse", "--format=posix"} <= set(argv)
     assert argv[-3:] == ["--", "wp-content", "wp-config.php"]
     assert "--exclude=wp-content/cache" in argv and "--exclude=*.log" in argv
     assert tar_argv("/srv/x/wp-content", with_wp_config=False)[-2:] == ["--", "wp-content"]

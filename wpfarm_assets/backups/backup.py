@@ -117,7 +117,11 @@ def tar_argv(content_path: str, with_wp_config: bool) -> list[str]:
     excludes = [p.replace("wp-content/", f"{content}/", 1) for p in FILE_EXCLUDES]
     members = [content] + (["wp-config.php"] if with_wp_config else [])
     return (
-        ["tar", "--create", "--file=-", f"--directory={root}", "--anchored"]
+        # pax format with --sparse: holes are stored as holes (an 8 GiB sparse file is not 8 GiB of
+        # zeros), and the sparse map is inside the member's data, so TarCounter's block walk holds.
+        # Header names without tar's pid, and no atime/ctime: the same tree gives the same archive.
+        ["tar", "--create", "--file=-", "--format=posix", "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
+         "--sparse", f"--directory={root}", "--anchored"]
         + [f"--exclude={p}" for p in excludes]
         + ["--"]
         + members

@@ -1,0 +1,68 @@
+"""An S3 outage fails a farm's backups within minutes, every site naming the cause, and the next
+run after it completes. The outage: an endpoint that accepts connections and never answers."""
+
+import socket
+import threading
+import time
+
+import dagster as dg
+import yaml
+
+from wpfarm_assets.cli import main
+from wpfarm_assets.demo import DemoSize
+
+STALL = 5
+
+
+class Blackhole:
+    """A TCP server that accepts every connection and never sends a byte."""
+
+    def __init__(self):
+        self._server = socket.socket()
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(256)
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self._held.append(self._server.accept()[0])
+            except OSError:
+                return
+
+    def close(self):
+        self._server.close()
+        for conn in self._held:
+            conn.close()
+
+
+def test_a_blackholed_s3_fails_every_site_within_minutes_and_the_next_run_completes(s3, make_farm, dagster_home,
+                                                                                    capsys):
+    bucket = s3.new_bucket()
+    farm = make_farm(20, target=f"s3://{bucket}/farm", s3_endpoint_url=s3.endpoint, stall_timeout=STALL,
+                     size=DemoSize(posts=2, post_words=20, uploads=1, upload_bytes=512))
+    assert main(["backup"]) == 0  # the partitions and site records exist: the outage hits the runs themselves
+    config = yaml.safe_load(farm.config_path.read_text())
+    blackhole = Blackhole()
+    try:
+        farm.config_path.write_text(yaml.safe_dump({**config, "backup": {**config["backup"],
+                                                                         "s3_endpoint_url": blackhole.url}}))
+        capsys.readouterr()
+        started = time.monotonic()
+        assert main(["backup"]) == 1
+        took = time.monotonic() - started
+    finally:
+        blackhole.close()
+    err = capsys.readouterr().err
+    print(f"blackholed S3: the 20-site run failed in {took:.1f} s (stall_timeout {STALL} s)")
+    assert took < STALL + 60, f"the outage took {took:.0f} s to fail the run"
+    for site in farm.sites:
+        assert f"site {site['name']}: database backup failed" in err and f"site {site['name']}: files backup failed" in err
+    assert "timeout" in err.lower() or "did not answer" in err
+
+    farm.config_path.write_text(yaml.safe_dump(config))
+    assert main(["backup"]) == 0
+    failed = dg.DagsterInstance.get().get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+    assert len(failed) == 1
