@@ -1,4 +1,7 @@
-"""GnuPG, through the real `gpg` binary. Workers hold only the public key; restore brings the secret one."""
+"""GnuPG. Workers hold only the public key; restore brings the secret one.
+
+Keys are looked up with python-gnupg (listing, fingerprints, is the secret key there); the streams
+themselves run the `gpg` binary in the backup and restore pipelines (argument lists from here)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import os
 import subprocess
 
 import dagster as dg
+import gnupg
 
 from resources.ssh import child_env
 from wpfarm_assets.core.errors import WpfarmError
@@ -31,36 +35,32 @@ def decrypt_argv(home: str | None) -> list[str]:
     return _base(home) + ["--decrypt"]
 
 
-def _list_keys(home: str | None, recipient: str, secret: bool) -> str:
-    option = "--list-secret-keys" if secret else "--list-keys"
+def _keys(home: str | None, recipient: str, secret: bool) -> list[dict]:
+    if home and not os.path.isdir(home):  # python-gnupg would create an empty one
+        raise GPGError(f"there is no keyring at {home}")
     try:
-        result = subprocess.run(
-            _base(home) + ["--with-colons", "--fingerprint", option, "--", recipient],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env=child_env(),
-        )
-    except FileNotFoundError:
-        raise GPGError("gpg is not installed on this machine") from None
-    return result.stdout if result.returncode == 0 else ""
+        gpg = gnupg.GPG(gnupghome=home, env=child_env())
+    except (OSError, ValueError) as exc:  # no gpg binary, or a keyring folder that is not there
+        raise GPGError(f"gpg cannot be used with the keyring at {_where(home)}: {exc}") from None
+    return gpg.list_keys(secret=secret, keys=[recipient])
+
+
+def _where(home: str | None) -> str:
+    return home or os.environ.get("GNUPGHOME") or "~/.gnupg"
 
 
 @functools.lru_cache(maxsize=16)  # failures are not cached: a key imported later is found
 def key_fingerprint(recipient: str, home: str | None) -> str:
     """The fingerprint of the public encryption key for `recipient`, or a GPGError saying it is missing."""
-    for line in _list_keys(home, recipient, secret=False).splitlines():
-        if line.startswith("fpr:"):
-            return line.split(":")[9]
-    where = home or os.environ.get("GNUPGHOME") or "~/.gnupg"
-    raise GPGError(f"public key {recipient!r} is not in the keyring at {where}")
+    for key in _keys(home, recipient, secret=False):
+        return key["fingerprint"]
+    raise GPGError(f"public key {recipient!r} is not in the keyring at {_where(home)}")
 
 
 def require_secret_key(fingerprint: str, home: str | None) -> None:
-    if not _list_keys(home, fingerprint, secret=True):
-        where = home or os.environ.get("GNUPGHOME") or "~/.gnupg"
+    if not _keys(home, fingerprint, secret=True):
         raise GPGError(
-            f"the secret key for {fingerprint} is not in the keyring at {where}; "
+            f"the secret key for {fingerprint} is not in the keyring at {_where(home)}; "
             "restore needs the farm's private key (pass --gnupg-home)"
         )
 
