@@ -97,7 +97,7 @@ class MariaDB:
         rows = self.query(
             f"SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {schema}; "
             "SET SESSION group_concat_max_len = 67108864; "
-            "SET @wpfarm_counts = (SELECT GROUP_CONCAT(CONCAT('SELECT HEX(', QUOTE(TABLE_NAME), '), COUNT(*) FROM `', "
+            "SET @wpfarm_counts = (SELECT GROUP_CONCAT(CONCAT('SELECT ', QUOTE(HEX(TABLE_NAME)), ', COUNT(*) FROM `', "
             "REPLACE(TABLE_SCHEMA, '`', '``'), '`.`', REPLACE(TABLE_NAME, '`', '``'), '`') SEPARATOR ' UNION ALL ') "
             f"FROM information_schema.TABLES WHERE TABLE_SCHEMA = {schema} AND TABLE_TYPE = 'BASE TABLE'); "
             "SET @wpfarm_counts = IFNULL(@wpfarm_counts, 'SELECT 1, 1 FROM DUAL WHERE FALSE'); "

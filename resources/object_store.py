@@ -146,6 +146,8 @@ class _Breaker:
         call = getattr(self._client, name)
         if not callable(call):
             return call
+        if name == "abort_multipart_upload":
+            return call  # cleaning up is always tried: an aborted upload left behind costs storage
         if name == "get_paginator":  # its pages' errors reach the store's _fail, which notes them
             self._check()
             return call
@@ -173,7 +175,8 @@ class S3Store:
         self.unreachable: tuple[float, str] | None = None
 
     def _fail(self, action: str, key: str, exc: Exception) -> StoreError:
-        if isinstance(exc, UNREACHABLE) and self.unreachable is None:
+        if isinstance(exc, UNREACHABLE) and not (self.unreachable and
+                                                 time.monotonic() - self.unreachable[0] < UNREACHABLE_FOR):
             self.unreachable = (time.monotonic(), str(exc))
         return StoreError(f"cannot {action} {key} at {self.url}: {exc}")
 

@@ -21,9 +21,9 @@ from wpfarm_assets.core.config import load_config
 from wpfarm_assets.core.keys import BackupKey
 
 
-def forged_tar(member: tarfile.TarInfo) -> bytes:
+def forged_tar(member: tarfile.TarInfo, fmt: int = tarfile.GNU_FORMAT) -> bytes:
     out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+    with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
         ok = tarfile.TarInfo("wp-content/index.php")
         body = b"<?php // fine\n"
         ok.size = len(body)
@@ -49,7 +49,9 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, link: st
     (member("wp-content/disk", tarfile.BLKTYPE, 0o666), "block device"),
     (member("wp-content/pipe", tarfile.FIFOTYPE), "FIFO"),
     (member("wp-content/../../evil.php"), "outside its folder"),
-    (member("wp-content/link", tarfile.SYMTYPE, link="/etc/shadow"), "outside its folder"),
+    (member("wp-content/link", tarfile.SYMTYPE, link="/etc/shadow"), "out of its folder"),
+    (member("wp-content/up", tarfile.SYMTYPE, link="../../etc"), "out of its folder"),
+    (member("wp-content/" + "long/" * 30 + "link", tarfile.SYMTYPE, link="/etc/" + "x" * 120), "out of its folder"),
 ])
 def test_a_forged_archive_restores_nothing_and_leaves_the_target_as_it_was(make_farm, tmp_path, keyring, forged,
                                                                           message):
@@ -59,15 +61,24 @@ def test_a_forged_archive_restores_nothing_and_leaves_the_target_as_it_was(make_
     store = open_store(config.backup.target)
     real = back_up_files(site, LocalRunner(), store, encrypt_argv(keyring.fingerprint, keyring.public_home),
                          keyring.fingerprint)
-    # The forgery: a newer backup, encrypted to the farm's public key, with a manifest that matches it.
     plain = forged_tar(forged)
+    plant_and_refuse(site, store, real, keyring, tmp_path, plain, message)
+
+
+def plant(site, store, real, keyring, plain: bytes, seconds: int = 5) -> BackupKey:
+    """A newer files backup holding `plain`, encrypted to the farm's public key, with a manifest that matches."""
     encrypted = subprocess.run(encrypt_argv(keyring.fingerprint, keyring.public_home),
                                input=zstandard.ZstdCompressor().compress(plain), capture_output=True, check=True).stdout
-    key = BackupKey(site.name, "files", real.key.time + timedelta(seconds=5))
+    key = BackupKey(site.name, "files", real.key.time + timedelta(seconds=seconds))
     store.put_bytes(key.data_key, encrypted)
     manifest = read_manifest(store, real.key).model_copy(update={
         "object_key": key.data_key, "sha256": hashlib.sha256(encrypted).hexdigest(), "stored_bytes": len(encrypted)})
     store.put_bytes(key.manifest_key, manifest.to_bytes())
+    return key
+
+
+def plant_and_refuse(site, store, real, keyring, tmp_path, plain: bytes, message: str) -> None:
+    key = plant(site, store, real, keyring, plain)
     target = tmp_path / "restore-target"
     (target / "wp-content").mkdir(parents=True)
     (target / "wp-content" / "keep.txt").write_text("what was there\n")
@@ -79,3 +90,46 @@ def test_a_forged_archive_restores_nothing_and_leaves_the_target_as_it_was(make_
     assert tree_digest(target) == before
     assert sorted(p.name for p in target.iterdir()) == ["wp-content"]  # no staging folder left
     assert not (tmp_path / "evil.php").exists()
+
+
+def pax_size_desync() -> bytes:
+    """A pax record `size=0` before a member whose ustar size says 1024: a walker that ignores pax
+    headers skips the FIFO's header as data; tar does not."""
+    fifo = member("wp-content/pipe", tarfile.FIFOTYPE)
+    blocks = fifo.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
+    decoy = tarfile.TarInfo("wp-content/decoy")
+    decoy.size = 1024
+    pax = tarfile.TarInfo._create_pax_generic_header({"size": "0"}, tarfile.XHDTYPE, "utf-8")
+    ok = tarfile.TarInfo("wp-content/index.php")
+    ok.size = 3
+    body = ok.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape") + b"ok\n".ljust(512, b"\0")
+    return body + pax + decoy.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape") + blocks + b"\0" * 1024
+
+
+def test_a_pax_size_record_cannot_hide_a_fifo(make_farm, tmp_path, keyring):
+    make_farm(1)
+    config = load_config()
+    site = config.sites[0]
+    store = open_store(config.backup.target)
+    real = back_up_files(site, LocalRunner(), store, encrypt_argv(keyring.fingerprint, keyring.public_home),
+                         keyring.fingerprint)
+    plant_and_refuse(site, store, real, keyring, tmp_path, pax_size_desync(), "FIFO")
+
+
+def test_what_sites_really_hold_restores(make_farm, tmp_path, keyring):
+    """A setgid uploads folder and a relative link that stays inside are a site's, not a forgery."""
+    make_farm(1)
+    config = load_config()
+    site = config.sites[0]
+    root = tmp_path / "sites" / site.name
+    uploads = root / "wp-content" / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    uploads.chmod(0o2775)
+    (root / "wp-content" / "themes" / "current").symlink_to("../themes")
+    store = open_store(config.backup.target)
+    back_up_files(site, LocalRunner(), store, encrypt_argv(keyring.fingerprint, keyring.public_home),
+                  keyring.fingerprint)
+    restored = tmp_path / "restored"
+    restore_files(site, store, LocalRunner(), keyring.home, to_path=str(restored))
+    assert (restored / "wp-content" / "themes" / "current").is_symlink()
+    assert (restored / "wp-content" / "uploads").is_dir()

@@ -134,8 +134,14 @@ class ForgedArchive(WpfarmError):
 
 
 class TarCounter:
-    """Counts regular files in a tar stream as it passes, block by block, without buffering it.
-    With `guard`, refuses (ForgedArchive) a member no site's files can hold, before tar sees it."""
+    """Counts regular files in a tar stream as it passes, block by block, without buffering member data.
+    Extended headers (pax `x`, GNU long names `L`/`K`) are read, since they change the next member's
+    size, name or link. With `guard`, refuses (ForgedArchive) a member no site's files can hold,
+    before tar sees it: device nodes, FIFOs, set-id files, paths or links out of the folder."""
+
+    EXTENDED = (b"x", b"L", b"K")
+    KNOWN = (b"0", b"\0", b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"x", b"L", b"K", b"S")
+    MAX_EXTENDED = 1 << 20  # bytes an extended header may hold (names, pax records)
 
     def __init__(self, guard: bool = False) -> None:
         self.guard = guard
@@ -143,15 +149,27 @@ class TarCounter:
         self.ended = False  # saw the end-of-archive (zero) block, with nothing after it but zeros
         self._skip = 0  # bytes of member data (and padding) still to pass
         self._header = bytearray()
+        self._collect = 0  # bytes of an extended header's data still to read
+        self._extended = bytearray()
+        self._extended_kind = b""
+        self._pending: dict[str, str] = {}  # what extended headers say of the next member
 
     @property
     def complete(self) -> bool:
         """Whether the stream ended where a tar archive may end (not inside a member)."""
-        return self.ended and not self._skip and not self._header
+        return self.ended and not self._skip and not self._header and not self._collect
 
     def feed(self, chunk: bytes) -> None:
         view = memoryview(chunk)
         while view:
+            if self._collect:
+                step = min(self._collect, len(view))
+                self._extended += view[:step]
+                self._collect -= step
+                view = view[step:]
+                if not self._collect:
+                    self._read_extended()
+                continue
             if self._skip:
                 step = min(self._skip, len(view))
                 self._skip -= step
@@ -175,29 +193,65 @@ class TarCounter:
         else:
             size = int(field.rstrip(b"\0 ").strip() or b"0", 8)
         kind = header[156:157]
+        padding = (size + 511) // 512 * 512 - size
+        if kind in self.EXTENDED:
+            if size > self.MAX_EXTENDED:
+                raise ForgedArchive(f"the archive holds an extended header of {size} bytes")
+            self._extended_kind, self._extended = kind, bytearray()
+            self._collect, self._skip = size, padding
+            if not size:
+                self._read_extended()
+            return
+        pending, self._pending = self._pending, {}
+        if "size" in pending:
+            size = int(pending["size"])
+            padding = (size + 511) // 512 * 512 - size
         if self.guard:
-            self._refuse_forged(header, kind)
+            self._refuse_forged(header, kind, pending)
         if kind in (b"0", b"\0", b"7"):
             self.files += 1
-        self._skip = (size + 511) // 512 * 512
+        self._skip = size + padding
 
+    def _read_extended(self) -> None:
+        data = bytes(self._extended)
+        if self._extended_kind == b"L":
+            self._pending["path"] = data.split(b"\0", 1)[0].decode(errors="replace")
+        elif self._extended_kind == b"K":
+            self._pending["linkpath"] = data.split(b"\0", 1)[0].decode(errors="replace")
+        else:  # pax records: "<length> <key>=<value>\n"
+            while data:
+                length, _, rest = data.partition(b" ")
+                try:
+                    n = int(length)
+                except ValueError:
+                    raise ForgedArchive("the archive holds a malformed pax header") from None
+                record, data = rest[: n - len(length) - 1], data[n:]
+                key, _, value = record.rstrip(b"\n").partition(b"=")
+                if key in (b"path", b"linkpath", b"size"):
+                    self._pending[key.decode()] = value.decode(errors="replace")
+        self._extended = bytearray()
 
-    @staticmethod
-    def _refuse_forged(header: bytes, kind: bytes) -> None:
+    def _refuse_forged(self, header: bytes, kind: bytes, pending: dict[str, str]) -> None:
         name = header[0:100].split(b"\0", 1)[0].decode(errors="replace")
         prefix = header[345:500].split(b"\0", 1)[0].decode(errors="replace") if header[257:262] == b"ustar" else ""
-        path = f"{prefix}/{name}" if prefix else name
-        link = header[157:257].split(b"\0", 1)[0].decode(errors="replace")
+        path = pending.get("path") or (f"{prefix}/{name}" if prefix else name)
+        link = pending.get("linkpath") or header[157:257].split(b"\0", 1)[0].decode(errors="replace")
+        if kind not in self.KNOWN:
+            raise ForgedArchive(f"the archive holds a member of unknown type {kind!r} ({path!r})")
         if kind in (b"3", b"4", b"6"):
             what = {b"3": "a character device", b"4": "a block device", b"6": "a FIFO"}[kind]
             raise ForgedArchive(f"the archive holds {what} ({path!r})")
         mode = int(header[100:108].rstrip(b"\0 ").strip() or b"0", 8)
-        if mode & 0o6000:
+        if mode & 0o4000 or (mode & 0o2000 and kind != b"5"):  # a setgid folder is a shared group's, and fine
             raise ForgedArchive(f"the archive holds a set-user/group-id file ({path!r}, mode {mode:o})")
-        for member, what in ((path, "path"), (link if kind in (b"1", b"2") else "", "link target")):
-            parts = member.split("/")
-            if member.startswith("/") or ".." in parts:
-                raise ForgedArchive(f"the archive holds a {what} outside its folder ({member!r})")
+        if path.startswith("/") or ".." in path.split("/"):
+            raise ForgedArchive(f"the archive holds a path outside its folder ({path!r})")
+        if kind in (b"1", b"2"):
+            # A hard link names another member; a symbolic link resolves from the member's folder.
+            base = "" if kind == b"1" else posixpath.dirname(path)
+            resolved = posixpath.normpath(posixpath.join(base, link))
+            if link.startswith("/") or resolved == ".." or resolved.startswith("../"):
+                raise ForgedArchive(f"the archive holds a link out of its folder ({path!r} -> {link!r})")
 
 
 def back_up_files(site: Site, runner: Runner, store: Store, encrypt_argv: list[str], fingerprint: str,

@@ -108,11 +108,14 @@ def restore_files(site: Site, store: Store, runner: Runner, gnupg_home: str | No
                                 "--no-same-permissions"], stdin=True)
             plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), tar,
                                        tap=guard.feed)
-            members = [m for m in ("wp-content", "wp-config.php") if runner.exists(posixpath.join(staging, m))]
+            content = posixpath.basename(site.content_path)  # as tar_argv archived it
+            members = [m for m in (content, "wp-config.php") if runner.exists(posixpath.join(staging, m))]
+            if content not in members:
+                raise RestoreError(f"the archive holds no {content}/ folder")
             owner = site.content_path if not to_path and runner.exists(site.content_path) else target
             for member in members:
                 run(runner, ["chown", "-R", f"--reference={owner}", "--", posixpath.join(staging, member)])
-            _swap_in(runner, staging, target, members, tag)
+            _copy_in(runner, staging, target, members)
         finally:
             run(runner, ["rm", "-rf", "--", staging])
     except Exception as exc:
@@ -121,25 +124,14 @@ def restore_files(site: Site, store: Store, runner: Runner, gnupg_home: str | No
             "refused": refused}
 
 
-def _swap_in(runner: Runner, staging: str, target: str, members: list[str], tag: str) -> None:
-    """Move each member from staging into target, the old one aside first and removed after."""
-    swapped: list[tuple[str, str, str | None]] = []
-    try:
-        for member in members:
-            new, live, old = (posixpath.join(staging, member), posixpath.join(target, member),
-                              posixpath.join(target, f".wpfarm-old-{tag}-{member}"))
-            aside = old if runner.exists(live) else None
-            if aside:
-                run(runner, ["mv", "-T", "--", live, aside])
-            swapped.append((new, live, aside))
-            run(runner, ["mv", "-T", "--", new, live])
-    except Exception:
-        for new, live, aside in reversed(swapped):  # put back what was there
-            if runner.exists(live) and not runner.exists(new):
-                run(runner, ["mv", "-T", "--", live, new])
-            if aside:
-                run(runner, ["mv", "-T", "--", aside, live])
-        raise
-    for _, _, aside in swapped:
-        if aside:
-            run(runner, ["rm", "-rf", "--", aside])
+def _copy_in(runner: Runner, staging: str, target: str, members: list[str]) -> None:
+    """Copy the checked extraction over the live folders, in place: the live wp-content stays the
+    same directory (the site's containers bind-mount it; it may be a mount point of its own), and
+    files the backup does not hold are left where they are."""
+    for member in members:
+        source = posixpath.join(staging, member)
+        live = posixpath.join(target, member)
+        if member != "wp-config.php":
+            run(runner, ["mkdir", "-p", "--", live])
+            source, live = source + "/.", live + "/"
+        run(runner, ["cp", "-a", "--remove-destination", "--", source, live])
