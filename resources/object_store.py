@@ -128,6 +128,9 @@ class LocalStore:
 UNREACHABLE = (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.EndpointConnectionError,
                botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectionClosedError)
 UNREACHABLE_FOR = 60.0  # seconds after such an error in which every call fails at once
+# When each endpoint last did not answer, and how: shared by every store of the process (a run's
+# database and files steps each open their own).
+_unreachable: dict[str, tuple[float, str]] = {}
 
 
 class _Breaker:
@@ -172,7 +175,15 @@ class S3Store:
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.prefix}"
         self._s3 = _Breaker(client, self)
-        self.unreachable: tuple[float, str] | None = None
+        self._endpoint = str(client.meta.endpoint_url)
+
+    @property
+    def unreachable(self) -> tuple[float, str] | None:
+        return _unreachable.get(self._endpoint)
+
+    @unreachable.setter
+    def unreachable(self, value: tuple[float, str]) -> None:
+        _unreachable[self._endpoint] = value
 
     def _fail(self, action: str, key: str, exc: Exception) -> StoreError:
         if isinstance(exc, UNREACHABLE) and not (self.unreachable and
