@@ -53,16 +53,21 @@ def member(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, link: st
     (member("wp-content/up", tarfile.SYMTYPE, link="../../etc"), "out of its folder"),
     (member("wp-content/" + "long/" * 30 + "link", tarfile.SYMTYPE, link="/etc/" + "x" * 120), "out of its folder"),
 ])
-def test_a_forged_archive_restores_nothing_and_leaves_the_target_as_it_was(make_farm, tmp_path, keyring, forged,
+def test_a_forged_archive_restores_nothing_and_leaves_the_target_as_it_was(backed_up, tmp_path, keyring, forged,
                                                                           message):
+    plant_and_refuse(*backed_up, keyring, tmp_path, forged_tar(forged), message)
+
+
+@pytest.fixture
+def backed_up(make_farm, keyring):
+    """(site, store, its real files backup): what a forgery is planted next to."""
     make_farm(1)
     config = load_config()
     site = config.sites[0]
     store = open_store(config.backup.target)
     real = back_up_files(site, LocalRunner(), store, encrypt_argv(keyring.fingerprint, keyring.public_home),
                          keyring.fingerprint)
-    plain = forged_tar(forged)
-    plant_and_refuse(site, store, real, keyring, tmp_path, plain, message)
+    return site, store, real
 
 
 def plant(site, store, real, keyring, plain: bytes, seconds: int = 5) -> BackupKey:
@@ -106,14 +111,8 @@ def pax_size_desync() -> bytes:
     return body + pax + decoy.tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape") + blocks + b"\0" * 1024
 
 
-def test_a_pax_size_record_cannot_hide_a_fifo(make_farm, tmp_path, keyring):
-    make_farm(1)
-    config = load_config()
-    site = config.sites[0]
-    store = open_store(config.backup.target)
-    real = back_up_files(site, LocalRunner(), store, encrypt_argv(keyring.fingerprint, keyring.public_home),
-                         keyring.fingerprint)
-    plant_and_refuse(site, store, real, keyring, tmp_path, pax_size_desync(), "FIFO")
+def test_a_pax_size_record_cannot_hide_a_fifo(backed_up, tmp_path, keyring):
+    plant_and_refuse(*backed_up, keyring, tmp_path, pax_size_desync(), "FIFO")
 
 
 def test_what_sites_really_hold_restores(make_farm, tmp_path, keyring):

@@ -87,18 +87,17 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
 def restore_files(site: Site, store: Store, runner: Runner, gnupg_home: str | None,
                   to_path: str | None = None, on: date | None = None, at: str | None = None) -> dict:
     """Restore the chosen archive's `wp-content` (and `wp-config.php`) under `to_path` (default: the
-    site root, in place), replacing what is there.
+    site root, in place).
 
     It is extracted into a staging folder inside the target first, as the owner of the target
     (tar's --no-same-owner, --no-same-permissions: no archive owners, no set-id bits), every member
     checked before tar sees it (no device nodes, FIFOs, set-id files, paths or links out of the
-    folder: TarCounter's guard). Only a complete, clean extraction is swapped in (a rename per
-    member); a failure leaves the target as it was.
+    folder: TarCounter's guard). Only a complete, clean extraction is copied in (`_copy_in`); a
+    failed or refused extraction leaves the target as it was.
     """
     target = validate_absolute_path(to_path) if to_path else posixpath.dirname(site.content_path)
     key, manifest, refused = choose_backup(store, site.name, "files", gnupg_home, on, at)
-    tag = secrets.token_hex(4)
-    staging = posixpath.join(target, f".wpfarm-restore-{tag}")
+    staging = posixpath.join(target, f".wpfarm-restore-{secrets.token_hex(4)}")
     try:
         run(runner, ["mkdir", "-p", "--", target])
         run(runner, ["mkdir", "-m", "0700", "--", staging])
