@@ -86,7 +86,7 @@ def metric_lines(metrics: dict[str, float], help_text: dict[str, str]) -> bytes:
 
 BACKUP_METRICS = {
     "wpfarm_backup_last_success_timestamp_seconds": "Unix time the newest successful backup finished.",
-    "wpfarm_backup_stored_bytes": "Stored (compressed, encrypted) size of the newest backup.",
+    "wpfarm_backup_stored_bytes": "What the newest backup added to the store (a dump: its whole object; a snapshot: its new data).",
     "wpfarm_backup_plaintext_bytes": "Size of the newest backup before compression.",
     "wpfarm_backup_duration_seconds": "How long the newest backup took.",
 }

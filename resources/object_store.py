@@ -23,7 +23,10 @@ import botocore.config
 import botocore.exceptions
 import dagster as dg
 
+from resources.restic import Repository, repository_url, site_password
+from resources.ssh import LocalRunner, Runner
 from wpfarm_assets.core.errors import WpfarmError
+from wpfarm_assets.core.keys import repository_prefix
 
 PART_SIZE = 16 << 20
 
@@ -325,7 +328,21 @@ class ObjectStoreResource(dg.ConfigurableResource):
     access_key_id: str | None = None
     secret_access_key: str | None = None
     timeout: float = 60  # min(60, backup.stall_timeout)
+    restic_password: str | None = None  # the farm's file store password (WPFARM_RESTIC_PASSWORD)
+    stall_timeout: float = 300.0  # backup.stall_timeout, for restic
 
     def store(self) -> Store:
         return open_store(self.target, self.endpoint_url, self.region, self.access_key_id, self.secret_access_key,
                           self.timeout)
+
+    def repository(self, site: str, runner: Runner | None = None) -> Repository:
+        """The site's restic repository on this target, used through `runner` (default: this machine).
+        Without WPFARM_RESTIC_PASSWORD, using it fails saying so (a farm with older backups only can
+        still restore them)."""
+        url = repository_url(self.target, self.endpoint_url, repository_prefix(site))
+        password = site_password(self.restic_password, site) if self.restic_password else None
+        key_id, secret = self.access_key_id, self.secret_access_key
+        if url.startswith("s3:") and not key_id:  # the store's fallback: boto3's own credential chain
+            found = boto3.Session().get_credentials()
+            key_id, secret = (found.access_key, found.secret_key) if found else (None, None)
+        return Repository(runner or LocalRunner(), url, password, self.region, key_id, secret, self.stall_timeout)

@@ -173,6 +173,7 @@ def make_farm(tmp_path, db, keyring, monkeypatch):
         path = tmp_path / "farm.yaml"
         path.write_text(yaml.safe_dump(config))
         monkeypatch.setenv("WPFARM_CONFIG", str(path))
+        monkeypatch.setenv("WPFARM_RESTIC_PASSWORD", f"farm-password-{tag}")
         return Farm(tmp_path, path, sites, keyring)
 
     yield make

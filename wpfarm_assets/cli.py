@@ -174,6 +174,9 @@ def status(config: FarmConfig) -> int:
 
 def restore(args: argparse.Namespace, config: FarmConfig) -> int:
     config.site(args.site)
+    if args.path and args.kind not in (None, "files"):
+        raise ConfigError("--path is a part of the files: it goes with --kind files only")
+    args.kind = args.kind or ("files" if args.path else "all")
     if args.date:
         try:
             date.fromisoformat(args.date)
@@ -203,6 +206,7 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
         "at": args.at,
         "to_database": args.to_database,
         "to_path": args.to_path,
+        "path": args.path,
         "gnupg_home": args.gnupg_home,
     }
     result = run_job("restore_site", config, instance(), args.site,
@@ -213,7 +217,7 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
         for refusal in restored["refused"]:
             print(f"{args.site}: {kind} backup {refusal}: refused", file=sys.stderr)
         where = restored.get("database") or restored.get("path")
-        print(f"{args.site}: {kind} restored into {where} from {restored['object_key']}")
+        print(f"{args.site}: {kind} restored into {where} from {restored['backup']}")
     return 0
 
 
@@ -348,7 +352,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--at", help="yyyymmddThhmmssZ: exactly this backup (see `wpfarm backups SITE`)")
     r.add_argument("--to-database", help="restore into this database instead of the site's own")
     r.add_argument("--to-path", help="extract wp-content (and wp-config.php) under this directory instead")
-    r.add_argument("--kind", choices=["all", "db", "files"], default="all")
+    r.add_argument("--path", help="restore only this part of the files, e.g. wp-content/uploads/2026 (implies --kind files)")
+    r.add_argument("--kind", choices=["all", "db", "files"], default=None, help="default: all (files with --path)")
     r.add_argument("--force", action="store_true",
                    help="restore even into another site's database or folder, or a system directory")
     r.add_argument("--gnupg-home", default=os.environ.get("GNUPGHOME"), help="keyring with the farm's private key")

@@ -65,6 +65,8 @@ def build_resources(config: FarmConfig) -> dict:
             access_key_id=secret("SPACES_ACCESS_KEY_ID"),
             secret_access_key=secret("SPACES_SECRET_ACCESS_KEY"),
             timeout=min(60.0, config.backup.stall_timeout),
+            restic_password=secret("WPFARM_RESTIC_PASSWORD"),
+            stall_timeout=config.backup.stall_timeout,
         ),
         "gpg": GPGResource(recipient=config.backup.gpg_recipient, home=config.backup.gpg_home),
         "alertmanager": AlertmanagerResource(url=config.alerts.alertmanager_url),

@@ -14,7 +14,7 @@ from services import wait_for
 from resources.alerts import AlertmanagerResource
 from resources.gpg import encrypt_argv
 from resources.object_store import open_store
-from wpfarm_assets.backups.backup import back_up_database, back_up_files
+from wpfarm_assets.backups.backup import archive_files, back_up_database
 from wpfarm_assets.backups.restore import list_backups
 from wpfarm_assets.cli import main
 from wpfarm_assets.core.config import load_config
@@ -30,7 +30,7 @@ def back_up(config, keyring, db, site, hours_ago: float) -> None:
     store = open_store(config.backup.target)
     enc = encrypt_argv(keyring.fingerprint, keyring.public_home)
     back_up_database(site, db, store, enc, keyring.fingerprint, now=when)
-    back_up_files(site, db.runner, store, enc, keyring.fingerprint, now=when)
+    archive_files(site, db.runner, store, enc, keyring.fingerprint, now=when)
 
 
 def check_health(config) -> dict[str, dg.AssetCheckEvaluation]:

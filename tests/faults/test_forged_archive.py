@@ -14,7 +14,7 @@ import zstandard
 from resources.gpg import encrypt_argv
 from resources.object_store import open_store
 from resources.ssh import LocalRunner
-from wpfarm_assets.backups.backup import back_up_files
+from wpfarm_assets.backups.backup import archive_files
 from wpfarm_assets.backups.restore import RestoreError, restore_files
 from wpfarm_assets.backups.verify import read_manifest, tree_digest
 from wpfarm_assets.core.config import load_config
@@ -65,7 +65,7 @@ def backed_up(make_farm, keyring):
     config = load_config()
     site = config.sites[0]
     store = open_store(config.backup.target)
-    real = back_up_files(site, LocalRunner(), store, encrypt_argv(keyring.fingerprint, keyring.public_home),
+    real = archive_files(site, LocalRunner(), store, encrypt_argv(keyring.fingerprint, keyring.public_home),
                          keyring.fingerprint)
     return site, store, real
 
@@ -126,7 +126,7 @@ def test_what_sites_really_hold_restores(make_farm, tmp_path, keyring):
     uploads.chmod(0o2775)
     (root / "wp-content" / "themes" / "current").symlink_to("../themes")
     store = open_store(config.backup.target)
-    back_up_files(site, LocalRunner(), store, encrypt_argv(keyring.fingerprint, keyring.public_home),
+    archive_files(site, LocalRunner(), store, encrypt_argv(keyring.fingerprint, keyring.public_home),
                   keyring.fingerprint)
     restored = tmp_path / "restored"
     restore_files(site, store, LocalRunner(), keyring.home, to_path=str(restored))

@@ -10,7 +10,7 @@ from resources.gpg import encrypt_argv
 from resources.mariadb import MariaDB
 from resources.object_store import open_store
 from resources.ssh import LocalRunner
-from wpfarm_assets.backups.backup import BackupError, back_up_database, back_up_files
+from wpfarm_assets.backups.backup import BackupError, archive_files, back_up_database
 from wpfarm_assets.backups.pipeline import StreamError, back_up_stream
 from wpfarm_assets.backups.restore import RestoreError, list_backups, restore_database
 from wpfarm_assets.core.config import load_config
@@ -89,7 +89,7 @@ def test_unwritable_local_target_fails_loudly(make_farm, keyring, db, tmp_path):
     make_farm(1, target=f"file://{blocker}/backups")
     config = load_config()
     with pytest.raises(BackupError, match="cannot write"):
-        back_up_files(config.sites[0], LocalRunner(), open_store(config.backup.target),
+        archive_files(config.sites[0], LocalRunner(), open_store(config.backup.target),
                       encrypt_argv(keyring.fingerprint, keyring.public_home), keyring.fingerprint)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from resources.gpg import encrypt_argv
 from resources.object_store import LocalStore, open_store
-from wpfarm_assets.backups.backup import back_up_database, back_up_files
+from wpfarm_assets.backups.backup import archive_files, back_up_database
 from wpfarm_assets.backups.restore import list_backups, restore_database, restore_files
 from wpfarm_assets.backups.retention import RetentionRefused, apply_retention, plan_retention
 from wpfarm_assets.backups.verify import tree_digest
@@ -28,7 +28,7 @@ class Seeder:
         self.store = store
         self.templates = {}
         for kind, make in (("db", lambda: back_up_database(site, db, store, enc, keyring.fingerprint, now=START - timedelta(days=400))),
-                           ("files", lambda: back_up_files(site, db.runner, store, enc, keyring.fingerprint, now=START - timedelta(days=400)))):
+                           ("files", lambda: archive_files(site, db.runner, store, enc, keyring.fingerprint, now=START - timedelta(days=400)))):
             backup = make()
             self.templates[kind] = (backup.manifest, store.get_bytes(backup.key.data_key))
             store.delete([backup.key.manifest_key, backup.key.data_key])

@@ -49,15 +49,17 @@ def published(context: dg.AssetExecutionContext, pushgateway: PushgatewayResourc
 def backup_metadata(backup: Backup) -> dict:
     m = backup.manifest
     metadata = {
-        "object_key": m.object_key,
         "plaintext_bytes": m.plaintext_bytes,
         "stored_bytes": m.stored_bytes,
-        "ratio": round(m.plaintext_bytes / m.stored_bytes, 2) if m.stored_bytes else 0.0,
         "duration_seconds": m.duration_seconds,
-        "sha256": m.sha256,
-        "key_fingerprint": m.key_fingerprint,
         "source": m.source,
     }
+    if m.is_snapshot:
+        metadata.update(snapshot_id=m.snapshot_id, repository=m.repository, files=m.files, files_new=m.files_new,
+                        files_changed=m.files_changed, files_unmodified=m.files_unmodified)
+        return metadata
+    metadata.update(object_key=m.object_key, sha256=m.sha256, key_fingerprint=m.key_fingerprint,
+                    ratio=round(m.plaintext_bytes / m.stored_bytes, 2) if m.stored_bytes else 0.0)
     if m.tables is not None:
         metadata["tables"] = len(m.tables)
         metadata["rows"] = sum(m.tables.values())
@@ -102,7 +104,7 @@ def database_dump(
     backfill_policy=dg.BackfillPolicy.single_run(),
     output_required=False,  # each site's materialization is an event of for_each_site
     group_name="backups",
-    kinds={"s3"},
+    kinds={"restic", "s3"},
     pool="storage",
     freshness_policy=BACKUP_FRESHNESS,
 )
@@ -111,16 +113,16 @@ def file_archive(
     farm: dg.ResourceParam[FarmConfig],
     storage_node: NodeResource,
     object_store: ObjectStoreResource,
-    gpg: GPGResource,
     pushgateway: PushgatewayResource,
 ) -> Iterator[dg.AssetMaterialization]:
-    """The site's wp-content (and wp-config.php): tar → zstd → gpg → object store, with a manifest."""
+    """The site's wp-content (and wp-config.php): a restic snapshot in the site's repository (only
+    what changed since the last one is read and stored), with a manifest."""
     runner = storage_node.runner()
     store = object_store.store()
 
     def one(site: Site) -> dict:
-        return published(context, pushgateway, _back_up_files(site, runner, store, gpg.encrypt_argv(), gpg.fingerprint(),
-                                                              stall_timeout=farm.backup.stall_timeout))
+        repository = object_store.repository(site.name, runner)
+        return published(context, pushgateway, _back_up_files(site, runner, store, repository))
 
     yield from for_each_site(context, farm, farm.storage.parallelism, one)
 
@@ -154,7 +156,8 @@ def retention(
 
     def one(site: Site) -> dict:
         report = apply_retention(store, site.name, now, daily=rules.daily, weekly=rules.weekly,
-                                 monthly=rules.monthly, dry_run=config.dry_run, listing=listings[site.name])
+                                 monthly=rules.monthly, dry_run=config.dry_run, listing=listings[site.name],
+                                 repository=object_store.repository(site.name))
         return retention_metadata(report)
 
     yield from for_each_site(context, farm, RETENTION_PARALLELISM, one)
@@ -169,6 +172,7 @@ def retention_metadata(report: RetentionReport) -> dict:
         "deleted": report.deleted,
         "bytes_freed": report.bytes_freed,
         "aborted_uploads_removed": report.aborted_removed,
+        "snapshots_forgotten": len(report.snapshots_forgotten),
         "oldest_restore_point": min(oldest).isoformat() if oldest else "none",
         "newest_restore_point": max(newest).isoformat() if newest else "none",
         "dry_run": report.dry_run,

@@ -1,23 +1,28 @@
-"""Back up one site: its database (`db`) or its files (`files`), as one stored object plus manifest.
+"""Back up one site: its database (`db`) as one encrypted object, its files (`files`) as a snapshot in
+the site's restic repository; each with a manifest.
 
 Plain functions, no Dagster: the assets and the benchmarks call them. The manifest is written last;
-a backup exists only if its manifest does.
+a backup exists only if its manifest does (a snapshot without one is an aborted backup).
+`archive_files` writes the files format before the file store (tar → zstd → gpg, one object per
+night): such backups are still read, restored and retained; the tests and benchmarks make them.
 """
 
 from __future__ import annotations
 
 import posixpath
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from resources.gpg import gpg_version
 from resources.mariadb import COMPLETION_MARKER, MariaDB
 from resources.object_store import Store
+from resources.restic import Repository
 from resources.ssh import Runner, run
 from wpfarm_assets.backups.pipeline import COMPRESSION_LEVEL, STALL_TIMEOUT, StreamStats, back_up_stream, zstd_version
 from wpfarm_assets.core.config import Site
 from wpfarm_assets.core.errors import WpfarmError
-from wpfarm_assets.core.keys import BackupKey
+from wpfarm_assets.core.keys import BackupKey, repository_prefix, snapshot_ids
 from wpfarm_assets.core.manifest import Manifest
 
 # Left out of every file archive: caches, WordPress's own upgrade scratch space, backup plugins'
@@ -53,7 +58,8 @@ def _tool_version(runner: Runner, tool: str) -> str:
     where = runner.where
     if (where, tool) not in _remote_versions:
         try:
-            _remote_versions[where, tool] = run(runner, [tool, "--version"]).strip().splitlines()[0]
+            argv = [tool, "version"] if tool == "restic" else [tool, "--version"]
+            _remote_versions[where, tool] = run(runner, argv).strip().splitlines()[0]
         except Exception:  # noqa: BLE001 - a version string is informational only
             _remote_versions[where, tool] = "unknown"
     return _remote_versions[where, tool]
@@ -108,6 +114,61 @@ def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[s
         manifest = _write_manifest(store, key, started, stats, fingerprint, db.runner, tools, content)
     except Exception as exc:
         raise BackupError(f"site {site.name}: database backup failed: {exc}") from exc
+    return Backup(key, manifest)
+
+
+def site_members(runner: Runner, site: Site) -> tuple[str, list[str], list[str]]:
+    """(the site root, what a files backup holds relative to it, the excludes anchored there)."""
+    if not runner.exists(site.content_path):
+        raise BackupError(f"content path {site.content_path} does not exist on {runner.where}")
+    root, content = posixpath.split(site.content_path)
+    members = [content] + (["wp-config.php"] if runner.exists(posixpath.join(root, "wp-config.php")) else [])
+    return root, members, [p.replace("wp-content/", f"{content}/", 1) for p in FILE_EXCLUDES]
+
+
+def back_up_files(site: Site, runner: Runner, store: Store, repository: Repository,
+                  now: datetime | None = None) -> Backup:
+    """A restic snapshot of wp-content (+ wp-config.php) in the site's repository (made on its first
+    backup), incremental against the site's last snapshot; then the manifest. restic runs through
+    `runner`, where the files are."""
+    started = now or datetime.now(timezone.utc)
+    key = BackupKey(site.name, "files", started)
+    try:
+        root, members, excludes = site_members(runner, site)
+        if not any(True for _ in store.list(repository_prefix(site.name) + "config")):
+            repository.init()
+        anchored = [p if p.startswith("*") else posixpath.join(root, p) for p in excludes]
+        clock = time.monotonic()
+        summary = repository.backup(root, members, anchored, started)
+        seconds = time.monotonic() - clock
+        listed = snapshot_ids((o.key for o in store.list(repository_prefix(site.name) + "snapshots/")), site.name)
+        found = [i for i in listed if i.startswith(summary["snapshot_id"])]
+        if len(found) != 1:
+            raise BackupError(f"restic reported snapshot {summary['snapshot_id']}, which the repository lists "
+                              f"{len(found)} times")
+        manifest = Manifest(
+            site=key.site,
+            kind=key.kind,
+            started_at=started.isoformat(),
+            finished_at=datetime.now(timezone.utc).isoformat(),
+            plaintext_bytes=summary["total_bytes_processed"],
+            stored_bytes=summary["data_added"],
+            duration_seconds=round(seconds, 3),
+            compression="restic (zstd, repository version 2)",
+            source=runner.where,
+            tools={"restic": _tool_version(runner, "restic")},
+            repository=repository.url,
+            snapshot_id=found[0],
+            files=summary["total_files_processed"],
+            files_new=summary["files_new"],
+            files_changed=summary["files_changed"],
+            files_unmodified=summary["files_unmodified"],
+            content_path=site.content_path,
+            wp_config="wp-config.php" in members,
+        )
+        store.put_bytes(key.manifest_key, manifest.to_bytes())
+    except Exception as exc:
+        raise BackupError(f"site {site.name}: files backup failed: {exc}") from exc
     return Backup(key, manifest)
 
 
@@ -254,16 +315,15 @@ class TarCounter:
                 raise ForgedArchive(f"the archive holds a link out of its folder ({path!r} -> {link!r})")
 
 
-def back_up_files(site: Site, runner: Runner, store: Store, encrypt_argv: list[str], fingerprint: str,
+def archive_files(site: Site, runner: Runner, store: Store, encrypt_argv: list[str], fingerprint: str,
                   now: datetime | None = None, stall_timeout: float = STALL_TIMEOUT) -> Backup:
-    """tar of wp-content (+ wp-config.php) → zstd → gpg → store; then the manifest with the file count."""
+    """The files format before the file store: tar of wp-content (+ wp-config.php) → zstd → gpg →
+    store; then the manifest with the file count."""
     started = now or datetime.now(timezone.utc)
     key = BackupKey(site.name, "files", started)
     try:
-        if not runner.exists(site.content_path):
-            raise BackupError(f"content path {site.content_path} does not exist on {runner.where}")
-        root = posixpath.dirname(site.content_path)
-        with_config = runner.exists(posixpath.join(root, "wp-config.php"))
+        _, members, _ = site_members(runner, site)
+        with_config = "wp-config.php" in members
         counter = TarCounter()
         proc = runner.start(tar_argv(site.content_path, with_config))
 

@@ -45,6 +45,7 @@ class RestoreSiteConfig(dg.Config):
     at: str | None = None  # yyyymmddThhmmssZ: exactly this backup
     to_database: str | None = None  # default: the site's own database (in place)
     to_path: str | None = None  # default: the site root (in place)
+    path: str | None = None  # files only: just this part, relative to the site root (wp-content/uploads/2026)
     gnupg_home: str | None = None  # keyring with the farm's private key; default $GNUPGHOME
     force: bool = False  # restore even into another site's database or folder, or a system directory
 
@@ -63,6 +64,8 @@ def restore_site_op(
         raise dg.Failure(f"kind must be all, db or files, not {config.kind!r}")
     site = farm.site(config.site)
     problem = farm.restore_target_problem(site, config.to_database, config.to_path)
+    if config.path and config.kind != "files":
+        raise dg.Failure("path is a part of the files: set kind to files", allow_retries=False)
     if config.at and config.kind == "all":
         raise dg.Failure("at names one backup, of one kind: set kind to db or files", allow_retries=False)
     if problem and not config.force:
@@ -73,11 +76,12 @@ def restore_site_op(
     if config.kind in ("all", "db"):
         db = mariadb.client(database_node.runner())
         restored["db"] = restore_database(site, store, db, config.gnupg_home, config.to_database, on, config.at)
-        context.log.info(f"{site.name}: database restored from {restored['db']['object_key']}")
+        context.log.info(f"{site.name}: database restored from {restored['db']['backup']}")
     if config.kind in ("all", "files"):
-        restored["files"] = restore_files(site, store, storage_node.runner(), config.gnupg_home, config.to_path, on,
-                                          config.at)
-        context.log.info(f"{site.name}: files restored from {restored['files']['object_key']}")
+        runner = storage_node.runner()
+        restored["files"] = restore_files(site, store, runner, config.gnupg_home, config.to_path, on, config.at,
+                                          object_store.repository(site.name, runner), config.path)
+        context.log.info(f"{site.name}: files restored from {restored['files']['backup']}")
     context.add_output_metadata({
         kind: dg.MetadataValue.json({k: str(v) for k, v in r.items()}) for kind, r in restored.items()
     })

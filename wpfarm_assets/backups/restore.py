@@ -15,13 +15,22 @@ from datetime import date, datetime, timezone
 from resources.gpg import decrypt_argv, require_secret_key
 from resources.mariadb import MariaDB
 from resources.object_store import Store
+from resources.restic import Repository
 from resources.ssh import Runner, run
-from wpfarm_assets.backups.backup import TarCounter
+from wpfarm_assets.backups.backup import ForgedArchive, TarCounter
 from wpfarm_assets.backups.pipeline import restore_stream
-from wpfarm_assets.backups.verify import read_manifest, record_refusal, verify_backup
+from wpfarm_assets.backups.verify import read_manifest, record_refusal, verify_backup, verify_snapshot
 from wpfarm_assets.core.config import Site, validate_absolute_path, validate_identifier
 from wpfarm_assets.core.errors import WpfarmError
-from wpfarm_assets.core.keys import BackupKey, parse_manifest_key, parse_stamp, site_prefix, split_future
+from wpfarm_assets.core.keys import (
+    BackupKey,
+    parse_manifest_key,
+    parse_stamp,
+    repository_prefix,
+    site_prefix,
+    snapshot_ids,
+    split_future,
+)
 from wpfarm_assets.core.manifest import Manifest, ManifestError
 
 
@@ -36,10 +45,11 @@ def list_backups(store: Store, site: str, kind: str) -> list[BackupKey]:
 
 
 def choose_backup(store: Store, site: str, kind: str, gnupg_home: str | None, on: date | None = None,
-                  at: str | None = None) -> tuple[BackupKey, Manifest, list[str]]:
-    """The newest backup (of day `on`, or exactly the one stamped `at`) that verifies: its object is
-    the one its manifest describes (read whole, sha256). Those that do not are passed over, recorded
-    as refused, and named in the third value. Backups stamped in the future are never taken as the
+                  at: str | None = None, repository: Repository | None = None) -> tuple[BackupKey, Manifest, list[str]]:
+    """The newest backup (of day `on`, or exactly the one stamped `at`) that verifies: an object is
+    the one its manifest describes (read whole, sha256); a snapshot is in the site's repository
+    (and restic checks every blob it restores). Those that do not verify are passed over, recorded as
+    refused, and named in the third value. Backups stamped in the future are never taken as the
     newest (a named day or stamp is taken as named); an explicit `at` is not replaced by another one."""
     backups = list_backups(store, site, kind)
     if at is not None:
@@ -52,14 +62,22 @@ def choose_backup(store: Store, site: str, kind: str, gnupg_home: str | None, on
         when = f" stamped {at}" if at else f" from {on.isoformat()}" if on else ""
         raise RestoreError(f"site {site}: no {kind} backup{when} in {store.url}")
     refused = []
+    snapshots: set[str] | None = None
     for key in reversed(backups):
         try:
             manifest = read_manifest(store, key)
         except ManifestError as exc:
             manifest, problem = None, str(exc)
         else:
-            require_secret_key(manifest.key_fingerprint, gnupg_home)  # not the backup's fault: stop here
-            _, problem = verify_backup(store, key, manifest)  # a store that cannot be read raises
+            if manifest.is_snapshot:
+                if repository is None:
+                    raise RestoreError(f"site {site}: {key.manifest_key} is a snapshot, and no repository was given")
+                if snapshots is None:
+                    snapshots = snapshot_ids((o.key for o in store.list(repository_prefix(site))), site)
+                problem = verify_snapshot(key, manifest, snapshots)
+            else:
+                require_secret_key(manifest.key_fingerprint, gnupg_home)  # not the backup's fault: stop here
+                _, problem = verify_backup(store, key, manifest)  # a store that cannot be read raises
         if problem is None:
             return key, manifest, refused
         record_refusal(store, key, problem)
@@ -80,37 +98,48 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
         plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), db.load(target))
     except Exception as exc:
         raise RestoreError(f"site {site.name}: restoring {key.data_key} into {target} failed: {exc}") from exc
-    return {"object_key": key.data_key, "database": target, "plaintext_bytes": plaintext, "backup_time": key.time,
+    return {"backup": key.data_key, "database": target, "plaintext_bytes": plaintext, "backup_time": key.time,
             "refused": refused}
 
 
 def restore_files(site: Site, store: Store, runner: Runner, gnupg_home: str | None,
-                  to_path: str | None = None, on: date | None = None, at: str | None = None) -> dict:
-    """Restore the chosen archive's `wp-content` (and `wp-config.php`) under `to_path` (default: the
-    site root, in place).
+                  to_path: str | None = None, on: date | None = None, at: str | None = None,
+                  repository: Repository | None = None, path: str | None = None) -> dict:
+    """Restore the chosen backup's `wp-content` (and `wp-config.php`), or only `path` of it (relative
+    to the site root, e.g. `wp-content/uploads/2026`), under `to_path` (default: the site root, in place).
 
-    It is extracted into a staging folder inside the target first, as the owner of the target
-    (tar's --no-same-owner, --no-same-permissions: no archive owners, no set-id bits), every member
-    checked before tar sees it (no device nodes, FIFOs, set-id files, paths or links out of the
-    folder: TarCounter's guard). Only a complete, clean extraction is copied in (`_copy_in`); a
-    failed or refused extraction leaves the target as it was.
+    It is extracted into a staging folder inside the target first, as the owner of the target: a
+    snapshot by `restic restore`, then checked (`staged_problem`); an archive by tar
+    (--no-same-owner, --no-same-permissions), every member checked before tar sees it
+    (TarCounter's guard). Either way no device node, FIFO, set-id file or link out of the folder is
+    restored. Only a complete, clean extraction is copied in (`_copy_in`); a failed or refused one
+    leaves the target as it was.
     """
     target = validate_absolute_path(to_path) if to_path else posixpath.dirname(site.content_path)
-    key, manifest, refused = choose_backup(store, site.name, "files", gnupg_home, on, at)
+    content = posixpath.basename(site.content_path)  # as the backup holds it
+    if path is not None:
+        path = validate_member_path(path, content)
+    key, manifest, refused = choose_backup(store, site.name, "files", gnupg_home, on, at, repository)
     staging = posixpath.join(target, f".wpfarm-restore-{secrets.token_hex(4)}")
     try:
         run(runner, ["mkdir", "-p", "--", target])
         run(runner, ["mkdir", "-m", "0700", "--", staging])
         try:
-            guard = TarCounter(guard=True)
-            tar = runner.start(["tar", "--extract", "--file=-", f"--directory={staging}", "--no-same-owner",
-                                "--no-same-permissions"], stdin=True)
-            plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), tar,
-                                       tap=guard.feed)
-            content = posixpath.basename(site.content_path)  # as tar_argv archived it
-            members = [m for m in (content, "wp-config.php") if runner.exists(posixpath.join(staging, m))]
-            if content not in members:
-                raise RestoreError(f"the archive holds no {content}/ folder")
+            if manifest.is_snapshot:
+                repository.restore(manifest.snapshot_id, staging, [f"/{path}"] if path else [])
+                if problem := staged_problem(runner, staging):
+                    raise ForgedArchive(problem)
+                plaintext = sum(map(int, run(runner, ["find", staging, "-type", "f", "-printf", "%s\\n"]).split()))
+            else:
+                guard = TarCounter(guard=True)
+                tar = runner.start(["tar", "--extract", "--file=-", f"--directory={staging}", "--no-same-owner",
+                                    "--no-same-permissions", "--", *([path] if path else [])], stdin=True)
+                plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), tar,
+                                           tap=guard.feed)
+            wanted = [path] if path else [content, "wp-config.php"]
+            members = [m for m in wanted if runner.exists(posixpath.join(staging, m))]
+            if (path or content) not in members:
+                raise RestoreError(f"the backup holds no {path or content} folder")
             owner = site.content_path if not to_path and runner.exists(site.content_path) else target
             for member in members:
                 run(runner, ["chown", "-R", f"--reference={owner}", "--", posixpath.join(staging, member)])
@@ -118,9 +147,36 @@ def restore_files(site: Site, store: Store, runner: Runner, gnupg_home: str | No
         finally:
             run(runner, ["rm", "-rf", "--", staging])
     except Exception as exc:
-        raise RestoreError(f"site {site.name}: restoring {key.data_key} into {target} failed: {exc}") from exc
-    return {"object_key": key.data_key, "path": target, "plaintext_bytes": plaintext, "backup_time": key.time,
+        raise RestoreError(f"site {site.name}: restoring {manifest.artifact} into {target} failed: {exc}") from exc
+    return {"backup": manifest.artifact, "path": target, "plaintext_bytes": plaintext, "backup_time": key.time,
             "refused": refused}
+
+
+def validate_member_path(path: str, content: str) -> str:
+    """A part of a files backup, relative to the site root: inside its content folder, or wp-config.php."""
+    clean = posixpath.normpath(path.strip("/")) if path.strip("/") else ""
+    if not clean or clean.startswith("../") or clean == ".." or "\0" in clean:
+        raise RestoreError(f"--path {path!r} is not a path inside the backup")
+    if clean != "wp-config.php" and clean.split("/")[0] != content:
+        raise RestoreError(f"--path {path!r}: a files backup holds {content}/ and wp-config.php only")
+    return clean
+
+
+def staged_problem(runner: Runner, staging: str) -> str | None:
+    """What no site's files can hold, in a restored tree: device nodes, FIFOs, sockets, set-id files
+    (a set-gid folder is a shared group's, and fine), links out of the folder. None: nothing."""
+    odd = run(runner, ["find", staging, "(", "-type", "b", "-o", "-type", "c", "-o", "-type", "p", "-o", "-type", "s",
+                       "-o", "!", "-type", "d", "-perm", "/6000", ")", "-printf", "%y %m %P\\n", "-quit"]).strip()
+    if odd:
+        kind, mode, name = odd.split(" ", 2)
+        what = {"b": "a block device", "c": "a character device", "p": "a FIFO", "s": "a socket"}.get(kind)
+        return f"the backup holds {what or f'a set-user/group-id file (mode {mode})'} ({name!r})"
+    links = run(runner, ["find", staging, "-type", "l", "-printf", "%P\\0%l\\0"]).split("\0")
+    for name, link in zip(links[0::2], links[1::2], strict=False):
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), link))
+        if link.startswith("/") or resolved == ".." or resolved.startswith("../"):
+            return f"the backup holds a link out of its folder ({name!r} -> {link!r})"
+    return None
 
 
 def _copy_in(runner: Runner, staging: str, target: str, members: list[str]) -> None:
@@ -130,7 +186,11 @@ def _copy_in(runner: Runner, staging: str, target: str, members: list[str]) -> N
     for member in members:
         source = posixpath.join(staging, member)
         live = posixpath.join(target, member)
-        if member != "wp-config.php":
+        if member != "wp-config.php":  # a folder (a file given as --path is copied as it is)
+            if not runner.exists(source + "/.") and runner.exists(source):
+                run(runner, ["mkdir", "-p", "--", posixpath.dirname(live)])
+                run(runner, ["cp", "-a", "--remove-destination", "--", source, live])
+                continue
             run(runner, ["mkdir", "-p", "--", live])
             source, live = source + "/.", live + "/"
         run(runner, ["cp", "-a", "--remove-destination", "--", source, live])

@@ -1,7 +1,10 @@
 """Retention: which backups of a site to keep (14 daily, 26 weekly, 12 monthly), and safe cleanup.
 
 `plan_retention` is the whole policy, as a pure function. `apply_retention` applies it to one site's
-backups in a store: one listing of the site's prefix, deletes in batches, manifests first.
+backups in a store: one listing of the site's prefix, deletes in batches, manifests first; for files
+backups in the file store, then `restic forget` of exactly the expired snapshots and a `restic prune`
+of the site's repository (restic's exclusive lock: a prune never runs while that site's backup does,
+and fails, loudly, instead).
 """
 
 from __future__ import annotations
@@ -11,17 +14,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from resources.object_store import Store, StoredObject, UnfinishedUpload
-from wpfarm_assets.backups.verify import verify_backup
+from resources.restic import Repository
+from wpfarm_assets.backups.verify import read_manifest, verify_backup, verify_snapshot
 from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.keys import (
     KINDS,
     SITES,
+    TIMESTAMP_FORMAT,
     BackupKey,
     kind_of,
     parse_manifest_key,
+    repository_prefix,
     site_of,
     site_prefix,
     site_root,
+    snapshot_ids,
     split_future,
 )
 
@@ -132,6 +139,7 @@ class RetentionReport:
     aborted_removed: int = 0
     aborted_bytes: int = 0
     deleted_keys: list[str] = field(default_factory=list)
+    snapshots_forgotten: list[str] = field(default_factory=list)  # restic snapshot ids, expired and aborted
 
     @property
     def deleted(self) -> int:
@@ -143,7 +151,8 @@ class RetentionReport:
 
 
 def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, weekly: int = 26,
-                    monthly: int = 12, dry_run: bool = False, listing: SiteListing | None = None) -> RetentionReport:
+                    monthly: int = 12, dry_run: bool = False, listing: SiteListing | None = None,
+                    repository: Repository | None = None) -> RetentionReport:
     """Keep what `plan_retention` keeps for each kind of the site's backups; delete the rest.
 
     Safety: refuses (deleting nothing) when the newest backup of a kind fails verification (its
@@ -152,6 +161,9 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
     complete; removes aborted uploads (objects without a manifest, unfinished multipart uploads)
     older than a day. With dry_run, reports the same numbers and deletes nothing.
     `listing` is the site's objects when the caller listed many sites at once (list_sites).
+    Files backups in the file store: after their manifests, the expired snapshots are forgotten, and
+    so are snapshots older than a day that no manifest stamp names (aborted backups); then the
+    site's `repository` is pruned, and bytes_freed counts what the prune gave back.
     """
     site_prefix(site, "db")  # validates the name
     listing = listing or list_sites(store, [site])[site]
@@ -160,6 +172,10 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
     manifests_to_delete: list[str] = []
     objects_to_delete: list[str] = []
     referenced: set[str] = set()
+    repo_prefix = repository_prefix(site)
+    has_repository = f"{repo_prefix}config" in objects
+    snapshots = repository.snapshots() if has_repository and repository is not None else None
+    expired_snapshots: list[str] = []
 
     for kind in KINDS:
         every = [k for k in map(parse_manifest_key, objects) if k and k.kind == kind and k.site == site]
@@ -174,13 +190,17 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
         if newest.refusal_key in objects:
             raise RetentionRefused(f"site {site}: newest {kind} backup {newest.data_key} failed verification "
                                    "(a restore or check refused it); retention skipped, nothing deleted")
-        _verify(store, newest, objects)
+        _verify(store, newest, objects, snapshots)
         plan = plan_retention([k.time for k in backups], daily, weekly, monthly)
         plan.setdefault(newest.time, "daily")  # the newest is never deleted, whatever the counts say
         for key in backups:
             if key.time in plan:
                 kind_report.kept[plan[key.time]] += 1
                 continue
+            if key.data_key not in objects and kind == "files" and has_repository:  # a snapshot's manifest
+                manifest = read_manifest(store, key)
+                if manifest.is_snapshot:
+                    expired_snapshots.append(manifest.snapshot_id)
             manifests_to_delete.append(key.manifest_key)
             kind_report.deleted += 1
             for k in (key.manifest_key, key.data_key, key.refusal_key):
@@ -197,6 +217,12 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
     stale_uploads = [u for u in listing.uploads if now - u.initiated > ABORTED_UPLOAD_AGE]
     report.aborted_removed += len(stale_uploads)
 
+    if snapshots is not None:  # aborted backups: snapshots no manifest names, older than a day
+        stamps = {k.stamp for k in map(parse_manifest_key, objects) if k and k.kind == "files"}
+        expired_snapshots += [s.id for s in snapshots if now - s.time > ABORTED_UPLOAD_AGE
+                              and s.time.astimezone(timezone.utc).strftime(TIMESTAMP_FORMAT) not in stamps]
+    report.snapshots_forgotten = sorted(set(expired_snapshots))
+
     data_keys = [k for k in objects_to_delete if k not in manifests_to_delete] + [o.key for o in aborted]
     report.deleted_keys = manifests_to_delete + data_keys
     if not dry_run:
@@ -204,12 +230,23 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
         store.delete(data_keys)
         for upload in stale_uploads:
             store.abort_upload(upload)
+        if report.snapshots_forgotten:
+            before = sum(o.size for o in objects.values() if o.key.startswith(repo_prefix))
+            repository.forget(report.snapshots_forgotten)
+            repository.prune()
+            after = sum(o.size for o in store.list(repo_prefix))
+            report.kinds["files"].bytes_freed += max(0, before - after)
     return report
 
 
-def _verify(store: Store, newest: BackupKey, objects: dict) -> None:
+def _verify(store: Store, newest: BackupKey, objects: dict, snapshots: list | None) -> None:
     stored = objects.get(newest.data_key)
-    _, problem = verify_backup(store, newest, listed_size=stored.size if stored else None, read=False)
+    if stored is None and newest.kind == "files" and snapshots is not None:
+        manifest = read_manifest(store, newest)
+        problem = verify_snapshot(newest, manifest, snapshot_ids(objects, newest.site)) if manifest.is_snapshot else (
+            f"{newest.data_key} is missing")
+    else:
+        _, problem = verify_backup(store, newest, listed_size=stored.size if stored else None, read=False)
     if problem:
         raise RetentionRefused(
             f"site {newest.site}: newest {newest.kind} backup {newest.data_key} failed verification "

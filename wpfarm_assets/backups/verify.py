@@ -63,6 +63,15 @@ def verify_backup(store: Store, key: BackupKey, manifest: Manifest | None = None
     return manifest, None
 
 
+def verify_snapshot(key: BackupKey, manifest: Manifest, snapshots: set[str]) -> str | None:
+    """What is wrong with a files backup in the file store (None: nothing): its snapshot must be in
+    the site's repository (`snapshots`: the ids restic lists). restic itself checks every blob's
+    MAC as it restores, and `restic check` reads the packs (the integrity check's rotation)."""
+    if manifest.snapshot_id not in snapshots:
+        return f"snapshot {manifest.snapshot_id[:8]} of {key.manifest_key} is not in {manifest.repository}"
+    return None
+
+
 def excluded(relative: str) -> bool:
     """Whether the archive leaves this path (relative to the site root) out, as tar's --exclude does."""
     parts = relative.split("/")

@@ -1,5 +1,7 @@
 """Object keys: one layout, `sites/<site>/<kind>/<UTC timestamp>.<ext>`, with a `.json` manifest beside,
-and `sites/<site>/site.json`, the record of when a site joined. This module is the only place that
+`sites/<site>/restic/`, the site's file store (a restic repository: its files backups' data; their
+manifests are under `files/` like every manifest), and `sites/<site>/site.json`, the record of when
+a site joined. This module is the only place that
 spells the layout; everything else asks it.
 
 A backup exists only if its manifest does; the data object alone is an aborted upload.
@@ -21,6 +23,7 @@ TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 FUTURE_TOLERANCE = timedelta(minutes=10)
 SITES = "sites/"  # every site's objects live under this prefix of the target
 SITE_RECORD = "site.json"  # written when a site joins the inventory
+REPOSITORY = "restic"  # the site's restic repository: the data of its files backups
 _MANIFEST = re.compile(r"^sites/(?P<site>[^/]+)/(?P<kind>db|files)/(?P<stamp>\d{8}T\d{6}Z)\.json$")
 _REFUSAL = re.compile(r"^sites/(?P<site>[^/]+)/(?P<kind>db|files)/(?P<stamp>\d{8}T\d{6}Z)\.refused$")
 
@@ -65,6 +68,24 @@ def site_root(site: str) -> str:
 
 def site_prefix(site: str, kind: str) -> str:
     return f"{site_root(site)}{kind}/"
+
+
+def repository_prefix(site: str) -> str:
+    return f"{site_root(site)}{REPOSITORY}/"
+
+
+def snapshot_ids(keys: Iterable[str], site: str) -> set[str]:
+    """The ids of the snapshots in a site's repository, from a listing of the site's objects (restic
+    keeps each snapshot as `<repository>/snapshots/<id>`): no restic call, no key derivation."""
+    prefix = f"{repository_prefix(site)}snapshots/"
+    return {key[len(prefix):] for key in keys if key.startswith(prefix) and "/" not in key[len(prefix):]}
+
+
+def stored_kind(key: str) -> str | None:
+    """The backup kind whose data an object key holds: a kind's own objects, or "files" for the
+    site's restic repository; None for anything else."""
+    parts = key.split("/", 3)
+    return "files" if len(parts) == 4 and site_of(key) and parts[2] == REPOSITORY else kind_of(key)
 
 
 def site_record_key(site: str) -> str:

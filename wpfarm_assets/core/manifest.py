@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from wpfarm_assets.core.errors import WpfarmError
 
@@ -26,17 +26,24 @@ class Manifest(BaseModel):
     format: int = MANIFEST_FORMAT
     site: str
     kind: str
-    object_key: str
     started_at: str
     finished_at: str
-    plaintext_bytes: int
-    stored_bytes: int
-    sha256: str
+    plaintext_bytes: int  # what was backed up: the dump's bytes, or the files' total size
+    stored_bytes: int  # what it cost the store: the object's bytes, or what the snapshot added
     duration_seconds: float
     compression: str
-    key_fingerprint: str
     source: str
     tools: dict[str, str] = {}
+    # an object (every database dump, and files backups before the file store): its key and checksum
+    object_key: str | None = None
+    sha256: str | None = None
+    key_fingerprint: str | None = None
+    # a snapshot in the site's restic repository (files backups)
+    repository: str | None = None
+    snapshot_id: str | None = None
+    files_new: int | None = None
+    files_changed: int | None = None
+    files_unmodified: int | None = None
     # db
     database: str | None = None
     tables: dict[str, int] | None = None
@@ -45,6 +52,21 @@ class Manifest(BaseModel):
     content_path: str | None = None
     files: int | None = None
     wp_config: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_artifact(self) -> Manifest:
+        if self.snapshot_id is None and (self.object_key is None or self.sha256 is None):
+            raise ValueError("a manifest names either an object (object_key, sha256) or a snapshot (snapshot_id)")
+        return self
+
+    @property
+    def is_snapshot(self) -> bool:
+        return self.snapshot_id is not None
+
+    @property
+    def artifact(self) -> str:
+        """What the backup is, in words an operator can look up: the object key, or the snapshot."""
+        return f"snapshot {self.snapshot_id[:8]} in {self.repository}" if self.is_snapshot else self.object_key
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.model_dump(exclude_none=True), indent=2, sort_keys=True).encode()

@@ -1,0 +1,156 @@
+"""restic, the file store: one deduplicated, encrypted, incremental repository per site, on the
+backup target beside the database dumps (`file://` path or `s3://` prefix).
+
+restic runs where the files are (this machine, or a node over SSH). Its secrets (the repository
+password, and the S3 keys for an `s3:` repository) travel on its stdin: a short `sh` wrapper reads
+the two S3 lines into restic's own environment and leaves the password on stdin for
+`--password-file /dev/stdin`. So they are never in an argument list, a remote command line, a log,
+or the environment of any other process.
+
+Each site's repository has its own password, derived from the farm's (`WPFARM_RESTIC_PASSWORD`):
+HMAC-SHA256(farm password, site name), hex. A site's repository can be handed to its owner with its
+password without giving away any other site's. The same derivation with stock tools:
+`printf %s SITE | openssl dgst -sha256 -hmac "$WPFARM_RESTIC_PASSWORD" -r | cut -d' ' -f1`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from urllib.parse import urlparse
+
+from resources.ssh import Runner, Watchdog
+from wpfarm_assets.core.errors import WpfarmError
+
+# $1: the folder restic runs in (backups name their members relative to it); the rest: restic's
+# arguments. stdin: the S3 key id, the S3 secret (each a line, empty for a file repository), then the
+# password, to the end.
+WRAPPER = (
+    'IFS= read -r k && IFS= read -r s || { echo "wpfarm: no credentials on stdin" >&2; exit 97; }; '
+    'if [ -n "$k" ]; then AWS_ACCESS_KEY_ID=$k AWS_SECRET_ACCESS_KEY=$s; export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; fi; '
+    'unset k s; cd -- "$1" && shift && RESTIC_PROGRESS_FPS=1 exec restic "$@"'
+)
+REPOSITORY_VERSION = "2"  # compressed (zstd); restic 0.14 and newer read it
+# restore and check print nothing while they work (restic 0.14): they get this many stall timeouts.
+QUIET_COMMAND_FACTOR = 12
+
+
+class ResticError(WpfarmError):
+    """A restic command failed; the message carries restic's own words (wrong password, locked, …)."""
+
+
+def site_password(farm_password: str, site: str) -> str:
+    return hmac.new(farm_password.encode(), site.encode(), hashlib.sha256).hexdigest()
+
+
+def repository_url(target: str, endpoint_url: str | None, prefix: str) -> str:
+    """restic's name for the repository at `prefix` of the backup target (`file:///p` or `s3://b/p`)."""
+    parsed = urlparse(target)
+    if parsed.scheme == "file":
+        return posixpath.join(parsed.path, prefix).rstrip("/")
+    if parsed.scheme == "s3":
+        host = (endpoint_url or "https://s3.amazonaws.com").rstrip("/")
+        path = "/".join(p for p in (parsed.netloc, parsed.path.strip("/"), prefix.strip("/")) if p)
+        return f"s3:{host}/{path}"
+    raise ResticError(f"unsupported backup target {target!r}")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: str
+    time: datetime
+    paths: tuple[str, ...]
+    tree: str
+
+
+class Repository:
+    """One site's restic repository, used through `runner` (where the files are, for backup and
+    restore; this machine for the rest)."""
+
+    def __init__(self, runner: Runner, url: str, password: str | None, region: str = "us-east-1",
+                 access_key_id: str | None = None, secret_access_key: str | None = None,
+                 stall_timeout: float = 300.0):
+        self.runner, self.url, self.stall_timeout = runner, url, stall_timeout
+        self._secrets = f"{access_key_id or ''}\n{secret_access_key or ''}\n{password}".encode() if password else None
+        self._options = ["-o", f"s3.region={region}"] if url.startswith("s3:") else []
+
+    def run(self, args: list[str], cwd: str = "/", on_line: Callable[[bytes], bool] | None = None,
+            timeout: float | None = None) -> str:
+        """Run `restic -r URL ARGS` in `cwd`; return stdout. `on_line` sees each stdout line and says
+        whether it was progress; by default any output is. No progress for `timeout` (default the
+        stall timeout) kills restic."""
+        if self._secrets is None:
+            raise ResticError(f"WPFARM_RESTIC_PASSWORD is not set: the file store ({self.url}) cannot be opened")
+        argv = ["sh", "-c", WRAPPER, "restic", cwd, "-r", self.url, "--password-file", "/dev/stdin",
+                *self._options, *args]
+        proc = self.runner.start(argv, stdin=True)
+        with Watchdog(timeout or self.stall_timeout, proc.kill, f"restic {next(a for a in args if not a.startswith('-'))}") as watchdog:
+            try:
+                proc.write(self._secrets)
+            except (BrokenPipeError, OSError):
+                pass  # it died at once; its status and stderr say why
+            proc.close_stdin()
+            out, pending = bytearray(), b""
+            while chunk := proc.read():
+                out += chunk
+                *lines, pending = (pending + chunk).split(b"\n")
+                if any(on_line(line) for line in lines) if on_line else True:
+                    watchdog.progress()
+            status = proc.wait()
+        if watchdog.stalled:
+            raise ResticError(f"{watchdog.stalled} (repository {self.url})")
+        if status != 0:
+            tail = proc.stderr_tail().strip()
+            raise ResticError(f"restic {next(a for a in args if not a.startswith('-'))} exited with status {status}"
+                              + (f": {tail}" if tail else "") + f" (repository {self.url})")
+        return out.decode(errors="replace")
+
+    def init(self) -> None:
+        self.run(["init", "--repository-version", REPOSITORY_VERSION])
+
+    def backup(self, root: str, members: list[str], excludes: list[str], time: datetime) -> dict:
+        """Snapshot `members` (relative to `root`), incremental against the last snapshot of the same
+        paths; return restic's summary (snapshot_id, files_new/changed/unmodified, data_added, …)."""
+        last: list = [None]
+
+        def progressed(line: bytes) -> bool:  # status lines repeat while restic waits: only change counts
+            if line.startswith(b'{"message_type":"status"'):
+                status = json.loads(line)
+                moved = (status.get("files_done"), status.get("bytes_done"), status.get("total_files"))
+                changed, last[0] = moved != last[0], moved
+                return changed
+            return bool(line.strip())
+
+        stamp = time.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        out = self.run(["backup", "--json", "--host", "wpfarm", "--time", stamp,
+                        *(f"--exclude={p}" for p in excludes), "--", *members], cwd=root, on_line=progressed)
+        for line in reversed(out.splitlines()):
+            if line.startswith('{"message_type":"summary"'):
+                return json.loads(line)
+        raise ResticError(f"restic backup gave no summary (repository {self.url})")
+
+    def snapshots(self) -> list[Snapshot]:
+        out = self.run(["--no-lock", "snapshots", "--json"])
+        return [Snapshot(s["id"], datetime.fromisoformat(s["time"].replace("Z", "+00:00")), tuple(s["paths"]), s["tree"])
+                for s in json.loads(out or "[]")]
+
+    def forget(self, ids: list[str]) -> None:
+        if ids:
+            self.run(["forget", "--", *ids])
+
+    def prune(self) -> None:
+        self.run(["prune"], timeout=self.stall_timeout * QUIET_COMMAND_FACTOR)
+
+    def restore(self, snapshot: str, target: str, include: list[str] = ()) -> None:
+        self.run(["restore", snapshot, "--target", target, *(f"--include={p}" for p in include)],
+                 timeout=self.stall_timeout * QUIET_COMMAND_FACTOR)
+
+    def check(self, read_data_subset: str | None = None) -> None:
+        """restic check (structure, and the packs of one subset read whole); raises on any error."""
+        args = ["--no-lock", "check"] + ([f"--read-data-subset={read_data_subset}"] if read_data_subset else [])
+        self.run(args, timeout=self.stall_timeout * QUIET_COMMAND_FACTOR)
