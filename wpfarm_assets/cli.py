@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import secrets
 import shutil
 import sys
 from datetime import date, datetime, timezone
@@ -34,7 +35,7 @@ from wpfarm_assets.core.config import (
     validate_site_name,
 )
 from wpfarm_assets.core.errors import WpfarmError
-from wpfarm_assets.core.keys import KINDS, SITES, parse_stamp, site_root, split_future
+from wpfarm_assets.core.keys import KINDS, SITES, parse_stamp, site_root, snapshot_ids, split_future
 from wpfarm_assets.dagster_storage import PROCESS_TAG, fail_dead_runs, this_process
 
 REPO = Path(__file__).resolve().parent.parent
@@ -223,7 +224,8 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
 
 def backups(args: argparse.Namespace, config: FarmConfig) -> int:
     """Every restore point of a site, per kind, newest first, with its state: `ok` (listed at the
-    size its manifest says; with --verify, read whole and its sha256 compared), `REFUSED` (a
+    size its manifest says; with --verify, read whole and its sha256 compared; a snapshot: in its
+    repository, STORED BYTES being what it added), `REFUSED` (a
     restore or check found it bad), `FUTURE` (stamped ahead of now: never chosen). Exit 1 if any is not ok."""
     from wpfarm_assets.backups.health import group_listing
     from wpfarm_assets.backups.verify import record_refusal, verify_backup
@@ -238,18 +240,20 @@ def backups(args: argparse.Namespace, config: FarmConfig) -> int:
         keys = entry.backups[kind] if entry else []
         _, future = split_future(keys, now)
         for key in reversed(keys):
-            stored = entry.objects.get(key.data_key)
+            stored, manifest = entry.objects.get(key.data_key), None
             if key in future:
                 state, detail = "FUTURE", "stamped ahead of this machine's clock: never chosen"
             else:
-                _, detail = verify_backup(store, key, listed_size=stored.size if stored else None, read=args.verify)
+                manifest, detail = verify_backup(store, key, listed_size=stored.size if stored else None, read=args.verify,
+                                                 snapshots=snapshot_ids(entry.objects, args.site))
                 if detail and args.verify:
                     record_refusal(store, key, detail)
                 state = "REFUSED" if detail or key in entry.refused else "ok"
                 detail = detail or ("refused earlier: " + store.get_bytes(key.refusal_key).decode(errors="replace")
-                                    if key in entry.refused else "sha256 verified" if args.verify else "size matches")
+                                    if key in entry.refused else "snapshot in the repository" if manifest.is_snapshot
+                                    else "sha256 verified" if args.verify else "size matches")
             bad += state != "ok"
-            size = f"{stored.size:,}" if stored else "-"
+            size = f"{stored.size:,}" if stored else f"+{manifest.stored_bytes:,}" if manifest and manifest.is_snapshot else "-"
             print(f"{kind:5}  {key.stamp}  {size:>12}  {state:8}  {detail}")
     print(f"\n{sum(len(entry.backups[k]) for k in KINDS) if entry else 0} restore points, {bad} not ok")
     return 1 if bad else 0
@@ -264,6 +268,13 @@ def demo(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir).resolve()
     gnupg = workdir / "gnupg"
     fingerprint = make_gpg_key(gnupg)
+    if not os.environ.get("WPFARM_RESTIC_PASSWORD"):  # the demo's own file store password, kept beside it
+        password_file = workdir / "restic-password"
+        if not password_file.exists():
+            password_file.touch(mode=0o600)
+            password_file.write_text(secrets.token_urlsafe(32))
+        os.environ["WPFARM_RESTIC_PASSWORD"] = password_file.read_text().strip()
+        print(f"file store password: {password_file} (export WPFARM_RESTIC_PASSWORD=$(cat {password_file}))")
     db = MariaDB(LocalRunner(), args.db_host, args.db_port, args.db_user, os.environ.get("WPFARM_DB_PASSWORD"))
     print(f"building {args.sites} demo sites in {workdir} ...")
     path = make_demo_farm(workdir, db, sites=args.sites, gpg_recipient=fingerprint,
@@ -277,7 +288,7 @@ def demo(args: argparse.Namespace) -> int:
     scratch_db, scratch_dir = f"wp_{args.prefix}_restore_check", workdir / "restore-check"
     shutil.rmtree(scratch_dir, ignore_errors=True)
     db.drop_database(scratch_db)
-    ns = argparse.Namespace(site=site.name, kind="all", date=None, at=None, force=False, to_database=scratch_db,
+    ns = argparse.Namespace(site=site.name, kind="all", path=None, date=None, at=None, force=False, to_database=scratch_db,
                             to_path=str(scratch_dir), gnupg_home=str(gnupg))
     if restore(ns, config) != 0:
         return 1

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from resources.object_store import Store, StoredObject, StoreError
+from resources.restic import Repository, ResticError
 from wpfarm_assets.backups.verify import record_refusal, verify_backup
 from wpfarm_assets.core.config import Site
 from wpfarm_assets.core.keys import (
@@ -21,10 +23,12 @@ from wpfarm_assets.core.keys import (
     parse_refusal_key,
     site_of,
     site_record_key,
+    snapshot_ids,
     split_future,
 )
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
+CHECK_ROTATION = 30  # days in which `restic check` reads every pack of every repository once
 
 def record_sites(store: Store, sites: list[Site], now: datetime) -> None:
     """Write each new site's record (kept when the site is removed; not rewritten if it returns)."""
@@ -121,33 +125,52 @@ def sync_alerts(alertmanager, alertname: str, findings: list[Finding], link: str
     return alertmanager.sync(alertname, alerts)
 
 
+def check_subset(now: datetime) -> str:
+    """The part of every repository's packs `restic check` reads today: one of 30, in turn, so that
+    every pack is read within 30 days (`--read-data-subset=n/30`)."""
+    return f"{now.toordinal() % CHECK_ROTATION + 1}/{CHECK_ROTATION}"
+
+
 def backup_integrity(store: Store, sites: list[str], listing: dict[str, SiteBackups],
-                     now: datetime | None = None) -> list[Finding]:
-    """Check the newest backup of each site and kind: the stored object's size and sha256 match its
-    manifest, the dump ended complete; a size under half or over double the median of the site's
-    earlier backups is a warning."""
+                     now: datetime | None = None, repository: Callable[[str], Repository] | None = None) -> list[Finding]:
+    """Check the newest backup of each site and kind: a stored object's size and sha256 match its
+    manifest, the dump ended complete (a size under half or over double the median of the site's
+    earlier backups is a warning); a snapshot is in the site's repository, and `restic check` of
+    that repository, reading today's share of its packs (check_subset), finds no error."""
+    now = now or datetime.now(timezone.utc)
     findings = []
     for site in sorted(sites):
         entry = listing.get(site)
         for kind in KINDS:
-            backups, _ = split_future(entry.backups[kind] if entry else [], now or datetime.now(timezone.utc))
+            backups, _ = split_future(entry.backups[kind] if entry else [], now)
             if not backups:
                 continue
             newest = backups[-1]
-            findings.append(_check_newest(store, entry, newest, backups[:-1]))
+            findings.append(_check_newest(store, entry, newest, backups[:-1], now, repository))
     return findings
 
 
-def _check_newest(store: Store, entry: SiteBackups, newest: BackupKey, earlier: list[BackupKey]) -> Finding:
+def _check_newest(store: Store, entry: SiteBackups, newest: BackupKey, earlier: list[BackupKey], now: datetime,
+                  repository: Callable[[str], Repository] | None) -> Finding:
     finding = lambda severity, reason: Finding(newest.site, newest.kind, severity, reason, newest.time)  # noqa: E731
     stored = entry.objects.get(newest.data_key)
     try:
-        _, problem = verify_backup(store, newest, listed_size=stored.size if stored else None)
+        manifest, problem = verify_backup(store, newest, listed_size=stored.size if stored else None,
+                                          snapshots=snapshot_ids(entry.objects, newest.site))
     except StoreError as exc:  # the store, not the backup: reported, not recorded against it
         return finding(CRITICAL, f"{newest.data_key} cannot be read: {exc}")
     if problem:
         record_refusal(store, newest, problem)  # from now on the age check flags the site too
         return finding(CRITICAL, problem)
+    if manifest.is_snapshot:
+        if repository is None:
+            return finding(WARNING, "snapshot listed; its repository was not checked (no restic password here)")
+        subset = check_subset(now)
+        try:
+            repository(newest.site).check(subset)
+        except ResticError as exc:  # a damaged repository, or one that cannot be reached: either needs an operator
+            return finding(CRITICAL, f"restic check of the site's repository failed: {exc}")
+        return finding(OK, f"snapshot {manifest.snapshot_id[:8]} listed; restic check read packs {subset}, no errors")
     sizes = [entry.objects[k.data_key].size for k in earlier[-14:] if k.data_key in entry.objects]
     if len(sizes) >= 3:
         median = statistics.median(sizes)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from datetime import datetime
 
@@ -10,12 +9,11 @@ import pandas as pd
 
 from resources.object_store import Store
 from wpfarm_assets.backups.retention import RULES, plan_retention
-from wpfarm_assets.core.keys import KINDS, SITES, parse_manifest_key
+from wpfarm_assets.core.keys import KINDS, SITES, parse_manifest_key, site_of, stored_kind
 
 # DigitalOcean Spaces: $5 a month includes 250 GiB; each further GiB costs $0.02 a month.
 SPACES_BASE_USD, SPACES_INCLUDED_GIB, SPACES_USD_PER_GIB = 5.0, 250, 0.02
 GIB = 1 << 30
-_SITE_KIND = re.compile(r"^sites/(?P<site>[^/]+)/(?P<kind>[^/]+)/")
 COLUMNS = ["site", "kind", "newest_backup", "age_hours", *RULES, "restore_points", "stored_bytes", "monthly_cost_usd"]
 
 
@@ -28,16 +26,17 @@ def backup_inventory(store: Store, sites: list[str], now: datetime, daily: int =
                      monthly: int = 12) -> pd.DataFrame:
     """Rows for every configured site and every site with backups in the store (removed sites' too).
 
-    stored_bytes counts everything under the site and kind; monthly_cost_usd is that share at the
+    stored_bytes counts everything under the site and kind (for files: the site's restic repository
+    too, so the bytes are what the store bills); monthly_cost_usd is that share at the
     per-GiB rate (the $5 base and the included 250 GiB are farm-wide: see spaces_monthly_cost).
     """
     times: dict[tuple[str, str], list[datetime]] = defaultdict(list)
     stored: dict[tuple[str, str], int] = defaultdict(int)
     for obj in store.list(SITES):
-        match = _SITE_KIND.match(obj.key)
-        if not match:
+        kind = stored_kind(obj.key)
+        if kind is None:
             continue
-        stored[match["site"], match["kind"]] += obj.size
+        stored[site_of(obj.key), kind] += obj.size
         key = parse_manifest_key(obj.key)
         if key:
             times[key.site, key.kind].append(key.time)

@@ -19,7 +19,7 @@ from resources.restic import Repository
 from resources.ssh import Runner, run
 from wpfarm_assets.backups.backup import ForgedArchive, TarCounter
 from wpfarm_assets.backups.pipeline import restore_stream
-from wpfarm_assets.backups.verify import read_manifest, record_refusal, verify_backup, verify_snapshot
+from wpfarm_assets.backups.verify import read_manifest, record_refusal, verify_backup
 from wpfarm_assets.core.config import Site, validate_absolute_path, validate_identifier
 from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.keys import (
@@ -62,22 +62,18 @@ def choose_backup(store: Store, site: str, kind: str, gnupg_home: str | None, on
         when = f" stamped {at}" if at else f" from {on.isoformat()}" if on else ""
         raise RestoreError(f"site {site}: no {kind} backup{when} in {store.url}")
     refused = []
-    snapshots: set[str] | None = None
+    snapshots = snapshot_ids((o.key for o in store.list(repository_prefix(site))), site) if kind == "files" else None
     for key in reversed(backups):
         try:
             manifest = read_manifest(store, key)
         except ManifestError as exc:
             manifest, problem = None, str(exc)
         else:
-            if manifest.is_snapshot:
-                if repository is None:
-                    raise RestoreError(f"site {site}: {key.manifest_key} is a snapshot, and no repository was given")
-                if snapshots is None:
-                    snapshots = snapshot_ids((o.key for o in store.list(repository_prefix(site))), site)
-                problem = verify_snapshot(key, manifest, snapshots)
-            else:
+            if manifest.is_snapshot and repository is None:
+                raise RestoreError(f"site {site}: {key.manifest_key} is a snapshot, and no repository was given")
+            if not manifest.is_snapshot:
                 require_secret_key(manifest.key_fingerprint, gnupg_home)  # not the backup's fault: stop here
-                _, problem = verify_backup(store, key, manifest)  # a store that cannot be read raises
+            _, problem = verify_backup(store, key, manifest, snapshots=snapshots)  # a store that cannot be read raises
         if problem is None:
             return key, manifest, refused
         record_refusal(store, key, problem)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 from resources.object_store import Store, StoredObject, UnfinishedUpload
 from resources.restic import Repository
-from wpfarm_assets.backups.verify import read_manifest, verify_backup, verify_snapshot
+from wpfarm_assets.backups.verify import read_manifest, verify_backup
 from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.keys import (
     KINDS,
@@ -190,7 +190,7 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
         if newest.refusal_key in objects:
             raise RetentionRefused(f"site {site}: newest {kind} backup {newest.data_key} failed verification "
                                    "(a restore or check refused it); retention skipped, nothing deleted")
-        _verify(store, newest, objects, snapshots)
+        _verify(store, newest, objects)
         plan = plan_retention([k.time for k in backups], daily, weekly, monthly)
         plan.setdefault(newest.time, "daily")  # the newest is never deleted, whatever the counts say
         for key in backups:
@@ -239,14 +239,10 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
     return report
 
 
-def _verify(store: Store, newest: BackupKey, objects: dict, snapshots: list | None) -> None:
+def _verify(store: Store, newest: BackupKey, objects: dict) -> None:
     stored = objects.get(newest.data_key)
-    if stored is None and newest.kind == "files" and snapshots is not None:
-        manifest = read_manifest(store, newest)
-        problem = verify_snapshot(newest, manifest, snapshot_ids(objects, newest.site)) if manifest.is_snapshot else (
-            f"{newest.data_key} is missing")
-    else:
-        _, problem = verify_backup(store, newest, listed_size=stored.size if stored else None, read=False)
+    _, problem = verify_backup(store, newest, listed_size=stored.size if stored else None, read=False,
+                               snapshots=snapshot_ids(objects, newest.site))
     if problem:
         raise RetentionRefused(
             f"site {newest.site}: newest {newest.kind} backup {newest.data_key} failed verification "

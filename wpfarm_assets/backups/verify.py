@@ -12,7 +12,7 @@ from pathlib import Path
 from resources.object_store import Store, StoreError
 from wpfarm_assets.backups.backup import FILE_EXCLUDES
 from wpfarm_assets.backups.pipeline import object_sha256
-from wpfarm_assets.core.keys import BackupKey
+from wpfarm_assets.core.keys import BackupKey, repository_prefix, snapshot_ids
 from wpfarm_assets.core.manifest import Manifest, ManifestError
 
 NOT_LISTED = -1  # `listed_size` when the caller has no listing: the object is read to find out
@@ -32,8 +32,12 @@ def read_manifest(store: Store, key: BackupKey) -> Manifest:
 
 
 def verify_backup(store: Store, key: BackupKey, manifest: Manifest | None = None, listed_size: int | None = NOT_LISTED,
-                  read: bool = True) -> tuple[Manifest | None, str | None]:
-    """The backup's manifest, and what is wrong with its stored object (None: nothing).
+                  read: bool = True, snapshots: set[str] | None = None) -> tuple[Manifest | None, str | None]:
+    """The backup's manifest, and what is wrong with its stored object or snapshot (None: nothing).
+
+    A snapshot must be in the site's repository: among `snapshots` (ids from a listing the caller
+    has: keys.snapshot_ids), else the store is listed. Its data is read by `restic check` (the
+    integrity check's rotation) and by every restore (restic checks each blob), not here.
 
     `listed_size` is the object's size in a listing the caller already has (None: not in it, so
     missing). With `read`, the object is read whole and its size and sha256 compared with the
@@ -47,6 +51,10 @@ def verify_backup(store: Store, key: BackupKey, manifest: Manifest | None = None
             manifest = read_manifest(store, key)
         except ManifestError as exc:
             return None, str(exc)
+    if manifest.is_snapshot:
+        if snapshots is None:
+            snapshots = snapshot_ids((o.key for o in store.list(repository_prefix(key.site))), key.site)
+        return manifest, verify_snapshot(key, manifest, snapshots)
     size = listed_size
     if size is None:
         return manifest, f"{key.data_key} is missing"
