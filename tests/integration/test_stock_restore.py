@@ -3,10 +3,18 @@
 import os
 import re
 import subprocess
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
+from resources.gpg import encrypt_argv
+from resources.object_store import open_store
+from resources.ssh import LocalRunner
+from wpfarm_assets.backups.backup import archive_files
 from wpfarm_assets.backups.verify import tree_digest
 from wpfarm_assets.cli import main
+from wpfarm_assets.core.config import load_config
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -17,10 +25,17 @@ def readme_block() -> str:
     return match.group(1)
 
 
-def test_readme_procedure_restores_tables_and_files_exactly(make_farm, dagster_home, db, tmp_path):
+@pytest.mark.parametrize("files_format", ["snapshot", "archive"])
+def test_readme_procedure_restores_tables_and_files_exactly(make_farm, dagster_home, db, tmp_path, files_format):
+    """Both branches of the block: a restic snapshot, and a tar archive from before the file store."""
     farm = make_farm(1)
     site = farm.sites[0]
     assert main(["backup"]) == 0
+    if files_format == "archive":  # the newest files backup is an older wpfarm's archive
+        config = load_config()
+        archive_files(config.sites[0], LocalRunner(), open_store(config.backup.target),
+                      encrypt_argv(farm.keyring.fingerprint, farm.keyring.public_home), farm.keyring.fingerprint,
+                      now=datetime.now(timezone.utc) + timedelta(minutes=1))
     target_db = "wpt_stock_restore"
     db.drop_database(target_db)
     env = {**os.environ, "BACKUPS": str(farm.workdir / "backups"), "SITE": site["name"], "DB": target_db,
@@ -28,6 +43,7 @@ def test_readme_procedure_restores_tables_and_files_exactly(make_farm, dagster_h
     try:
         done = subprocess.run(["bash", "-c", readme_block()], env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
+        assert ("restoring <Snapshot" in done.stdout) == (files_format == "snapshot")
         assert db.checksums(target_db) == db.checksums(site["database"])
         assert tree_digest(tmp_path / "stock") == tree_digest(farm.site_root(0))
     finally:
