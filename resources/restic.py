@@ -83,7 +83,20 @@ class Repository:
             timeout: float | None = None) -> str:
         """Run `restic -r URL ARGS` in `cwd`; return stdout. `on_line` sees each stdout line and says
         whether it was progress; by default any output is. No progress for `timeout` (default the
-        stall timeout) kills restic."""
+        stall timeout) kills restic.
+
+        restic 0.14 honours a dead process's lock until `restic unlock` removes it (a lock is stale
+        when its process is gone from this host, or it is 30 minutes old): a command refused by a
+        lock runs `unlock` and is tried once more. A live lock refuses it again, and that is the error."""
+        try:
+            return self._run(args, cwd, on_line, timeout)
+        except ResticError as exc:
+            if "is already locked" not in str(exc):
+                raise
+        self._run(["unlock"], "/", None, None)
+        return self._run(args, cwd, on_line, timeout)
+
+    def _run(self, args: list[str], cwd: str, on_line: Callable[[bytes], bool] | None, timeout: float | None) -> str:
         if self._secrets is None:
             raise ResticError(f"WPFARM_RESTIC_PASSWORD is not set: the file store ({self.url}) cannot be opened")
         argv = ["sh", "-c", WRAPPER, "restic", cwd, "-r", self.url, "--password-file", "/dev/stdin",
