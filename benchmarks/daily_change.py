@@ -78,7 +78,7 @@ def change(db: MariaDB, sites: list[dict], day: int) -> None:
     """A day of a site's life: a few posts and comments, an option update, 1-3 new uploads."""
     for i, site in enumerate(sites):
         rng = random.Random(day * 1000 + i)
-        words = lambda n: " ".join(rng.choices(WORDS, k=n))  # noqa: E731
+        words = lambda n, rng=rng: " ".join(rng.choices(WORDS, k=n))  # noqa: E731
         db.query(f"INSERT INTO {site['database']}.wp_posts (post_author, post_date, post_date_gmt, post_content, "
                  "post_title, post_excerpt, post_name, to_ping, pinged, post_modified, post_modified_gmt, "
                  "post_content_filtered, guid, post_type) VALUES "
