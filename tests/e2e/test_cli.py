@@ -53,6 +53,8 @@ def test_demo_backs_up_twenty_sites_and_restores_one_identically_then_site_creat
         assert len(manifests) == 40
 
         env["WPFARM_CONFIG"] = str(tmp_path / "demo" / "farm.yaml")
+        assert f"export WPFARM_RESTIC_PASSWORD=$(cat {tmp_path / 'demo' / 'restic-password'})" in done.stdout
+        env["WPFARM_RESTIC_PASSWORD"] = (tmp_path / "demo" / "restic-password").read_text()  # as the demo says
         created = subprocess.run([WPFARM, "site", "create", new], env=env, capture_output=True, text=True, timeout=300)
         assert created.returncode == 0, created.stdout[-3000:] + created.stderr[-3000:]
         assert f"provision_sites {new}: success" in created.stdout and f"back_up_sites {new}: success" in created.stdout

@@ -60,14 +60,18 @@ def test_missing_database_fails_that_site_only(make_farm, dagster_home, db):
 
 
 def test_missing_public_key_fails_naming_each_site_and_the_key(make_farm, dagster_home):
+    """The dumps need the key; the file store does not (restic encrypts with its own password)."""
     make_farm(2, gpg_recipient="FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF")
     config = load_config()
     _, result = run_backup_job(config)
     assert not result.success
-    for message in failure_messages(result).values():
-        assert "public key" in message and "FFFFFFFF" in message
-        assert all(site.name in message for site in config.sites)
-    assert all_keys(open_store(config.backup.target)) == []
+    messages = failure_messages(result)
+    assert list(messages) == ["database_dump"]
+    assert "public key" in messages["database_dump"] and "FFFFFFFF" in messages["database_dump"]
+    assert all(site.name in messages["database_dump"] for site in config.sites)
+    store = open_store(config.backup.target)
+    assert [k for k in all_keys(store) if "/db/" in k] == []
+    assert all(len(list_backups(store, s.name, "files")) == 1 for s in config.sites)
 
 
 def test_unreachable_s3_target_fails_loudly_and_writes_nothing(make_farm, keyring, db):

@@ -178,15 +178,16 @@ def staged_problem(runner: Runner, staging: str) -> str | None:
 def _copy_in(runner: Runner, staging: str, target: str, members: list[str]) -> None:
     """Copy the checked extraction over the live folders, in place: the live wp-content stays the
     same directory (the site's containers bind-mount it; it may be a mount point of its own), and
-    files the backup does not hold are left where they are."""
+    files the backup does not hold are left where they are. Runs of zeros become holes
+    (--sparse=always): restic 0.14 restores a sparse file's holes as zeros, in the staging folder only."""
     for member in members:
         source = posixpath.join(staging, member)
         live = posixpath.join(target, member)
         if member != "wp-config.php":  # a folder (a file given as --path is copied as it is)
             if not runner.exists(source + "/.") and runner.exists(source):
                 run(runner, ["mkdir", "-p", "--", posixpath.dirname(live)])
-                run(runner, ["cp", "-a", "--remove-destination", "--", source, live])
+                run(runner, ["cp", "-a", "--sparse=always", "--remove-destination", "--", source, live])
                 continue
             run(runner, ["mkdir", "-p", "--", live])
             source, live = source + "/.", live + "/"
-        run(runner, ["cp", "-a", "--remove-destination", "--", source, live])
+        run(runner, ["cp", "-a", "--sparse=always", "--remove-destination", "--", source, live])
