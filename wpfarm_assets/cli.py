@@ -178,6 +178,10 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
     if args.path and args.kind not in (None, "files"):
         raise ConfigError("--path is a part of the files: it goes with --kind files only")
     args.kind = args.kind or ("files" if args.path else "all")
+    if args.path:
+        from wpfarm_assets.backups.restore import validate_member_path
+
+        validate_member_path(args.path, Path(config.site(args.site).content_path).name)
     if args.date:
         try:
             date.fromisoformat(args.date)
