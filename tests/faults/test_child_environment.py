@@ -1,4 +1,5 @@
-"""Child processes get a minimal environment: none of wpfarm's secrets reach mariadb-dump, tar or gpg.
+"""Child processes get a minimal environment: none of wpfarm's secrets reach mariadb-dump, tar or gpg, and
+restic gets its password on stdin and only the S3 keys it needs in its environment.
 
 Read from /proc/<pid>/environ of the real processes while a real backup runs (the database server
 is held with SIGSTOP so that the dump, and the gpg it feeds, are alive long enough to look at).
@@ -77,3 +78,40 @@ def test_mariadb_dump_gpg_and_tar_see_none_of_the_secrets(scratch_server, make_f
         leaked = sorted(k for k, v in child.items() if k in SECRETS or v in SECRETS.values())
         assert leaked == [], f"{name} sees {leaked}"
         assert "PATH" in child, name
+
+
+def cmdline(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return [a.decode(errors="replace") for a in f.read().split(b"\0")]
+
+
+def test_restic_gets_the_s3_keys_it_needs_and_no_password_in_its_environment_or_arguments(make_farm, dagster_home, s3):
+    from resources.restic import site_password
+
+    farm = make_farm(1, target=f"s3://{s3.new_bucket()}/farm", s3_endpoint_url=s3.endpoint)
+    restic_password = "restic-farm-secret-4d5e"
+    others = {k: v for k, v in SECRETS.items() if k != "WPFARM_DB_PASSWORD"}  # the farm's MariaDB has none
+    env = {**os.environ, **others, "WPFARM_RESTIC_PASSWORD": restic_password}
+    forbidden = {restic_password, site_password(restic_password, farm.sites[0]["name"]),
+                 SECRETS["DIGITALOCEAN_TOKEN"], SECRETS["REDIS_PASSWORD"]}
+    backup = subprocess.Popen([WPFARM, "backup"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: dict[int, tuple[list[str], dict]] = {}
+    while backup.poll() is None:
+        for pid, name in children(backup.pid):
+            if name == "restic" and pid not in seen:
+                try:
+                    seen[pid] = (cmdline(pid), environ(pid))
+                except (FileNotFoundError, ProcessLookupError):
+                    continue
+        time.sleep(0.005)
+    out, err = backup.communicate()
+    assert backup.returncode == 0, out + err
+    assert seen, "no restic process was seen"
+    repository_calls = [(argv, child) for argv, child in seen.values() if "-r" in argv]  # not `restic version`
+    assert repository_calls
+    for argv, child in repository_calls:
+        assert not [a for a in argv if any(secret in a for secret in forbidden | {SECRETS["SPACES_SECRET_ACCESS_KEY"]})]
+        assert not [k for k, v in child.items() if v in forbidden or k in ("RESTIC_PASSWORD", "WPFARM_RESTIC_PASSWORD")]
+        assert "--password-file" in argv and argv[argv.index("--password-file") + 1] == "/dev/stdin"
+    s3_calls = [child for argv, child in repository_calls if "init" in argv or "backup" in argv]
+    assert s3_calls and all(child.get("AWS_SECRET_ACCESS_KEY") == SECRETS["SPACES_SECRET_ACCESS_KEY"] for child in s3_calls)
