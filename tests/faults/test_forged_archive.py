@@ -4,9 +4,12 @@ refused restore leaves the target exactly as it was."""
 
 import hashlib
 import io
+import os
+import stat
 import subprocess
 import tarfile
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import zstandard
@@ -132,3 +135,32 @@ def test_what_sites_really_hold_restores(make_farm, tmp_path, keyring):
     restore_files(site, store, LocalRunner(), keyring.home, to_path=str(restored))
     assert (restored / "wp-content" / "themes" / "current").is_symlink()
     assert (restored / "wp-content" / "uploads").is_dir()
+
+
+@pytest.mark.parametrize("plant,message", [
+    (lambda c: (c / "suid").write_bytes(b"x") and (c / "suid").chmod(0o4755), "set-user/group-id"),
+    (lambda c: os.mkfifo(c / "pipe"), "FIFO"),
+    (lambda c: os.mknod(c / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3)), "character device"),
+    (lambda c: (c / "link").symlink_to("/etc/shadow"), "out of its folder"),
+    (lambda c: (c / "up").symlink_to("../../../etc"), "out of its folder"),
+])
+def test_a_forged_snapshot_restores_nothing_and_leaves_the_target_as_it_was(make_farm, tmp_path, plant, message):
+    """Who holds the file store's password (every backup host) can plant a snapshot too: restic
+    restores it into the staging folder, and the check there refuses it before anything is copied."""
+    from resources.object_store import ObjectStoreResource
+    from wpfarm_assets.backups.backup import back_up_files
+
+    make_farm(1)
+    config = load_config()
+    site = config.sites[0]
+    resource = ObjectStoreResource(target=config.backup.target, restic_password=os.environ["WPFARM_RESTIC_PASSWORD"])
+    store, repository = resource.store(), resource.repository(site.name)
+    plant(Path(site.content_path))
+    back_up_files(site, LocalRunner(), store, repository)
+    target = tmp_path / "target"
+    (target / "wp-content").mkdir(parents=True)
+    (target / "wp-content" / "keep.txt").write_text("the target as it was")
+    before = tree_digest(target)
+    with pytest.raises(RestoreError, match=message):
+        restore_files(site, store, LocalRunner(), None, to_path=str(target), repository=repository)
+    assert tree_digest(target) == before and sorted(os.listdir(target)) == ["wp-content"]
