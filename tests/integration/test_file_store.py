@@ -129,3 +129,18 @@ def test_the_inventory_bills_the_repository_and_the_integrity_check_runs_restic_
     files = {f.site: f for f in findings if f.kind == "files"}
     assert files[broken.name].severity == CRITICAL and "restic check" in files[broken.name].reason
     assert files[fine.name].severity == OK
+
+
+def test_a_snapshot_without_a_manifest_is_forgotten_once_a_day_old(make_farm):
+    """Killed between restic's snapshot and wpfarm's manifest: an aborted backup, like an upload without one."""
+    farm = make_farm(1)
+    config, store, resource = farm_parts(farm)
+    site, repository = config.sites[0], resource.repository(config.sites[0].name)
+    now = datetime.now(timezone.utc)
+    aborted = [back_up_files(site, LocalRunner(), store, repository, now=now - timedelta(hours=h)) for h in (50, 2)]
+    kept = back_up_files(site, LocalRunner(), store, repository, now=now - timedelta(hours=1))
+    store.delete([b.key.manifest_key for b in aborted])
+    report = apply_retention(store, site.name, now, repository=repository)
+    assert report.snapshots_forgotten == [aborted[0].manifest.snapshot_id]  # the 2-hour-old one may still get its manifest
+    assert {s.id for s in repository.snapshots()} == {aborted[1].manifest.snapshot_id, kept.manifest.snapshot_id}
+    assert [k.stamp for k in list_backups(store, site.name, "files")] == [kept.key.stamp]

@@ -174,7 +174,8 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
     referenced: set[str] = set()
     repo_prefix = repository_prefix(site)
     has_repository = f"{repo_prefix}config" in objects
-    snapshots = repository.snapshots() if has_repository and repository is not None else None
+    if has_repository and repository is None:
+        raise RetentionRefused(f"site {site}: its file store repository was not given; retention skipped, nothing deleted")
     expired_snapshots: list[str] = []
 
     for kind in KINDS:
@@ -217,9 +218,12 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
     stale_uploads = [u for u in listing.uploads if now - u.initiated > ABORTED_UPLOAD_AGE]
     report.aborted_removed += len(stale_uploads)
 
-    if snapshots is not None:  # aborted backups: snapshots no manifest names, older than a day
-        stamps = {k.stamp for k in map(parse_manifest_key, objects) if k and k.kind == "files"}
-        expired_snapshots += [s.id for s in snapshots if now - s.time > ABORTED_UPLOAD_AGE
+    files = [k for k in map(parse_manifest_key, objects) if k and k.kind == "files" and k.site == site]
+    if has_repository and len(snapshot_ids(objects, site)) > sum(k.data_key not in objects for k in files):
+        # More snapshots than snapshot manifests: aborted backups (a snapshot no manifest names, a
+        # day old) are forgotten. restic lists the snapshots' times (one call; most nights need none).
+        stamps = {k.stamp for k in files}
+        expired_snapshots += [s.id for s in repository.snapshots() if now - s.time > ABORTED_UPLOAD_AGE
                               and s.time.astimezone(timezone.utc).strftime(TIMESTAMP_FORMAT) not in stamps]
     report.snapshots_forgotten = sorted(set(expired_snapshots))
 
