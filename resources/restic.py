@@ -64,8 +64,11 @@ def repository_url(target: str, endpoint_url: str | None, prefix: str) -> str:
 class Snapshot:
     id: str
     time: datetime
-    paths: tuple[str, ...]
-    tree: str
+
+
+def _time(text: str) -> datetime:
+    """restic's RFC 3339 time (nanoseconds, any offset) as an aware UTC datetime."""
+    return datetime.fromisoformat(text).astimezone(timezone.utc)
 
 
 class Repository:
@@ -149,8 +152,7 @@ class Repository:
 
     def snapshots(self) -> list[Snapshot]:
         out = self.run(["--no-lock", "snapshots", "--json"])
-        return [Snapshot(s["id"], datetime.fromisoformat(s["time"].replace("Z", "+00:00")), tuple(s["paths"]), s["tree"])
-                for s in json.loads(out or "[]")]
+        return [Snapshot(s["id"], _time(s["time"])) for s in json.loads(out or "[]")]
 
     def forget(self, ids: list[str]) -> None:
         if ids:

@@ -54,7 +54,9 @@ def verify_backup(store: Store, key: BackupKey, manifest: Manifest | None = None
     if manifest.is_snapshot:
         if snapshots is None:
             snapshots = snapshot_ids((o.key for o in store.list(repository_prefix(key.site))), key.site)
-        return manifest, verify_snapshot(key, manifest, snapshots)
+        if manifest.snapshot_id not in snapshots:
+            return manifest, f"snapshot {manifest.snapshot_id[:8]} of {key.manifest_key} is not in {manifest.repository}"
+        return manifest, None
     size = listed_size
     if size is None:
         return manifest, f"{key.data_key} is missing"
@@ -69,15 +71,6 @@ def verify_backup(store: Store, key: BackupKey, manifest: Manifest | None = None
     if key.kind == "db" and not manifest.dump_complete:
         return manifest, f"{key.data_key}: the dump did not end with mariadb-dump's completion marker"
     return manifest, None
-
-
-def verify_snapshot(key: BackupKey, manifest: Manifest, snapshots: set[str]) -> str | None:
-    """What is wrong with a files backup in the file store (None: nothing): its snapshot must be in
-    the site's repository (`snapshots`: the ids restic lists). restic itself checks every blob's
-    MAC as it restores, and `restic check` reads the packs (the integrity check's rotation)."""
-    if manifest.snapshot_id not in snapshots:
-        return f"snapshot {manifest.snapshot_id[:8]} of {key.manifest_key} is not in {manifest.repository}"
-    return None
 
 
 def excluded(relative: str) -> bool:
