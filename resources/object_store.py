@@ -341,8 +341,9 @@ class ObjectStoreResource(dg.ConfigurableResource):
         still restore them)."""
         url = repository_url(self.target, self.endpoint_url, repository_prefix(site))
         password = site_password(self.restic_password, site) if self.restic_password else None
-        key_id, secret = self.access_key_id, self.secret_access_key
+        key_id, secret, token = self.access_key_id, self.secret_access_key, None
         if url.startswith("s3:") and not key_id:  # the store's fallback: boto3's own credential chain
             found = boto3.Session().get_credentials()
-            key_id, secret = (found.access_key, found.secret_key) if found else (None, None)
-        return Repository(runner or LocalRunner(), url, password, self.region, key_id, secret, self.stall_timeout)
+            key_id, secret, token = (found.access_key, found.secret_key, found.token) if found else (None, None, None)
+        return Repository(runner or LocalRunner(), url, password, region=self.region, access_key_id=key_id,
+                          secret_access_key=secret, session_token=token, stall_timeout=self.stall_timeout)

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import posixpath
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,15 +29,16 @@ from resources.ssh import Runner, Watchdog
 from wpfarm_assets.core.errors import WpfarmError
 
 # $1: the folder restic runs in (backups name their members relative to it); the rest: restic's
-# arguments. stdin: the S3 key id, the S3 secret (each a line, empty for a file repository), then the
-# password, to the end.
+# arguments. stdin: the S3 key id, secret and session token (each a line, empty when not needed),
+# then the password, to the end. TZ=UTC: restic reads `--time` and shows times in local time.
 WRAPPER = (
-    'IFS= read -r k && IFS= read -r s || { echo "wpfarm: no credentials on stdin" >&2; exit 97; }; '
+    'IFS= read -r k && IFS= read -r s && IFS= read -r t || { echo "wpfarm: no credentials on stdin" >&2; exit 97; }; '
     'if [ -n "$k" ]; then AWS_ACCESS_KEY_ID=$k AWS_SECRET_ACCESS_KEY=$s; export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY; fi; '
-    'unset k s; cd -- "$1" && shift && RESTIC_PROGRESS_FPS=1 exec restic "$@"'
+    'if [ -n "$t" ]; then AWS_SESSION_TOKEN=$t; export AWS_SESSION_TOKEN; fi; '
+    'unset k s t; cd -- "$1" && shift && TZ=UTC RESTIC_PROGRESS_FPS=1 exec restic "$@"'
 )
 REPOSITORY_VERSION = "2"  # compressed (zstd); restic 0.14 and newer read it
-# restore and check print nothing while they work (restic 0.14): they get this many stall timeouts.
+# prune and check print nothing for long stretches (restic 0.14): they get this many stall timeouts.
 QUIET_COMMAND_FACTOR = 12
 
 
@@ -71,41 +73,54 @@ def _time(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(timezone.utc)
 
 
+@dataclass(frozen=True)
+class Done:
+    stdout: str
+    status: int
+    stderr: str  # its tail
+
+
 class Repository:
     """One site's restic repository, used through `runner` (where the files are, for backup and
     restore; this machine for the rest)."""
 
     def __init__(self, runner: Runner, url: str, password: str | None, region: str = "us-east-1",
                  access_key_id: str | None = None, secret_access_key: str | None = None,
-                 stall_timeout: float = 300.0):
+                 session_token: str | None = None, stall_timeout: float = 300.0):
         self.runner, self.url, self.stall_timeout = runner, url, stall_timeout
-        self._secrets = f"{access_key_id or ''}\n{secret_access_key or ''}\n{password}".encode() if password else None
+        keys = f"{access_key_id or ''}\n{secret_access_key or ''}\n{session_token or ''}\n"
+        self._secrets = f"{keys}{password}".encode() if password else None
         self._options = ["-o", f"s3.region={region}"] if url.startswith("s3:") else []
 
     def run(self, args: list[str], cwd: str = "/", on_line: Callable[[bytes], bool] | None = None,
-            timeout: float | None = None) -> str:
-        """Run `restic -r URL ARGS` in `cwd`; return stdout. `on_line` sees each stdout line and says
-        whether it was progress; by default any output is. No progress for `timeout` (default the
-        stall timeout) kills restic.
+            timeout: float | None = None, probe: Callable[[], object] | None = None,
+            accept: frozenset[int] = frozenset({0})) -> Done:
+        """Run `restic -r URL ARGS` in `cwd`. `on_line` sees each stdout line and says whether it
+        was progress; by default any output is; `probe` is asked when there is none (Watchdog). No
+        progress for `timeout` (default the stall timeout) kills restic. An exit status not in
+        `accept` raises, with restic's own words.
 
         restic 0.14 honours a dead process's lock until `restic unlock` removes it (a lock is stale
         when its process is gone from this host, or it is 30 minutes old): a command refused by a
         lock runs `unlock` and is tried once more. A live lock refuses it again, and that is the error."""
         try:
-            return self._run(args, cwd, on_line, timeout)
+            return self._run(args, cwd, on_line, timeout, probe, accept)
         except ResticError as exc:
             if "is already locked" not in str(exc):
                 raise
-        self._run(["unlock"], "/", None, None)
-        return self._run(args, cwd, on_line, timeout)
+        self._run(["unlock"])
+        return self._run(args, cwd, on_line, timeout, probe, accept)
 
-    def _run(self, args: list[str], cwd: str, on_line: Callable[[bytes], bool] | None, timeout: float | None) -> str:
+    def _run(self, args: list[str], cwd: str = "/", on_line: Callable[[bytes], bool] | None = None,
+             timeout: float | None = None, probe: Callable[[], object] | None = None,
+             accept: frozenset[int] = frozenset({0})) -> Done:
+        command = f"restic {next(a for a in args if not a.startswith('-'))}"
         if self._secrets is None:
             raise ResticError(f"WPFARM_RESTIC_PASSWORD is not set: the file store ({self.url}) cannot be opened")
         argv = ["sh", "-c", WRAPPER, "restic", cwd, "-r", self.url, "--password-file", "/dev/stdin",
                 *self._options, *args]
         proc = self.runner.start(argv, stdin=True)
-        with Watchdog(timeout or self.stall_timeout, proc.kill, f"restic {next(a for a in args if not a.startswith('-'))}") as watchdog:
+        with Watchdog(timeout or self.stall_timeout, proc.kill, command, probe) as watchdog:
             try:
                 proc.write(self._secrets)
             except (BrokenPipeError, OSError):
@@ -118,20 +133,23 @@ class Repository:
                 if any(on_line(line) for line in lines) if on_line else True:
                     watchdog.progress()
             status = proc.wait()
+        tail = proc.stderr_tail().strip()
         if watchdog.stalled:
             raise ResticError(f"{watchdog.stalled} (repository {self.url})")
-        if status != 0:
-            tail = proc.stderr_tail().strip()
-            raise ResticError(f"restic {next(a for a in args if not a.startswith('-'))} exited with status {status}"
-                              + (f": {tail}" if tail else "") + f" (repository {self.url})")
-        return out.decode(errors="replace")
+        if status not in accept:
+            raise ResticError(f"{command} exited with status {status}" + (f": {tail}" if tail else "")
+                              + f" (repository {self.url})")
+        return Done(out.decode(errors="replace"), status, tail)
 
     def init(self) -> None:
         self.run(["init", "--repository-version", REPOSITORY_VERSION])
 
-    def backup(self, root: str, members: list[str], excludes: list[str], time: datetime) -> dict:
+    def backup(self, root: str, members: list[str], excludes: list[str], time: datetime,
+               max_file_bytes: int | None = None) -> dict:
         """Snapshot `members` (relative to `root`), incremental against the last snapshot of the same
-        paths; return restic's summary (snapshot_id, files_new/changed/unmodified, data_added, …)."""
+        paths; return restic's summary (snapshot_id, files_new/changed/unmodified, …), with
+        `vanished`: files that went away while restic read them (a live site: exit status 3, the
+        snapshot still whole), which are not a failure. Any other file restic could not read is."""
         last: list = [None]
 
         def progressed(line: bytes) -> bool:  # status lines repeat while restic waits: only change counts
@@ -143,15 +161,20 @@ class Repository:
             return bool(line.strip())
 
         stamp = time.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        out = self.run(["backup", "--json", "--host", "wpfarm", "--time", stamp,
-                        *(f"--exclude={p}" for p in excludes), "--", *members], cwd=root, on_line=progressed)
-        for line in reversed(out.splitlines()):
+        limit = [f"--exclude-larger-than={max_file_bytes}"] if max_file_bytes else []
+        done = self.run(["backup", "--json", "--host", "wpfarm", "--time", stamp, *limit,
+                         *(f"--exclude={p}" for p in excludes), "--", *members], cwd=root, on_line=progressed,
+                        accept=frozenset({0, 3}))
+        errors = [line for line in done.stderr.splitlines() if line.startswith(("error:", "{\"message_type\":\"error\""))]
+        if done.status == 3 and (not errors or not all("no such file or directory" in e for e in errors)):
+            raise ResticError(f"restic backup could not read every file: {done.stderr} (repository {self.url})")
+        for line in reversed(done.stdout.splitlines()):
             if line.startswith('{"message_type":"summary"'):
-                return json.loads(line)
+                return {**json.loads(line), "vanished": len(errors)}
         raise ResticError(f"restic backup gave no summary (repository {self.url})")
 
     def snapshots(self) -> list[Snapshot]:
-        out = self.run(["--no-lock", "snapshots", "--json"])
+        out = self.run(["--no-lock", "snapshots", "--json"]).stdout
         return [Snapshot(s["id"], _time(s["time"])) for s in json.loads(out or "[]")]
 
     def forget(self, ids: list[str]) -> None:
@@ -161,11 +184,22 @@ class Repository:
     def prune(self) -> None:
         self.run(["prune"], timeout=self.stall_timeout * QUIET_COMMAND_FACTOR)
 
-    def restore(self, snapshot: str, target: str, include: list[str] = ()) -> None:
-        self.run(["restore", snapshot, "--target", target, *(f"--include={p}" for p in include)],
-                 timeout=self.stall_timeout * QUIET_COMMAND_FACTOR)
+    def restore(self, snapshot: str, target: str, include: str | None = None,
+                probe: Callable[[], object] | None = None) -> None:
+        """Restore the snapshot (only `include`, a path inside it, taken literally) under `target`.
+        restic 0.14 restores silently: `probe` (the size of what it wrote) tells it is working."""
+        literal = re.sub(r"([*?\[\]\\])", r"\\\1", include) if include else None
+        self.run(["restore", snapshot, "--target", target, *([f"--include=/{literal}"] if literal else [])], probe=probe)
 
     def check(self, read_data_subset: str | None = None) -> None:
-        """restic check (structure, and the packs of one subset read whole); raises on any error."""
+        """restic check (structure, and the packs of one subset read whole); raises on any error.
+        Without a lock (restic 0.14's check takes an exclusive one, which would fail a backup that
+        starts meanwhile): a failure while another command holds a lock (`locked`) may be a prune's
+        doing, not damage."""
         args = ["--no-lock", "check"] + ([f"--read-data-subset={read_data_subset}"] if read_data_subset else [])
         self.run(args, timeout=self.stall_timeout * QUIET_COMMAND_FACTOR)
+
+    def locked(self) -> bool:
+        """Whether any restic command holds a lock on the repository now (stale locks removed first)."""
+        self.run(["unlock"])
+        return bool(self.run(["--no-lock", "list", "locks"]).stdout.split())

@@ -74,12 +74,15 @@ def describe_failure(proc: Process, status: int) -> str:
 class Watchdog:
     """Calls `stop` once when `progress()` has not been called for `seconds`: the deadline of a
     stage that may hang (a stopped database server, a dead node, a stalled upload). `stalled`
-    then says so; the caller puts it first in its error."""
+    then says so; the caller puts it first in its error. For a stage that works silently, `probe`
+    is asked after half the deadline without progress (then every quarter): a changed answer (the
+    size of what it writes, say) counts as progress."""
 
-    def __init__(self, seconds: float, stop: Callable[[], None], what: str):
-        self.seconds, self._stop, self._what = seconds, stop, what
+    def __init__(self, seconds: float, stop: Callable[[], None], what: str, probe: Callable[[], object] | None = None):
+        self.seconds, self._stop, self._what, self._probe = seconds, stop, what, probe
         self.stalled: str | None = None
         self._last = time.monotonic()
+        self._probed, self._answer = self._last, None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
@@ -89,6 +92,16 @@ class Watchdog:
 
     def _watch(self) -> None:
         while not self._done.wait(min(1.0, self.seconds / 4)):
+            now = time.monotonic()
+            if self._probe and now - self._last > self.seconds / 2 and now - self._probed > self.seconds / 4:
+                self._probed = now
+                try:
+                    answer = self._probe()
+                except Exception:  # noqa: BLE001 - a probe that fails proves nothing either way
+                    answer = self._answer
+                if answer != self._answer:
+                    self._answer = answer
+                    self.progress()
             if time.monotonic() - self._last > self.seconds:
                 self.stalled = f"{self._what} made no progress for {self.seconds:g} s (stall timeout)"
                 self._stop()

@@ -144,3 +144,45 @@ def test_a_snapshot_without_a_manifest_is_forgotten_once_a_day_old(make_farm):
     assert report.snapshots_forgotten == [aborted[0].manifest.snapshot_id]  # the 2-hour-old one may still get its manifest
     assert {s.id for s in repository.snapshots()} == {aborted[1].manifest.snapshot_id, kept.manifest.snapshot_id}
     assert [k.stamp for k in list_backups(store, site.name, "files")] == [kept.key.stamp]
+
+
+def test_snapshot_times_are_the_stamps_whatever_the_local_time_zone(make_farm, monkeypatch):
+    farm = make_farm(1)
+    config, store, resource = farm_parts(farm)
+    monkeypatch.setenv("TZ", "Europe/Berlin")  # child processes get TZ: restic reads --time as local time
+    site = config.sites[0]
+    backup = back_up_files(site, LocalRunner(), store, resource.repository(site.name))
+    [snapshot] = resource.repository(site.name).snapshots()
+    assert snapshot.time == backup.key.time.replace(microsecond=0)
+
+
+def test_path_restores_refuse_links_on_the_way_and_take_names_literally(make_farm, dagster_home, tmp_path):
+    farm = make_farm(1)
+    site, root = farm.sites[0], farm.site_root(0)
+    odd = root / "wp-content" / "uploads" / "up[1]"
+    odd.mkdir(parents=True)
+    (odd / "a.txt").write_text("literal")
+    assert main(["backup"]) == 0
+    (odd / "a.txt").unlink()
+    assert main(["restore", site["name"], "--path", "wp-content/uploads/up[1]"]) == 0
+    assert (odd / "a.txt").read_text() == "literal"
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    year = root / "wp-content" / "uploads" / "2026"
+    os.rename(year, tmp_path / "moved")
+    year.symlink_to(outside)  # the site's own user can do this
+    assert main(["restore", site["name"], "--path", "wp-content/uploads/2026"]) == 1
+    assert list(outside.iterdir()) == []
+
+
+def test_files_over_the_limit_are_left_out_and_named(make_farm):
+    farm = make_farm(1, max_file_bytes=1 << 20)
+    config, store, resource = farm_parts(farm)
+    site = config.sites[0]
+    big = Path(site.content_path) / "uploads" / "huge.bin"
+    big.write_bytes(os.urandom(2 << 20))
+    backup = back_up_files(site, LocalRunner(), store, resource.repository(site.name),
+                           max_file_bytes=config.backup.max_file_bytes)
+    assert backup.manifest.skipped == [{"path": str(big), "bytes": 2 << 20}]
+    assert backup.manifest.stored_bytes < 1 << 20

@@ -56,7 +56,8 @@ def backup_metadata(backup: Backup) -> dict:
     }
     if m.is_snapshot:
         metadata.update(snapshot_id=m.snapshot_id, repository=m.repository, files=m.files, files_new=m.files_new,
-                        files_changed=m.files_changed, files_unmodified=m.files_unmodified)
+                        files_changed=m.files_changed, files_unmodified=m.files_unmodified,
+                        files_vanished=m.files_vanished or 0, skipped_large_files=dg.MetadataValue.json(m.skipped or []))
         return metadata
     metadata.update(object_key=m.object_key, sha256=m.sha256, key_fingerprint=m.key_fingerprint,
                     ratio=round(m.plaintext_bytes / m.stored_bytes, 2) if m.stored_bytes else 0.0)
@@ -122,7 +123,11 @@ def file_archive(
 
     def one(site: Site) -> dict:
         repository = object_store.repository(site.name, runner)
-        return published(context, pushgateway, _back_up_files(site, runner, store, repository))
+        backup = _back_up_files(site, runner, store, repository, max_file_bytes=farm.backup.max_file_bytes)
+        if backup.manifest.skipped:
+            context.log.warning(f"site {site.name}: {len(backup.manifest.skipped)} file(s) over backup.max_file_bytes "
+                                f"left out: " + ", ".join(f["path"] for f in backup.manifest.skipped[:5]))
+        return published(context, pushgateway, backup)
 
     yield from for_each_site(context, farm, farm.storage.parallelism, one)
 

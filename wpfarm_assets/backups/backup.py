@@ -127,22 +127,27 @@ def site_members(runner: Runner, site: Site) -> tuple[str, list[str], list[str]]
 
 
 def back_up_files(site: Site, runner: Runner, store: Store, repository: Repository,
-                  now: datetime | None = None) -> Backup:
+                  now: datetime | None = None, max_file_bytes: int = 4 << 30) -> Backup:
     """A restic snapshot of wp-content (+ wp-config.php) in the site's repository (made on its first
     backup), incremental against the site's last snapshot; then the manifest. restic runs through
-    `runner`, where the files are."""
+    `runner`, where the files are. Files over `max_file_bytes` are left out and named in the
+    manifest (`skipped`); the stored bytes are what the repository grew by."""
     started = now or datetime.now(timezone.utc)
     key = BackupKey(site.name, "files", started)
+    prefix = repository_prefix(site.name)
     try:
         root, members, excludes = site_members(runner, site)
-        if not any(True for _ in store.list(repository_prefix(site.name) + "config")):
+        if not any(True for _ in store.list(prefix + "config")):
             repository.init()
         anchored = [p if p.startswith("*") else posixpath.join(root, p) for p in excludes]
+        skipped = run(runner, ["find", *(posixpath.join(root, m) for m in members), "-type", "f",
+                               "-size", f"+{max_file_bytes}c", "-printf", "%s %p\\n"]).splitlines()
+        before = sum(o.size for o in store.list(prefix))
         clock = time.monotonic()
-        summary = repository.backup(root, members, anchored, started)
+        summary = repository.backup(root, members, anchored, started, max_file_bytes)
         seconds = time.monotonic() - clock
-        listed = snapshot_ids((o.key for o in store.list(repository_prefix(site.name) + "snapshots/")), site.name)
-        found = [i for i in listed if i.startswith(summary["snapshot_id"])]
+        found = [i for i in snapshot_ids((o.key for o in store.list(prefix + "snapshots/")), site.name)
+                 if i.startswith(summary["snapshot_id"])]
         if len(found) != 1:
             raise BackupError(f"restic reported snapshot {summary['snapshot_id']}, which the repository lists "
                               f"{len(found)} times")
@@ -152,7 +157,7 @@ def back_up_files(site: Site, runner: Runner, store: Store, repository: Reposito
             started_at=started.isoformat(),
             finished_at=datetime.now(timezone.utc).isoformat(),
             plaintext_bytes=summary["total_bytes_processed"],
-            stored_bytes=summary["data_added"],
+            stored_bytes=max(0, sum(o.size for o in store.list(prefix)) - before),
             duration_seconds=round(seconds, 3),
             compression="restic (zstd, repository version 2)",
             source=runner.where,
@@ -163,6 +168,8 @@ def back_up_files(site: Site, runner: Runner, store: Store, repository: Reposito
             files_new=summary["files_new"],
             files_changed=summary["files_changed"],
             files_unmodified=summary["files_unmodified"],
+            files_vanished=summary["vanished"],
+            skipped=[{"path": line.split(" ", 1)[1], "bytes": int(line.split(" ", 1)[0])} for line in skipped[:50]],
             content_path=site.content_path,
             wp_config="wp-config.php" in members,
         )

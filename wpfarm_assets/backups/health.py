@@ -132,7 +132,7 @@ def check_subset(now: datetime) -> str:
 
 
 def backup_integrity(store: Store, sites: list[str], listing: dict[str, SiteBackups],
-                     now: datetime | None = None, repository: Callable[[str], Repository] | None = None) -> list[Finding]:
+                     repository: Callable[[str], Repository], now: datetime | None = None) -> list[Finding]:
     """Check the newest backup of each site and kind: a stored object's size and sha256 match its
     manifest, the dump ended complete (a size under half or over double the median of the site's
     earlier backups is a warning); a snapshot is in the site's repository, and `restic check` of
@@ -151,24 +151,29 @@ def backup_integrity(store: Store, sites: list[str], listing: dict[str, SiteBack
 
 
 def _check_newest(store: Store, entry: SiteBackups, newest: BackupKey, earlier: list[BackupKey], now: datetime,
-                  repository: Callable[[str], Repository] | None) -> Finding:
+                  repository: Callable[[str], Repository]) -> Finding:
     finding = lambda severity, reason: Finding(newest.site, newest.kind, severity, reason, newest.time)  # noqa: E731
     stored = entry.objects.get(newest.data_key)
     try:
         manifest, problem = verify_backup(store, newest, listed_size=stored.size if stored else None,
                                           snapshots=snapshot_ids(entry.objects, newest.site))
     except StoreError as exc:  # the store, not the backup: reported, not recorded against it
-        return finding(CRITICAL, f"{newest.data_key} cannot be read: {exc}")
+        return finding(CRITICAL, f"{newest.kind} backup {newest.stamp} cannot be read: {exc}")
     if problem:
         record_refusal(store, newest, problem)  # from now on the age check flags the site too
         return finding(CRITICAL, problem)
     if manifest.is_snapshot:
-        if repository is None:
-            return finding(WARNING, "snapshot listed; its repository was not checked (no restic password here)")
         subset = check_subset(now)
+        repo = repository(newest.site)
         try:
-            repository(newest.site).check(subset)
+            repo.check(subset)
         except ResticError as exc:  # a damaged repository, or one that cannot be reached: either needs an operator
+            try:
+                busy = repo.locked()
+            except ResticError:
+                busy = False
+            if busy:  # a prune or backup was working on it: not a finding against the backup
+                return finding(WARNING, f"restic check inconclusive while the repository was in use: {exc}")
             return finding(CRITICAL, f"restic check of the site's repository failed: {exc}")
         return finding(OK, f"snapshot {manifest.snapshot_id[:8]} listed; restic check read packs {subset}, no errors")
     sizes = [entry.objects[k.data_key].size for k in earlier[-14:] if k.data_key in entry.objects]

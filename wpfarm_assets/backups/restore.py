@@ -19,16 +19,14 @@ from resources.restic import Repository
 from resources.ssh import Runner, run
 from wpfarm_assets.backups.backup import ForgedArchive, TarCounter
 from wpfarm_assets.backups.pipeline import restore_stream
-from wpfarm_assets.backups.verify import read_manifest, record_refusal, verify_backup
+from wpfarm_assets.backups.verify import listed_snapshots, read_manifest, record_refusal, verify_backup
 from wpfarm_assets.core.config import Site, validate_absolute_path, validate_identifier
 from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.keys import (
     BackupKey,
     parse_manifest_key,
     parse_stamp,
-    repository_prefix,
     site_prefix,
-    snapshot_ids,
     split_future,
 )
 from wpfarm_assets.core.manifest import Manifest, ManifestError
@@ -62,7 +60,7 @@ def choose_backup(store: Store, site: str, kind: str, gnupg_home: str | None, on
         when = f" stamped {at}" if at else f" from {on.isoformat()}" if on else ""
         raise RestoreError(f"site {site}: no {kind} backup{when} in {store.url}")
     refused = []
-    snapshots = snapshot_ids((o.key for o in store.list(repository_prefix(site))), site) if kind == "files" else None
+    snapshots = listed_snapshots(store, site) if kind == "files" else None
     for key in reversed(backups):
         try:
             manifest = read_manifest(store, key)
@@ -121,8 +119,11 @@ def restore_files(site: Site, store: Store, runner: Runner, gnupg_home: str | No
         run(runner, ["mkdir", "-p", "--", target])
         run(runner, ["mkdir", "-m", "0700", "--", staging])
         try:
+            if path:
+                _refuse_links_on_the_way(runner, target, content, path)
             if manifest.is_snapshot:
-                repository.restore(manifest.snapshot_id, staging, [f"/{path}"] if path else [])
+                repository.restore(manifest.snapshot_id, staging, path,
+                                   probe=lambda: run(runner, ["du", "-sb", "--", staging]))
                 if problem := staged_problem(runner, staging):
                     raise ForgedArchive(problem)
                 plaintext = sum(map(int, run(runner, ["find", staging, "-type", "f", "-printf", "%s\\n"]).split()))
@@ -148,6 +149,18 @@ def restore_files(site: Site, store: Store, runner: Runner, gnupg_home: str | No
             "refused": refused}
 
 
+def _refuse_links_on_the_way(runner: Runner, target: str, content: str, path: str) -> None:
+    """A part restored with --path is copied to target/path: no symbolic link (the site's own users
+    can make them) may lie between the content folder and it, or the copy would land elsewhere."""
+    base = content if path.split("/")[0] == content else ""
+    real = run(runner, ["realpath", "-m", "--", posixpath.join(target, path)]).strip()
+    expected = posixpath.join(run(runner, ["realpath", "-m", "--", posixpath.join(target, base)]).strip(),
+                              posixpath.relpath(path, base or "."))
+    if real != posixpath.normpath(expected):
+        raise RestoreError(f"{posixpath.join(target, path)} leads through a symbolic link (to {real}); "
+                           "refusing to restore --path through it")
+
+
 def validate_member_path(path: str, content: str) -> str:
     """A part of a files backup, relative to the site root: inside its content folder, or wp-config.php."""
     clean = posixpath.normpath(path.strip("/")) if path.strip("/") else ""
@@ -167,11 +180,14 @@ def staged_problem(runner: Runner, staging: str) -> str | None:
         kind, mode, name = odd.split(" ", 2)
         what = {"b": "a block device", "c": "a character device", "p": "a FIFO", "s": "a socket"}.get(kind)
         return f"the backup holds {what or f'a set-user/group-id file (mode {mode})'} ({name!r})"
-    links = run(runner, ["find", staging, "-type", "l", "-printf", "%P\\0%l\\0"]).split("\0")
-    for name, link in zip(links[0::2], links[1::2], strict=False):
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), link))
-        if link.startswith("/") or resolved == ".." or resolved.startswith("../"):
-            return f"the backup holds a link out of its folder ({name!r} -> {link!r})"
+    # Each link resolved as the file system would, chains of links included (`b -> a/..`, `a -> ..`).
+    links = [p for p in run(runner, ["find", staging, "-type", "l", "-print0"]).split("\0") if p]
+    if links:
+        base = run(runner, ["realpath", "--", staging]).strip()
+        resolved = run(runner, ["realpath", "-m", "-z", "--", *links]).split("\0")
+        for link, where in zip(links, resolved, strict=False):
+            if where != base and not where.startswith(base + "/"):
+                return f"the backup holds a link out of its folder ({posixpath.relpath(link, staging)!r} -> {where!r})"
     return None
 
 
@@ -183,11 +199,8 @@ def _copy_in(runner: Runner, staging: str, target: str, members: list[str]) -> N
     for member in members:
         source = posixpath.join(staging, member)
         live = posixpath.join(target, member)
-        if member != "wp-config.php":  # a folder (a file given as --path is copied as it is)
-            if not runner.exists(source + "/.") and runner.exists(source):
-                run(runner, ["mkdir", "-p", "--", posixpath.dirname(live)])
-                run(runner, ["cp", "-a", "--sparse=always", "--remove-destination", "--", source, live])
-                continue
+        run(runner, ["mkdir", "-p", "--", posixpath.dirname(live)])
+        if runner.exists(source + "/."):  # a folder: merged into the live one
             run(runner, ["mkdir", "-p", "--", live])
             source, live = source + "/.", live + "/"
         run(runner, ["cp", "-a", "--sparse=always", "--remove-destination", "--", source, live])

@@ -20,7 +20,6 @@ from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.keys import (
     KINDS,
     SITES,
-    TIMESTAMP_FORMAT,
     BackupKey,
     kind_of,
     parse_manifest_key,
@@ -31,6 +30,7 @@ from wpfarm_assets.core.keys import (
     snapshot_ids,
     split_future,
 )
+from wpfarm_assets.core.manifest import ManifestError
 
 RULES = ("daily", "weekly", "monthly")
 ABORTED_UPLOAD_AGE = timedelta(days=1)
@@ -162,7 +162,7 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
     older than a day. With dry_run, reports the same numbers and deletes nothing.
     `listing` is the site's objects when the caller listed many sites at once (list_sites).
     Files backups in the file store: after their manifests, the expired snapshots are forgotten, and
-    so are snapshots older than a day that no manifest stamp names (aborted backups); then the
+    so are snapshots older than a day that no manifest names (aborted backups); then the
     site's `repository` is pruned, and bytes_freed counts what the prune gave back.
     """
     site_prefix(site, "db")  # validates the name
@@ -189,7 +189,7 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
             continue
         newest = backups[-1]
         if newest.refusal_key in objects:
-            raise RetentionRefused(f"site {site}: newest {kind} backup {newest.data_key} failed verification "
+            raise RetentionRefused(f"site {site}: newest {kind} backup {newest.stamp} failed verification "
                                    "(a restore or check refused it); retention skipped, nothing deleted")
         _verify(store, newest, objects)
         plan = plan_retention([k.time for k in backups], daily, weekly, monthly)
@@ -199,8 +199,11 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
                 kind_report.kept[plan[key.time]] += 1
                 continue
             if key.data_key not in objects and kind == "files" and has_repository:  # a snapshot's manifest
-                manifest = read_manifest(store, key)
-                if manifest.is_snapshot:
+                try:
+                    manifest = read_manifest(store, key)
+                except ManifestError:
+                    manifest = None  # deleted all the same: its snapshot is then one no manifest names
+                if manifest is not None and manifest.is_snapshot:
                     expired_snapshots.append(manifest.snapshot_id)
             manifests_to_delete.append(key.manifest_key)
             kind_report.deleted += 1
@@ -219,12 +222,8 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
     report.aborted_removed += len(stale_uploads)
 
     files = [k for k in map(parse_manifest_key, objects) if k and k.kind == "files" and k.site == site]
-    if has_repository and len(snapshot_ids(objects, site)) > sum(k.data_key not in objects for k in files):
-        # More snapshots than snapshot manifests: aborted backups (a snapshot no manifest names, a
-        # day old) are forgotten. restic lists the snapshots' times (one call; most nights need none).
-        stamps = {k.stamp for k in files}
-        expired_snapshots += [s.id for s in repository.snapshots() if now - s.time > ABORTED_UPLOAD_AGE
-                              and s.time.astimezone(timezone.utc).strftime(TIMESTAMP_FORMAT) not in stamps]
+    if has_repository and len(snapshot_ids(objects, site)) != sum(k.data_key not in objects for k in files):
+        expired_snapshots += _aborted_snapshots(store, repository, files, objects, now)
     report.snapshots_forgotten = sorted(set(expired_snapshots))
 
     data_keys = [k for k in objects_to_delete if k not in manifests_to_delete] + [o.key for o in aborted]
@@ -243,12 +242,29 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
     return report
 
 
+def _aborted_snapshots(store: Store, repository: Repository, files: list[BackupKey], objects: dict,
+                       now: datetime) -> list[str]:
+    """Snapshots no manifest names, a day old: aborted backups (killed between restic's snapshot
+    and wpfarm's manifest). Asked only when the counts of snapshots and snapshot manifests differ
+    (one restic call, and every files manifest read); none when a manifest cannot be read (its
+    snapshot might be the one it names)."""
+    named = set()
+    for key in files:
+        if key.data_key in objects:
+            continue  # an older tar archive
+        try:
+            named.add(read_manifest(store, key).snapshot_id)
+        except ManifestError:
+            return []
+    return [s.id for s in repository.snapshots() if s.id not in named and now - s.time > ABORTED_UPLOAD_AGE]
+
+
 def _verify(store: Store, newest: BackupKey, objects: dict) -> None:
     stored = objects.get(newest.data_key)
     _, problem = verify_backup(store, newest, listed_size=stored.size if stored else None, read=False,
                                snapshots=snapshot_ids(objects, newest.site))
     if problem:
         raise RetentionRefused(
-            f"site {newest.site}: newest {newest.kind} backup {newest.data_key} failed verification "
+            f"site {newest.site}: newest {newest.kind} backup {newest.stamp} failed verification "
             f"({problem}); retention skipped, nothing deleted"
         )

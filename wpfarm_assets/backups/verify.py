@@ -18,6 +18,11 @@ from wpfarm_assets.core.manifest import Manifest, ManifestError
 NOT_LISTED = -1  # `listed_size` when the caller has no listing: the object is read to find out
 
 
+def listed_snapshots(store: Store, site: str) -> set[str]:
+    """The ids of the snapshots in the site's repository, from one listing of its snapshots/ folder."""
+    return snapshot_ids((o.key for o in store.list(f"{repository_prefix(site)}snapshots/")), site)
+
+
 def record_refusal(store: Store, key: BackupKey, reason: str) -> None:
     """Remember that this backup did not verify (status and alerts flag the site until a good backup
     is newer; restore passes it over). Best effort: the caller reports the problem in any case."""
@@ -51,9 +56,11 @@ def verify_backup(store: Store, key: BackupKey, manifest: Manifest | None = None
             manifest = read_manifest(store, key)
         except ManifestError as exc:
             return None, str(exc)
+    if (manifest.site, manifest.kind) != (key.site, key.kind) or (manifest.is_snapshot and key.kind != "files"):
+        return manifest, f"{key.manifest_key} describes a {manifest.kind} backup of {manifest.site}, not this one"
     if manifest.is_snapshot:
         if snapshots is None:
-            snapshots = snapshot_ids((o.key for o in store.list(repository_prefix(key.site))), key.site)
+            snapshots = listed_snapshots(store, key.site)
         if manifest.snapshot_id not in snapshots:
             return manifest, f"snapshot {manifest.snapshot_id[:8]} of {key.manifest_key} is not in {manifest.repository}"
         return manifest, None

@@ -233,6 +233,9 @@ class BackupConfig(_Model):
     # Seconds a dump, archive, upload or database query may move no data before it is killed and
     # that site's backup fails with this reason (a hung server never holds a run or a pool slot).
     stall_timeout: float = Field(default=300, gt=0)
+    # Files larger than this are left out of files backups and named in the manifest and the run
+    # (a site's own user can make a 1 TiB sparse file; restic 0.14 would read and restore its holes).
+    max_file_bytes: int = Field(default=4 << 30, gt=0)
 
     @model_validator(mode="after")
     def _target_scheme(self) -> BackupConfig:

@@ -44,6 +44,8 @@ class Manifest(BaseModel):
     files_new: int | None = None
     files_changed: int | None = None
     files_unmodified: int | None = None
+    files_vanished: int | None = None  # went away while restic read them (a live site)
+    skipped: list[dict] | None = None  # files over backup.max_file_bytes, left out: [{path, bytes}]
     # db
     database: str | None = None
     tables: dict[str, int] | None = None
