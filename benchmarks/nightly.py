@@ -215,7 +215,8 @@ def wpfarm_env(config_path: Path, home: Path, instance: str = "sqlite") -> dict:
     (PostgreSQL on this machine, dagster.production.yaml, in a new database named after `home`)."""
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    env = {**os.environ, "WPFARM_CONFIG": str(config_path), "DAGSTER_HOME": str(home)}
+    env = {**os.environ, "WPFARM_CONFIG": str(config_path), "DAGSTER_HOME": str(home),
+           "WPFARM_RESTIC_PASSWORD": os.environ.get("WPFARM_RESTIC_PASSWORD", "benchmark")}
     repo = Path(__file__).resolve().parent.parent
     if instance == "sqlite":
         shutil.copy(repo / "dagster.yaml", home / "dagster.yaml")
