@@ -228,9 +228,10 @@ def main() -> None:
         w = measured([str(VENV / "wpfarm"), "backup"], env)
         r = measured(me + ["restic"], env)
         measured(me + ["before"], env)
-        row = {"day": day, "wpfarm": stored(workdir / "wpfarm"), "restic": stored(workdir / "restic"),
-               "before": stored(workdir / "before") + stored(workdir / "wpfarm") - stored_files(workdir / "wpfarm"),
-               "w": w, "r": r}
+        wpfarm_files = stored_files(workdir / "wpfarm")
+        row = {"day": day, "wpfarm": stored(workdir / "wpfarm"), "wpfarm_files": wpfarm_files,
+               "restic": stored(workdir / "restic"), "archives": stored(workdir / "before"),
+               "before": stored(workdir / "before") + stored(workdir / "wpfarm") - wpfarm_files, "w": w, "r": r}
         rows.append(row)
         print(f"| {day} | {row['wpfarm'] / MB:,.0f} | {row['restic'] / MB:,.0f} | {row['wpfarm'] / row['restic']:.2f} | "
               f"{row['before'] / MB:,.0f} | {w['wall']:.1f} | {r['wall']:.1f} | {w['wall'] / r['wall']:.2f} | "
@@ -243,6 +244,7 @@ def main() -> None:
     if ratios:
         print(f"nights after the first: wall time wpfarm/restic median {ratios[len(ratios) // 2]:.2f} "
               f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f})")
+    extrapolate(rows, args.sites)
     content = tree_bytes(sites)
     python = measured(me + ["null"], env)["read"]  # the child's own imports, read by every night's child
     wf, rf = measured(me + ["wpfarm-files"], env), measured(me + ["restic-files"], env)
@@ -251,6 +253,31 @@ def main() -> None:
           f"{wread / MB:.1f} MB ({wread / content:.1%} of {content / MB:,.0f} MB of wp-content) in {wf['wall']:.1f} s; "
           f"restic alone read {rread / MB:.1f} MB ({rread / content:.1%}) in {rf['wall']:.1f} s")
     (workdir / "results.json").write_text(json.dumps(rows, indent=1))
+
+
+def extrapolate(rows: list[dict], sites: int, farm: int = 500, nights: int = 365) -> None:
+    """A year of nights for `farm` sites under retention (52 points: 14 daily, 26 weekly, 12
+    monthly), from this run's per-site sizes: day 0, and the median growth of a night after it.
+    - wpfarm: the file store keeps everything it was given (uploads are never deleted here), so
+      day 0 + 364 nights of file growth; plus 52 full dumps (the size of the last night's dump).
+    - restic alone: day 0 + 364 nights of its growth (dumps deduplicated too).
+    - before: 52 full archives and dumps. The kept points' mean age is ~275 nights (14 dailies at
+      ~358, 26 weeklies at ~274, 12 monthlies at ~183), so an archive averages day 0's plus 275
+      nights of file growth."""
+    def growth(key: str) -> float:
+        steps = sorted(b[key] - a[key] for a, b in zip(rows, rows[1:], strict=False))
+        return steps[len(steps) // 2] / sites
+    last, first = rows[-1], rows[0]
+    dump = (last["wpfarm"] - last["wpfarm_files"] - (rows[-2]["wpfarm"] - rows[-2]["wpfarm_files"])) / sites
+    files0, archive0 = first["wpfarm_files"] / sites, first["archives"] / sites
+    wpfarm = farm * (files0 + (nights - 1) * growth("wpfarm_files") + 52 * dump)
+    restic = farm * (first["restic"] / sites + (nights - 1) * growth("restic"))
+    before = farm * 52 * (archive0 + 275 * growth("wpfarm_files") + dump)
+    tb = 1e12
+    print(f"extrapolated to {farm} sites, a year of nights, 52 restore points: wpfarm {wpfarm / tb:.2f} TB, restic alone "
+          f"{restic / tb:.2f} TB (ratio {wpfarm / restic:.2f}), before the file store {before / tb:.2f} TB "
+          f"({before / wpfarm:.1f}x wpfarm); per site: a full dump {dump / 1e6:.1f} MB, files {files0 / 1e6:.1f} MB "
+          f"on day 0, +{growth('wpfarm_files') / 1e6:.2f} MB a night")
 
 
 def stored_files(target: Path) -> int:
