@@ -8,6 +8,9 @@ import time
 import dagster as dg
 import yaml
 
+from resources.object_store import open_store
+from wpfarm_assets.backups.restore import list_backups
+from wpfarm_assets.backups.verify import listed_snapshots
 from wpfarm_assets.cli import main
 from wpfarm_assets.demo import DemoSize
 
@@ -63,6 +66,10 @@ def test_a_blackholed_s3_fails_every_site_within_minutes_and_the_next_run_comple
     assert "timeout" in err.lower() or "did not answer" in err
 
     farm.config_path.write_text(yaml.safe_dump(config))
+    store = open_store(f"s3://{bucket}/farm", s3.endpoint)
+    for site in farm.sites:  # nothing of the failed run looks like a backup; the first run's are whole
+        assert [len(list_backups(store, site["name"], kind)) for kind in ("db", "files")] == [1, 1]
+        assert len(listed_snapshots(store, site["name"])) == 1
     assert main(["backup"]) == 0
     failed = dg.DagsterInstance.get().get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
     assert len(failed) == 1
