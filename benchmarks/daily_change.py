@@ -258,9 +258,10 @@ def main() -> None:
 def extrapolate(rows: list[dict], sites: int, farm: int = 500, nights: int = 365) -> None:
     """A year of nights for `farm` sites under retention (52 points: 14 daily, 26 weekly, 12
     monthly), from this run's per-site sizes: day 0, and the median growth of a night after it.
-    - wpfarm: the file store keeps everything it was given (uploads are never deleted here), so
-      day 0 + 364 nights of file growth; plus 52 full dumps (the size of the last night's dump).
-    - restic alone: day 0 + 364 nights of its growth (dumps deduplicated too).
+    - files (both): every upload is kept (none is deleted here), so day 0 + 364 nights of growth;
+    - wpfarm's dumps: 52 full dumps (the size of the last night's);
+    - restic alone's dumps: its day 0 holds the first; each kept point then holds what its night
+      added (restic's growth less the files' growth), 52 of them;
     - before: 52 full archives and dumps. The kept points' mean age is ~275 nights (14 dailies at
       ~358, 26 weeklies at ~274, 12 monthlies at ~183), so an archive averages day 0's plus 275
       nights of file growth."""
@@ -269,15 +270,15 @@ def extrapolate(rows: list[dict], sites: int, farm: int = 500, nights: int = 365
         return steps[len(steps) // 2] / sites
     last, first = rows[-1], rows[0]
     dump = (last["wpfarm"] - last["wpfarm_files"] - (rows[-2]["wpfarm"] - rows[-2]["wpfarm_files"])) / sites
-    files0, archive0 = first["wpfarm_files"] / sites, first["archives"] / sites
-    wpfarm = farm * (files0 + (nights - 1) * growth("wpfarm_files") + 52 * dump)
-    restic = farm * (first["restic"] / sites + (nights - 1) * growth("restic"))
-    before = farm * 52 * (archive0 + 275 * growth("wpfarm_files") + dump)
+    files0, archive0, files_growth = first["wpfarm_files"] / sites, first["archives"] / sites, growth("wpfarm_files")
+    wpfarm = farm * (files0 + (nights - 1) * files_growth + 52 * dump)
+    restic = farm * (first["restic"] / sites + (nights - 1) * files_growth + 52 * max(0.0, growth("restic") - files_growth))
+    before = farm * 52 * (archive0 + 275 * files_growth + dump)
     tb = 1e12
     print(f"extrapolated to {farm} sites, a year of nights, 52 restore points: wpfarm {wpfarm / tb:.2f} TB, restic alone "
           f"{restic / tb:.2f} TB (ratio {wpfarm / restic:.2f}), before the file store {before / tb:.2f} TB "
           f"({before / wpfarm:.1f}x wpfarm); per site: a full dump {dump / 1e6:.1f} MB, files {files0 / 1e6:.1f} MB "
-          f"on day 0, +{growth('wpfarm_files') / 1e6:.2f} MB a night")
+          f"on day 0, +{files_growth / 1e6:.2f} MB a night, restic alone +{growth('restic') / 1e6:.2f} MB a night")
 
 
 def stored_files(target: Path) -> int:
