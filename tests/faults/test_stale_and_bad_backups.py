@@ -86,3 +86,33 @@ def test_a_corrupted_newest_backup_falls_back_and_flags_the_site(make_farm, dags
         assert findings(site, "db").severity == OK
     finally:
         db.drop_database(scratch)
+
+
+def test_the_integrity_check_reads_one_older_dump_a_day_in_turn(make_farm, dagster_home):
+    from wpfarm_assets.backups.health import WARNING, backup_integrity
+    from wpfarm_assets.definitions import build_resources
+
+    farm = make_farm(1)
+    site = farm.sites[0]["name"]
+    for _ in range(3):
+        assert main(["backup", site]) == 0
+        time.sleep(1.1)  # a stamp of its own
+    store = open_store(load_config().backup.target)
+    older = list_backups(store, site, "db")[:-1]
+    bad = local_path(older[1].data_key)
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 2] ^= 1
+    bad.write_bytes(bytes(data))  # same size: only reading it finds it
+
+    resource = build_resources(load_config())["object_store"].process_config_and_initialize()
+
+    def check(day: datetime):
+        listing = group_listing(list(store.list(SITES)))
+        return next(f for f in backup_integrity(store, [site], listing, resource.repository, day) if f.kind == "db")
+
+    base = datetime.now(timezone.utc)
+    other_day = base + timedelta(days=(0 - base.toordinal()) % 2)  # ordinal even: the first older dump
+    assert check(other_day).severity == OK
+    found = check(other_day + timedelta(days=1))  # the next day: the second
+    assert found.severity == WARNING and older[1].stamp in found.reason and "sha256" in found.reason
+    assert older[1] in group_listing(list(store.list(SITES)))[site].refused

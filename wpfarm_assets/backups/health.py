@@ -136,7 +136,9 @@ def backup_integrity(store: Store, sites: list[str], listing: dict[str, SiteBack
     """Check the newest backup of each site and kind: a stored object's size and sha256 match its
     manifest, the dump ended complete (a size under half or over double the median of the site's
     earlier backups is a warning); a snapshot is in the site's repository, and `restic check` of
-    that repository, reading today's share of its packs (check_subset), finds no error."""
+    that repository, reading today's share of its packs (check_subset), finds no error. And one
+    older object backup a day per site and kind, in turn (a dump, or an archive from before the file
+    store), read whole: a bad one is recorded as refused and is a warning."""
     now = now or datetime.now(timezone.utc)
     findings = []
     for site in sorted(sites):
@@ -146,7 +148,18 @@ def backup_integrity(store: Store, sites: list[str], listing: dict[str, SiteBack
             if not backups:
                 continue
             newest = backups[-1]
-            findings.append(_check_newest(store, entry, newest, backups[:-1], now, repository))
+            finding = _check_newest(store, entry, newest, backups[:-1], now, repository)
+            older = [k for k in backups[:-1] if k.data_key in entry.objects and k not in entry.refused]
+            if finding.severity == OK and older:
+                key = older[now.toordinal() % len(older)]
+                try:
+                    _, problem = verify_backup(store, key, listed_size=entry.objects[key.data_key].size)
+                except StoreError:
+                    problem = None  # the store, not the backup; the newest was read fine just now
+                if problem:
+                    record_refusal(store, key, problem)
+                    finding = Finding(site, kind, WARNING, f"older backup {key.stamp}: {problem}", newest.time)
+            findings.append(finding)
     return findings
 
 

@@ -89,7 +89,8 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
     key, manifest, refused = choose_backup(store, site.name, "db", gnupg_home, on, at)
     db.create_database(target)
     try:
-        plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), db.load(target))
+        plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), db.load(target),
+                                   stall_timeout=db.stall_timeout)
     except Exception as exc:
         raise RestoreError(f"site {site.name}: restoring {key.data_key} into {target} failed: {exc}") from exc
     return {"backup": key.data_key, "database": target, "plaintext_bytes": plaintext, "backup_time": key.time,
