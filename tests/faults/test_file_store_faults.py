@@ -88,31 +88,35 @@ def test_restic_killed_mid_backup_fails_the_site_and_the_next_backup_works(make_
     assert len(list_backups(store, site["name"], "files")) == 2
 
 
-def test_a_wrong_repository_password_fails_that_site_only(make_farm, dagster_home, tmp_path, capsys):
+def two_sites_backed_up(make_farm):
+    """(farm, the site the fault is for, the other, the store, the first site's snapshots)."""
     farm = make_farm(2)
-    bad, good = farm.sites
     assert main(["backup"]) == 0
     store = open_store(load_config().backup.target)
-    before = snapshots(store, bad["name"])
+    return farm, *farm.sites, store, snapshots(store, farm.sites[0]["name"])
+
+
+def fails_alone(capsys, broken: dict, good: dict, cause: str) -> None:
+    capsys.readouterr()
+    assert main(["backup"]) == 1
+    err = capsys.readouterr().err
+    assert f"site {broken['name']}: files backup failed: restic" in err and cause in err
+    assert good["name"] not in err
+
+
+def test_a_wrong_repository_password_fails_that_site_only(make_farm, dagster_home, tmp_path, capsys):
+    farm, bad, good, store, before = two_sites_backed_up(make_farm)
     new_password = tmp_path / "other-password"
     new_password.write_text("not the derived password")
     subprocess.run(["restic", "-r", repository_path(farm, bad["name"]), "key", "passwd", "--new-password-file",
                     str(new_password)], env=restic_env(bad["name"]), check=True, capture_output=True)
-    capsys.readouterr()
-    assert main(["backup"]) == 1
-    err = capsys.readouterr().err
-    assert f"site {bad['name']}: files backup failed: restic" in err and "wrong password" in err
-    assert good["name"] not in err
+    fails_alone(capsys, bad, good, "wrong password")
     assert len(list_backups(store, good["name"], "files")) == 2
     assert snapshots(store, bad["name"]) == before and len(list_backups(store, bad["name"], "files")) == 1
 
 
 def test_a_locked_repository_fails_that_site_naming_the_lock(make_farm, dagster_home, tmp_path, capsys):
-    farm = make_farm(2)
-    locked, good = farm.sites
-    assert main(["backup"]) == 0
-    store = open_store(load_config().backup.target)
-    before = snapshots(store, locked["name"])
+    farm, locked, good, store, before = two_sites_backed_up(make_farm)
     fifo = tmp_path / "never-written"
     os.mkfifo(fifo)
     # `restic key passwd` takes the exclusive lock, then waits for its new password on the FIFO.
@@ -124,11 +128,7 @@ def test_a_locked_repository_fails_that_site_naming_the_lock(make_farm, dagster_
         deadline = time.monotonic() + 30
         while not any(locks.iterdir()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        capsys.readouterr()
-        assert main(["backup"]) == 1
-        err = capsys.readouterr().err
-        assert f"site {locked['name']}: files backup failed" in err and "locked exclusively" in err
-        assert good["name"] not in err
+        fails_alone(capsys, locked, good, "locked exclusively")
     finally:
         holder.kill()
         holder.wait()
