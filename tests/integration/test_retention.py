@@ -118,12 +118,14 @@ def test_the_newest_backup_is_never_deleted_even_when_asked_to_keep_nothing(s3_f
     assert list_backups(store, site, "db") == [keys[-2]] and list_backups(store, site, "files") == [keys[-1]]
 
 
-def test_refuses_and_deletes_nothing_when_the_newest_backup_fails_verification(s3_farm):
+@pytest.mark.parametrize("damage", ["truncated", "same size"])
+def test_refuses_and_deletes_nothing_when_the_newest_backup_fails_verification(s3_farm, damage):
     _, config, store, seeder = s3_farm
     site = config.sites[0].name
     keys = daily(store, seeder, site, 30)
     newest_db = keys[-2]
-    store.put_bytes(newest_db.data_key, b"truncated")
+    data = store.get_bytes(newest_db.data_key)
+    store.put_bytes(newest_db.data_key, b"truncated" if damage == "truncated" else data[:-1] + bytes([data[-1] ^ 1]))
     before = {o.key for o in store.list("sites/")}
     with pytest.raises(RetentionRefused, match=f"site {site}: newest db backup .* failed verification"):
         apply_retention(store, site, START + timedelta(days=30))

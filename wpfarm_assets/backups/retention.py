@@ -156,7 +156,8 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
     """Keep what `plan_retention` keeps for each kind of the site's backups; delete the rest.
 
     Safety: refuses (deleting nothing) when the newest backup of a kind fails verification (its
-    object is missing or not the size its manifest records); never deletes the newest backup;
+    object is missing, or not the size and sha256 its manifest records, read whole; a snapshot not
+    in the repository); never deletes the newest backup;
     deletes each expired backup's manifest before its object, so a half-deleted backup never looks
     complete; removes aborted uploads (objects without a manifest, unfinished multipart uploads)
     older than a day. With dry_run, reports the same numbers and deletes nothing.
@@ -261,7 +262,7 @@ def _aborted_snapshots(store: Store, repository: Repository, files: list[BackupK
 
 def _verify(store: Store, newest: BackupKey, objects: dict) -> None:
     stored = objects.get(newest.data_key)
-    _, problem = verify_backup(store, newest, listed_size=stored.size if stored else None, read=False,
+    _, problem = verify_backup(store, newest, listed_size=stored.size if stored else None,
                                snapshots=snapshot_ids(objects, newest.site))
     if problem:
         raise RetentionRefused(
