@@ -3,7 +3,7 @@ backup target beside the database dumps (`file://` path or `s3://` prefix).
 
 restic runs where the files are (this machine, or a node over SSH). Its secrets (the repository
 password, and the S3 keys for an `s3:` repository) travel on its stdin: a short `sh` wrapper reads
-the two S3 lines into restic's own environment and leaves the password on stdin for
+the three S3 lines (key id, secret, session token) into restic's own environment and leaves the password on stdin for
 `--password-file /dev/stdin`. So they are never in an argument list, a remote command line, a log,
 or the environment of any other process.
 
@@ -15,6 +15,7 @@ password without giving away any other site's. The same derivation with stock to
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import json
@@ -71,6 +72,25 @@ class Snapshot:
 def _time(text: str) -> datetime:
     """restic's RFC 3339 time (nanoseconds, any offset) as an aware UTC datetime."""
     return datetime.fromisoformat(text).astimezone(timezone.utc)
+
+
+def _vanished(stderr: str) -> int | None:
+    """How many files restic's JSON errors say went away while it read them (ENOENT: a live site),
+    or None when any error is something else (a file it could not read). Only whole lines count:
+    the first line of a stderr tail may be cut."""
+    paths, other = set(), False
+    for line in stderr.splitlines():
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and message.get("message_type") == "error":
+            error = message.get("error") or {}
+            if error.get("Err") == errno.ENOENT:
+                paths.add(error.get("Path"))
+            else:
+                other = True
+    return None if other or not paths else len(paths)
 
 
 @dataclass(frozen=True)
@@ -165,12 +185,12 @@ class Repository:
         done = self.run(["backup", "--json", "--host", "wpfarm", "--time", stamp, *limit,
                          *(f"--exclude={p}" for p in excludes), "--", *members], cwd=root, on_line=progressed,
                         accept=frozenset({0, 3}))
-        errors = [line for line in done.stderr.splitlines() if line.startswith(("error:", "{\"message_type\":\"error\""))]
-        if done.status == 3 and (not errors or not all("no such file or directory" in e for e in errors)):
+        vanished = _vanished(done.stderr)
+        if done.status == 3 and vanished is None:
             raise ResticError(f"restic backup could not read every file: {done.stderr} (repository {self.url})")
         for line in reversed(done.stdout.splitlines()):
             if line.startswith('{"message_type":"summary"'):
-                return {**json.loads(line), "vanished": len(errors)}
+                return {**json.loads(line), "vanished": vanished or 0}
         raise ResticError(f"restic backup gave no summary (repository {self.url})")
 
     def snapshots(self) -> list[Snapshot]:

@@ -187,3 +187,25 @@ def test_files_over_the_limit_are_left_out_and_named(make_farm):
                            max_file_bytes=config.backup.max_file_bytes)
     assert backup.manifest.skipped == [{"path": str(big), "bytes": 2 << 20}]
     assert backup.manifest.stored_bytes < 1 << 20
+
+
+def test_the_restore_probe_sees_writes_not_sizes(tmp_path):
+    """restic 0.14 preallocates each file it restores: the stall probe counts writes (mtimes)."""
+    import time
+
+    from wpfarm_assets.backups.restore import _writes
+
+    staged = tmp_path / "staging"
+    staged.mkdir()
+    big = staged / "video.mp4"
+    with open(big, "wb") as f:
+        f.truncate(10 << 20)  # full size from the start, as restic makes it
+    probe = _writes(LocalRunner(), str(staged))
+    time.sleep(0.05)
+    with open(big, "r+b") as f:
+        f.write(b"data")
+    first, idle = probe(), probe()
+    time.sleep(0.05)
+    with open(big, "r+b") as f:
+        f.write(b"more")
+    assert (first, idle, probe()) == (1, 1, 2)

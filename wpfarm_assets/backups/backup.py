@@ -140,8 +140,7 @@ def back_up_files(site: Site, runner: Runner, store: Store, repository: Reposito
         if not any(True for _ in store.list(prefix + "config")):
             repository.init()
         anchored = [p if p.startswith("*") else posixpath.join(root, p) for p in excludes]
-        skipped = run(runner, ["find", *(posixpath.join(root, m) for m in members), "-type", "f",
-                               "-size", f"+{max_file_bytes}c", "-printf", "%s %p\\n"]).splitlines()
+        skipped = _large_files(runner, root, members, anchored, max_file_bytes, repository.stall_timeout * 12)
         before = sum(o.size for o in store.list(prefix))
         clock = time.monotonic()
         summary = repository.backup(root, members, anchored, started, max_file_bytes)
@@ -169,7 +168,7 @@ def back_up_files(site: Site, runner: Runner, store: Store, repository: Reposito
             files_changed=summary["files_changed"],
             files_unmodified=summary["files_unmodified"],
             files_vanished=summary["vanished"],
-            skipped=[{"path": line.split(" ", 1)[1], "bytes": int(line.split(" ", 1)[0])} for line in skipped[:50]],
+            skipped=skipped,
             content_path=site.content_path,
             wp_config="wp-config.php" in members,
         )
@@ -177,6 +176,19 @@ def back_up_files(site: Site, runner: Runner, store: Store, repository: Reposito
     except Exception as exc:
         raise BackupError(f"site {site.name}: files backup failed: {exc}") from exc
     return Backup(key, manifest)
+
+
+def _large_files(runner: Runner, root: str, members: list[str], excludes: list[str], limit: int,
+                 timeout: float) -> list[dict]:
+    """The files over `limit` that a files backup leaves out (restic's --exclude-larger-than), the
+    excluded folders passed over, as [{path, bytes}], at most 50. Files that go away while find
+    walks (a live site) are not an error."""
+    pruned = [arg for pattern in excludes for arg in ("-o", "-path", pattern)][1:]
+    out = run(runner, ["find", *(posixpath.join(root, m) for m in members), "-ignore_readdir_race",
+                       "(", *pruned, ")", "-prune", "-o", "-type", "f", "-size", f"+{limit}c",
+                       "-printf", "%s %p\\0"], timeout=timeout)
+    entries = [entry.split(" ", 1) for entry in out.split("\0") if entry]
+    return [{"path": path, "bytes": int(size)} for size, path in entries[:50]]
 
 
 def tar_argv(content_path: str, with_wp_config: bool) -> list[str]:
