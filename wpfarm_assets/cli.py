@@ -272,6 +272,7 @@ def demo(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir).resolve()
     gnupg = workdir / "gnupg"
     fingerprint = make_gpg_key(gnupg)
+    password_hint = ""
     if not os.environ.get("WPFARM_RESTIC_PASSWORD"):  # the demo's own file store password, kept beside it
         password_file = workdir / "restic-password"
         if not password_file.exists():
@@ -279,6 +280,7 @@ def demo(args: argparse.Namespace) -> int:
             password_file.write_text(secrets.token_urlsafe(32))
         os.environ["WPFARM_RESTIC_PASSWORD"] = password_file.read_text().strip()
         print(f"file store password: {password_file} (export WPFARM_RESTIC_PASSWORD=$(cat {password_file}))")
+        password_hint = f"WPFARM_RESTIC_PASSWORD=$(cat {password_file}) "
     db = MariaDB(LocalRunner(), args.db_host, args.db_port, args.db_user, os.environ.get("WPFARM_DB_PASSWORD"))
     print(f"building {args.sites} demo sites in {workdir} ...")
     path = make_demo_farm(workdir, db, sites=args.sites, gpg_recipient=fingerprint,
@@ -304,7 +306,8 @@ def demo(args: argparse.Namespace) -> int:
           f"{'EQUAL' if tables_equal else 'DIFFER'} ({site.database} vs {scratch_db})")
     print(f"{site.name}: {source_tree[1]} files, tree sha256 {source_tree[0][:16]}… "
           f"{'EQUAL' if files_equal else 'DIFFER'} (vs {restored_tree[0][:16]}… in {scratch_dir})")
-    print(f"\nweb UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} WPFARM_CONFIG={path} dagster dev -m wpfarm_assets.definitions")
+    print(f"\nweb UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} WPFARM_CONFIG={path} {password_hint}"
+          "dagster dev -m wpfarm_assets.definitions")
     return 0 if tables_equal and files_equal else 1
 
 
