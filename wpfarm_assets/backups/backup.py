@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from resources.gpg import gpg_version
 from resources.mariadb import COMPLETION_MARKER, MariaDB
 from resources.object_store import Store
-from resources.restic import Repository
+from resources.restic import QUIET_COMMAND_FACTOR, Repository
 from resources.ssh import Runner, run
 from wpfarm_assets.backups.pipeline import COMPRESSION_LEVEL, STALL_TIMEOUT, StreamStats, back_up_stream, zstd_version
 from wpfarm_assets.core.config import Site
@@ -118,12 +118,14 @@ def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[s
 
 
 def site_members(runner: Runner, site: Site) -> tuple[str, list[str], list[str]]:
-    """(the site root, what a files backup holds relative to it, the excludes anchored there)."""
+    """(the site root, what a files backup holds relative to it, the excludes as restic takes them:
+    absolute paths under the root, and `*.log` anywhere)."""
     if not runner.exists(site.content_path):
         raise BackupError(f"content path {site.content_path} does not exist on {runner.where}")
     root, content = posixpath.split(site.content_path)
     members = [content] + (["wp-config.php"] if runner.exists(posixpath.join(root, "wp-config.php")) else [])
-    return root, members, [p.replace("wp-content/", f"{content}/", 1) for p in FILE_EXCLUDES]
+    excludes = [p.replace("wp-content/", f"{content}/", 1) for p in FILE_EXCLUDES]
+    return root, members, [p if p.startswith("*") else posixpath.join(root, p) for p in excludes]
 
 
 def back_up_files(site: Site, runner: Runner, store: Store, repository: Repository,
@@ -139,11 +141,11 @@ def back_up_files(site: Site, runner: Runner, store: Store, repository: Reposito
         root, members, excludes = site_members(runner, site)
         if not any(True for _ in store.list(prefix + "config")):
             repository.init()
-        anchored = [p if p.startswith("*") else posixpath.join(root, p) for p in excludes]
-        skipped = _large_files(runner, root, members, anchored, max_file_bytes, repository.stall_timeout * 12)
+        skipped = _large_files(runner, root, members, excludes, max_file_bytes,
+                               repository.stall_timeout * QUIET_COMMAND_FACTOR)
         before = sum(o.size for o in store.list(prefix))
         clock = time.monotonic()
-        summary = repository.backup(root, members, anchored, started, max_file_bytes)
+        summary = repository.backup(root, members, excludes, started, max_file_bytes)
         seconds = time.monotonic() - clock
         found = [i for i in snapshot_ids((o.key for o in store.list(prefix + "snapshots/")), site.name)
                  if i.startswith(summary["snapshot_id"])]
