@@ -307,7 +307,7 @@ def demo(args: argparse.Namespace) -> int:
     print(f"{site.name}: {source_tree[1]} files, tree sha256 {source_tree[0][:16]}… "
           f"{'EQUAL' if files_equal else 'DIFFER'} (vs {restored_tree[0][:16]}… in {scratch_dir})")
     print(f"\nweb UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} WPFARM_CONFIG={path} {password_hint}"
-          "dagster dev -m wpfarm_assets.definitions")
+          f"{Path(sys.executable).parent / 'dagster'} dev -m wpfarm_assets.definitions")
     return 0 if tables_equal and files_equal else 1
 
 

@@ -54,7 +54,8 @@ def test_demo_backs_up_twenty_sites_and_restores_one_identically_then_site_creat
 
         env["WPFARM_CONFIG"] = str(tmp_path / "demo" / "farm.yaml")
         assert f"export WPFARM_RESTIC_PASSWORD=$(cat {tmp_path / 'demo' / 'restic-password'})" in done.stdout
-        assert f"WPFARM_RESTIC_PASSWORD=$(cat {tmp_path / 'demo' / 'restic-password'}) dagster dev" in done.stdout
+        assert (f"WPFARM_RESTIC_PASSWORD=$(cat {tmp_path / 'demo' / 'restic-password'}) "
+                f"{Path(WPFARM).parent / 'dagster'} dev") in done.stdout
         env["WPFARM_RESTIC_PASSWORD"] = (tmp_path / "demo" / "restic-password").read_text()  # as the demo says
         created = subprocess.run([WPFARM, "site", "create", new], env=env, capture_output=True, text=True, timeout=300)
         assert created.returncode == 0, created.stdout[-3000:] + created.stderr[-3000:]
