@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -136,36 +137,59 @@ UNREACHABLE_FOR = 60.0  # seconds after such an error in which every call fails 
 _unreachable: dict[str, tuple[float, str]] = {}
 
 
-class _Breaker:
-    """The boto3 client, failing fast while its store is known to be unreachable."""
+class RequestDeadline(botocore.exceptions.ReadTimeoutError):
+    """A request whose answer did not end in time, though bytes kept coming (a trickling endpoint:
+    the socket's read timeout never fires)."""
 
-    def __init__(self, client, store: "S3Store"):
-        self._client, self._store = client, store
+    fmt = 'Request to "{endpoint_url}" did not finish within {seconds:g} s (the endpoint answers too slowly)'
+
+
+class _Breaker:
+    """The boto3 client, failing fast while its store is known to be unreachable, and giving every
+    request a total deadline: `call` runs it in a daemon thread and gives up on it after `deadline`
+    seconds (the thread is left to its socket's own timeouts; nothing waits for it)."""
+
+    def __init__(self, client, store: "S3Store", deadline: float):
+        self.client, self._store, self.deadline = client, store, deadline
 
     def _check(self) -> None:
         if (down := self._store.unreachable) and time.monotonic() - down[0] < UNREACHABLE_FOR:
             raise botocore.exceptions.EndpointConnectionError(
-                endpoint_url=f"{self._client.meta.endpoint_url} (it did not answer {time.monotonic() - down[0]:.0f} s "
+                endpoint_url=f"{self.client.meta.endpoint_url} (it did not answer {time.monotonic() - down[0]:.0f} s "
                              f"ago: {down[1]})")
 
+    def call(self, request: Callable[[], object]):
+        """`request()` (one or more client calls, reading what they return) within the deadline."""
+        self._check()
+        outcome: dict = {}
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                outcome["value"] = request()
+            except BaseException as exc:  # noqa: BLE001 - raised again below, in the caller's thread
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=work, daemon=True, name="s3-request").start()
+        try:
+            if not done.wait(self.deadline):
+                raise RequestDeadline(endpoint_url=self.client.meta.endpoint_url, seconds=self.deadline)
+            if "error" in outcome:
+                raise outcome["error"]
+        except UNREACHABLE as exc:
+            self._store.unreachable = (time.monotonic(), str(exc))
+            raise
+        return outcome["value"]
+
     def __getattr__(self, name: str):
-        call = getattr(self._client, name)
+        call = getattr(self.client, name)
         if not callable(call):
             return call
-        if name == "abort_multipart_upload":
-            return call  # cleaning up is always tried: an aborted upload left behind costs storage
-        if name == "get_paginator":  # its pages' errors reach the store's _fail, which notes them
-            self._check()
-            return call
-
-        def guarded(*args, **kwargs):
-            self._check()
-            try:
-                return call(*args, **kwargs)
-            except UNREACHABLE as exc:
-                self._store.unreachable = (time.monotonic(), str(exc))
-                raise
-        return guarded
+        if name in ("abort_multipart_upload", "get_paginator"):
+            return call  # cleaning up is always tried (an upload left behind costs storage); pages use `call`
+        return lambda *args, **kwargs: self.call(lambda: call(*args, **kwargs))
 
 
 class S3Store:
@@ -173,11 +197,11 @@ class S3Store:
     seconds: the other sites of the run fail at once naming it, instead of each waiting out its
     own timeouts and retries (an outage fails a farm's backups in minutes, not hours)."""
 
-    def __init__(self, bucket: str, prefix: str, client):
+    def __init__(self, bucket: str, prefix: str, client, deadline: float = 300.0):
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.prefix}"
-        self._s3 = _Breaker(client, self)
+        self._s3 = _Breaker(client, self, deadline)
         self._endpoint = str(client.meta.endpoint_url)
 
     @property
@@ -239,19 +263,27 @@ class S3Store:
             raise self._fail("upload", key, exc) from None
 
     def get_bytes(self, key: str) -> bytes:
-        with self.open(key) as body:
-            return body.read()
+        try:  # the body is read within the request's deadline too
+            return self._s3.call(lambda: self._s3.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
+                                 .read())
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._fail("read", key, exc) from None
+
+    def _pages(self, operation: str, **kwargs) -> Iterator[dict]:
+        """A paginated listing, each page fetched within the request deadline."""
+        pages = iter(self._s3.get_paginator(operation).paginate(Bucket=self.bucket, **kwargs))
+        while (page := self._s3.call(lambda: next(pages, None))) is not None:
+            yield page
 
     def open(self, key: str) -> BinaryIO:
         try:
-            return self._s3.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
+            return _Body(self._s3.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"], self, key)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self._fail("read", key, exc) from None
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
         try:
-            pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
-            for page in pages:
+            for page in self._pages("list_objects_v2", Prefix=self.prefix + prefix):
                 for obj in page.get("Contents", []):
                     yield StoredObject(obj["Key"][len(self.prefix):], obj["Size"], obj["LastModified"])
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
@@ -272,12 +304,9 @@ class S3Store:
 
     def unfinished_uploads(self, prefix: str) -> list[UnfinishedUpload]:
         try:
-            pages = self._s3.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=self.prefix + prefix
-            )
             return [
                 UnfinishedUpload(u["Key"][len(self.prefix):], u["UploadId"], u["Initiated"])
-                for page in pages
+                for page in self._pages("list_multipart_uploads", Prefix=self.prefix + prefix)
                 for u in page.get("Uploads", [])
             ]
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
@@ -290,6 +319,29 @@ class S3Store:
             raise self._fail("abort upload", upload.key, exc) from None
 
 
+class _Body:
+    """An object being read: each read within the request deadline, errors as StoreError."""
+
+    def __init__(self, body, store: S3Store, key: str):
+        self._body, self._store, self._key = body, store, key
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._store._s3.call(lambda: self._body.read(size if size >= 0 else None))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._store._fail("read", self._key, exc) from None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # a read left behind may still hold it
+            self._body.close()
+
+    def __enter__(self) -> "_Body":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def open_store(
     target: str,
     endpoint_url: str | None = None,
@@ -297,9 +349,11 @@ def open_store(
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
     timeout: float = 60,
+    deadline: float = 300,
 ) -> Store:
     """`file:///path` or `s3://bucket/prefix`; S3 keys fall back to boto3's own credential chain.
-    `timeout`: seconds an S3 request may wait for an answer (connect: at most 5), 3 attempts."""
+    `timeout`: seconds an S3 request may wait for an answer (connect: at most 5), 3 attempts;
+    `deadline`: seconds a request may take in all, retries included (backup.stall_timeout)."""
     parsed = urlparse(target)
     if parsed.scheme == "file":
         return LocalStore(parsed.path)
@@ -315,7 +369,7 @@ def open_store(
                 retries={"max_attempts": 3, "mode": "standard"},
             ),
         )
-        return S3Store(parsed.netloc, parsed.path, client)
+        return S3Store(parsed.netloc, parsed.path, client, deadline)
     raise StoreError(f"unsupported backup target {target!r}")
 
 
@@ -333,7 +387,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
 
     def store(self) -> Store:
         return open_store(self.target, self.endpoint_url, self.region, self.access_key_id, self.secret_access_key,
-                          self.timeout)
+                          self.timeout, self.stall_timeout)
 
     def repository(self, site: str, runner: Runner | None = None) -> Repository:
         """The site's restic repository on this target, used through `runner` (default: this machine).

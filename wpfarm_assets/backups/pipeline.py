@@ -26,6 +26,7 @@ from wpfarm_assets.core.errors import WpfarmError
 
 COMPRESSION_LEVEL = 3
 STALL_TIMEOUT = 300.0  # seconds a stream may move no data before it is killed (backup.stall_timeout)
+PUMP_GRACE = 30.0  # seconds a stream's copy thread may take to end once its stages have; then it is left
 DECOMPRESS_ARGV = ["zstd", "-d", "-q", "-c"]
 
 
@@ -109,9 +110,10 @@ class _Pump(threading.Thread):
 
 def _failures(source: Process | None, stages: list[_Stage], sink: Process | None, pump: _Pump,
               source_ok: frozenset[int] = frozenset({0})) -> list[str]:
-    """Wait for every stage and describe each that failed, first stage first."""
-    pump.join()
-    problems = []
+    """Wait for every stage and describe each that failed, first stage first. A copy thread still
+    blocked on its input (a download that trickles) is left behind, named as a problem."""
+    pump.join(PUMP_GRACE)
+    problems = [] if not pump.is_alive() else [f"the stream's copy did not end within {PUMP_GRACE:g} s"]
     if source is not None and (status := source.wait()) not in source_ok:
         problems.append(describe_failure(source, status))
     if pump.error is not None:
