@@ -92,10 +92,31 @@ BACKUP_METRICS = {
 }
 
 
+DRILL_METRICS = {
+    "wpfarm_drill_last_timestamp_seconds": "Unix time the site's last restore drill started.",
+    "wpfarm_drill_passed": "1 if the site's last restore drill passed, 0 if it failed.",
+    "wpfarm_drill_rto_seconds": "How long the last drill took to restore the site's database and files (its RTO).",
+    "wpfarm_drill_restored_bytes": "Bytes the last drill restored (dump plus files).",
+}
+
+
 class PushgatewayResource(dg.ConfigurableResource):
-    """Pushes each backup's metrics, grouped by site and kind (job="wpfarm_backup"). No url: off."""
+    """Pushes each backup's metrics, grouped by site and kind (job="wpfarm_backup"), and each restore
+    drill's, by site (job="wpfarm_drill"). No url: off."""
 
     url: str | None = None
+
+    def push_drill(self, record: dict) -> None:
+        if not self.url:
+            return
+        metrics = {
+            "wpfarm_drill_last_timestamp_seconds": datetime.fromisoformat(record["started_at"]).timestamp(),
+            "wpfarm_drill_passed": int(record["passed"]),
+            "wpfarm_drill_rto_seconds": record["rto_seconds"],
+            "wpfarm_drill_restored_bytes": record["bytes_restored"],
+        }
+        _request("PUT", f"{self.url.rstrip('/')}/metrics/job/wpfarm_drill/site/{record['site']}",
+                 metric_lines(metrics, DRILL_METRICS), "text/plain; version=0.0.4")
 
     def push_backup(self, manifest: Manifest) -> None:
         if not self.url:

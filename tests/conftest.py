@@ -166,6 +166,7 @@ def make_farm(tmp_path, db, keyring, monkeypatch):
             "backup": {"target": target or f"file://{tmp_path / 'backups'}",
                        "gpg_recipient": keyring.fingerprint, "gpg_home": keyring.public_home, **backup},
             "alerts": alerts or {},
+            "drill": {"scratch_root": str(tmp_path / "drills"), "gnupg_home": keyring.home},
             "sites": sites,
         }
         for section, values in (sections or {}).items():  # topology, swarm, cache, monitoring, storage...

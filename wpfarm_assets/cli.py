@@ -4,7 +4,8 @@ against the instance in $DAGSTER_HOME, so everything they do shows in the web UI
     wpfarm backup [SITE ...] [--failed]  back up the named sites now (all when none are named)
     wpfarm restore SITE [--date D | --at STAMP] [--to-database NAME] [--to-path DIR] [--kind all|db|files]
     wpfarm backups SITE [--verify]       every restore point of a site and its verification state
-    wpfarm status                        every site's newest backup, its age and state
+    wpfarm drill [SITE ...]              restore drills now: newest backups into scratch space, proven, RTO
+    wpfarm status                        every site's newest backup and last drill, their age and state
     wpfarm demo [--sites N]              build a demo farm, back it up, restore one site and compare
     wpfarm site create NAME              add a site to the inventory, provision it, take its first backup
     wpfarm provision [--apply] [--step S]  plan (or apply) the farm's provisioning steps
@@ -153,13 +154,53 @@ def backup(names: list[str], config: FarmConfig, failed_only: bool = False) -> i
     return 0 if ok else 1
 
 
+def drill(names: list[str], config: FarmConfig) -> int:
+    """Restore drills of the named sites (all when none) now, in runs of sites_per_run; per site its
+    result, RTO and what was proven. Exit 1 if any drill failed."""
+    from wpfarm_assets.backups.drill import last_drills
+    from wpfarm_assets.partitions import partition_range_tags
+
+    selected = names or [s.name for s in config.sites]
+    for name in selected:
+        config.site(name)
+    inst = instance()
+    order = sync_partitions(inst, config)
+    started = datetime.now(timezone.utc)
+    ok = True
+    for first, last in site_runs(selected, order, config.backup.sites_per_run):
+        ok = run_job("drill_sites", config, inst, f"sites {first} .. {last}",
+                     tags=partition_range_tags(first, last)).success and ok
+    store = store_of(config)
+    records = last_drills(store, [o.key for name in selected for o in store.list(f"{site_root(name)}drills/")])
+    width = max(len(n) for n in selected)
+    for name in selected:
+        record = records.get(name)
+        if record is None or datetime.fromisoformat(record["started_at"]) < started.replace(microsecond=0):
+            print(f"{name:{width}}  NOT DRILLED")
+            ok = False
+            continue
+        proven = (f"{record.get('tables', 0)} tables, {record.get('rows', 0)} rows, {record.get('files', 0)} files, "
+                  f"{record['bytes_restored']:,} bytes")
+        print(f"{name:{width}}  {'PASSED' if record['passed'] else 'FAILED'}  RTO {record['rto_seconds']:.1f} s "
+              f"(database {record.get('db_seconds', 0):.1f} s, files {record.get('files_seconds', 0):.1f} s)  "
+              f"proven: {proven}" + ("" if record["passed"] else "\n  " + "\n  ".join(record["problems"])))
+    return 0 if ok else 1
+
+
 def status(config: FarmConfig) -> int:
-    """Per site and kind: the newest backup, its age and its state. Exit 0 when all are ok, else 1."""
+    """Per site: each kind's newest backup, its age and its state, and the last restore drill. Exit
+    0 when all are ok, else 1."""
+    from wpfarm_assets.backups.drill import farm_drill_findings
     from wpfarm_assets.backups.health import OK, backup_age, group_listing
 
-    listing = group_listing(list(store_of(config).list(SITES)))
-    findings = backup_age([s.name for s in config.sites], listing, datetime.now(timezone.utc),
+    store = store_of(config)
+    now = datetime.now(timezone.utc)
+    listing = group_listing(list(store.list(SITES)))
+    findings = backup_age([s.name for s in config.sites], listing, now,
                           config.alerts.warning_after_hours, config.alerts.critical_after_hours)
+    drills = {f.site: f for f in farm_drill_findings(store, config, now)}
+    findings = [f for site in sorted({f.site for f in findings}) for f in
+                [*(g for g in findings if g.site == site), drills[site]]]
     width = max([len(f.site) for f in findings] + [4])
     print(f"{'SITE':{width}}  KIND   NEWEST (UTC)          AGE h  STATE     DETAIL")
     for f in findings:
@@ -169,7 +210,8 @@ def status(config: FarmConfig) -> int:
     bad = [f for f in findings if f.severity != OK]
     print(f"\n{len(findings) - len(bad)} ok, {sum(f.severity == 'warning' for f in bad)} warning, "
           f"{sum(f.severity == 'critical' for f in bad)} critical "
-          f"(warning after {config.alerts.warning_after_hours:g} h, critical after {config.alerts.critical_after_hours:g} h)")
+          f"(backups: warning after {config.alerts.warning_after_hours:g} h, critical after "
+          f"{config.alerts.critical_after_hours:g} h; drills: due every {config.drill.every_days} days)")
     return 1 if bad else 0
 
 
@@ -375,7 +417,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true",
                    help="restore even into another site's database or folder, or a system directory")
     r.add_argument("--gnupg-home", default=os.environ.get("GNUPGHOME"), help="keyring with the farm's private key")
-    sub.add_parser("status", help="the newest backup of every site and kind, its age and state")
+    dr = sub.add_parser("drill", help="restore drills now: newest backups restored into scratch space and proven")
+    dr.add_argument("sites", nargs="*", metavar="SITE")
+    sub.add_parser("status", help="the newest backup of every site and kind, and its last drill: age and state")
     bk = sub.add_parser("backups", help="every restore point of a site, with its verification state")
     bk.add_argument("site", metavar="SITE")
     bk.add_argument("--verify", action="store_true", help="read every backup whole and compare its sha256")
@@ -419,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config()
         if args.command == "status":
             return status(config)
+        if args.command == "drill":
+            return drill(args.sites, config)
         if args.command == "backups":
             return backups(args, config)
         if args.command == "site":

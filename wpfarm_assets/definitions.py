@@ -22,16 +22,18 @@ from resources.ssh import NodeResource
 from resources.swarm import SwarmResource
 from schedules.backup_health import backup_health_schedule, infrastructure_schedule, verify_backups_schedule
 from schedules.daily_backup import build_daily_backup_schedule
+from schedules.restore_drill import build_restore_drill_schedule
 from sensors.retention_after_backup import retention_after_backup, retention_after_failed_backup
 from sensors.run_failures import run_failure_alert
 from sensors.site_inventory import site_inventory_sensor
 from sensors.swarm_nodes import swarm_node_sensor
-from wpfarm_assets.backups.assets import backup_inventory, database_dump, file_archive, retention
-from wpfarm_assets.backups.checks import backup_age_check, backup_integrity_check
+from wpfarm_assets.backups.assets import backup_inventory, database_dump, file_archive, restore_drill, retention
+from wpfarm_assets.backups.checks import backup_age_check, backup_integrity_check, restore_drill_check
 from wpfarm_assets.backups.jobs import (
     apply_retention_job,
     back_up_sites_job,
     check_backup_health_job,
+    drill_sites_job,
     restore_site,
     verify_backups_job,
 )
@@ -79,12 +81,14 @@ def build_resources(config: FarmConfig) -> dict:
 
 def build_definitions(config: FarmConfig) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*infrastructure_assets, site_provisioning, database_dump, file_archive, retention, backup_inventory],
-        asset_checks=[backup_age_check, backup_integrity_check],
-        jobs=[back_up_sites_job, apply_retention_job, check_backup_health_job, verify_backups_job,
+        assets=[*infrastructure_assets, site_provisioning, database_dump, file_archive, retention, restore_drill,
+                backup_inventory],
+        asset_checks=[backup_age_check, backup_integrity_check, restore_drill_check],
+        jobs=[back_up_sites_job, apply_retention_job, check_backup_health_job, verify_backups_job, drill_sites_job,
               check_infrastructure_job, restore_site, provision_farm, provision_sites_job],
         schedules=[build_daily_backup_schedule(config.backup.schedule, config.backup.sites_per_run),
-                   backup_health_schedule, verify_backups_schedule, infrastructure_schedule],
+                   build_restore_drill_schedule(config.drill.schedule), backup_health_schedule,
+                   verify_backups_schedule, infrastructure_schedule],
         sensors=[site_inventory_sensor, swarm_node_sensor, retention_after_backup, retention_after_failed_backup,
                  run_failure_alert],
         resources=build_resources(config),

@@ -194,6 +194,8 @@ def make_demo_farm(workdir: Path, db: MariaDB, *, sites: int, gpg_recipient: str
         "backup": {"target": target, "gpg_recipient": gpg_recipient, **({"gpg_home": gpg_home} if gpg_home else {})},
         # No Swarm here: `wpfarm site create` keeps site passwords in 0600 files instead of Swarm secrets.
         "provisioning": {"sites_root": str(workdir / "sites"), "secrets_dir": str(workdir / "secrets")},
+        # Drills restore on this machine, with the demo keyring (it holds the secret key too).
+        "drill": {"scratch_root": str(workdir / "drills"), **({"gnupg_home": gpg_home} if gpg_home else {})},
         "sites": entries,
     }
     path = workdir / "farm.yaml"

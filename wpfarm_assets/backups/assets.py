@@ -1,6 +1,6 @@
 """The backup assets. Thin: read config and resources, call the plain modules, report metadata.
 
-Per site (`sites` partitions): database_dump, file_archive, retention. One run covers any number of
+Per site (`sites` partitions): database_dump, file_archive, retention, restore_drill. One run covers any number of
 sites (a partition range, BackfillPolicy.single_run) and works on them in parallel. One site's
 failure does not hide the others: each site that succeeded is recorded as its own materialization
 as soon as it is done, and the step then fails naming exactly the sites that did not. Retention
@@ -8,20 +8,22 @@ runs in its own run after each backup run (sensors/retention_after_backup.py).
 Farm-wide: backup_inventory, one row per site and kind.
 """
 
+import time
 import warnings
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from resources.alerts import AlertError, PushgatewayResource
+from resources.alerts import AlertError, AlertmanagerResource, PushgatewayResource
 from resources.gpg import GPGResource
 from resources.mariadb import MariaDBResource
 from resources.object_store import ObjectStoreResource
-from resources.ssh import NodeResource
+from resources.ssh import LocalRunner, NodeResource
 from wpfarm_assets.backups.backup import Backup
 from wpfarm_assets.backups.backup import back_up_database as _back_up_database
 from wpfarm_assets.backups.backup import back_up_files as _back_up_files
+from wpfarm_assets.backups.drill import DrillError, drill_site, sync_drill_alerts
 from wpfarm_assets.backups.inventory import backup_inventory as inventory_frame
 from wpfarm_assets.backups.inventory import spaces_monthly_cost
 from wpfarm_assets.backups.retention import RULES, RetentionReport, apply_retention, list_sites
@@ -187,7 +189,78 @@ def retention_metadata(report: RetentionReport) -> dict:
     }
 
 
-@dg.asset(deps=[retention], group_name="backups", kinds={"pandas"})
+class DrillRunConfig(dg.Config):
+    max_minutes: float | None = None  # the drill window: no site is started after it (the schedule sets drill.max_minutes)
+
+
+@dg.asset(
+    partitions_def=sites,
+    deps=[database_dump, file_archive],
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    output_required=False,  # each site's materialization is an event of for_each_site
+    group_name="backups",
+    kinds={"mariadb", "restic"},
+)
+def restore_drill(
+    context: dg.AssetExecutionContext,
+    config: DrillRunConfig,
+    farm: dg.ResourceParam[FarmConfig],
+    mariadb: MariaDBResource,
+    database_node: NodeResource,
+    object_store: ObjectStoreResource,
+    alertmanager: AlertmanagerResource,
+    pushgateway: PushgatewayResource,
+) -> Iterator[dg.AssetMaterialization]:
+    """The site's newest database and files backups restored into a scratch database and folder,
+    proven against their manifests (tables, rows, core tables, files, bytes, wp-config.php), then
+    removed; the metadata is the RTO. A failed drill is a critical alert (WpfarmRestoreDrill)."""
+    db = mariadb.client(database_node.runner())
+    store = object_store.store()
+    runner = LocalRunner()
+    closes = time.monotonic() + config.max_minutes * 60 if config.max_minutes else None
+
+    def one(site: Site) -> dict:
+        if closes is not None and time.monotonic() > closes:
+            raise DrillError(f"site {site.name}: not drilled: the drill window ({config.max_minutes:g} min) closed")
+        try:
+            record = drill_site(site, store, db, runner, object_store.repository(site.name, runner),
+                                farm.drill.gnupg_home, farm.drill.scratch_root)
+        except DrillError as exc:
+            if exc.record:
+                push_drill(exc.record)
+            raise
+        push_drill(record)
+        return drill_metadata(record)
+
+    def push_drill(record: dict) -> None:  # a Pushgateway outage is logged, never fails a drill
+        try:
+            pushgateway.push_drill(record)
+        except AlertError as exc:
+            context.log.warning(f"site {record['site']}: drill metrics not pushed: {exc}")
+
+    try:
+        yield from for_each_site(context, farm, farm.drill.parallelism, one)
+    finally:
+        try:
+            sync_drill_alerts(store, farm, alertmanager, f"{farm.alerts.dagster_url.rstrip('/')}/runs/{context.run.run_id}")
+        except AlertError as exc:
+            context.log.warning(f"drill alerts not sent: {exc}")
+
+
+def drill_metadata(record: dict) -> dict:
+    return {
+        "rto_seconds": record["rto_seconds"],
+        "database_seconds": record.get("db_seconds", 0.0),
+        "files_seconds": record.get("files_seconds", 0.0),
+        "bytes_restored": record["bytes_restored"],
+        "tables": record.get("tables", 0),
+        "rows": record.get("rows", 0),
+        "files": record.get("files", 0),
+        "backups_used": dg.MetadataValue.json(record["backups"]),
+    }
+
+
+@dg.asset(deps=[retention, restore_drill], group_name="backups", kinds={"pandas"})
 def backup_inventory(context: dg.AssetExecutionContext, farm: dg.ResourceParam[FarmConfig],
                      object_store: ObjectStoreResource) -> dg.MaterializeResult:
     """One row per site and kind: newest backup, its age, restore points per tier, bytes, cost."""

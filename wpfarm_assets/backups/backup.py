@@ -89,8 +89,10 @@ def _write_manifest(store: Store, key: BackupKey, started: datetime, stats: Stre
 
 def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[str], fingerprint: str,
                      now: datetime | None = None) -> Backup:
-    """The stream's stall deadline is the client's (`db.stall_timeout`, backup.stall_timeout)."""
-    """mariadb-dump → zstd → gpg → store; then the manifest with every table's row count."""
+    """mariadb-dump → zstd → gpg → store; then the manifest with every table's row count, counted
+    before the dump and again after it: the dump's snapshot lies between the two (a live site's
+    tables change meanwhile; `tables_after` holds those that did). The stream's stall deadline is
+    the client's (`db.stall_timeout`, backup.stall_timeout)."""
     started = now or datetime.now(timezone.utc)
     key = BackupKey(site.name, "db", started)
     try:
@@ -110,7 +112,10 @@ def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[s
         stats = back_up_stream(db.dump(site.database), encrypt_argv, store, key.data_key, keep_tail, completed,
                                stall_timeout=db.stall_timeout)
         tools = {"mariadb-dump": _tool_version(db.runner, "mariadb-dump"), "server": db.version()}
-        content = {"database": site.database, "tables": tables, "dump_complete": True}
+        after = db.row_counts(site.database) or {}
+        changed = {t: n for t, n in after.items() if tables.get(t) != n}
+        content = {"database": site.database, "tables": tables, "dump_complete": True,
+                   **({"tables_after": changed} if changed else {})}
         manifest = _write_manifest(store, key, started, stats, fingerprint, db.runner, tools, content)
     except Exception as exc:
         raise BackupError(f"site {site.name}: database backup failed: {exc}") from exc

@@ -1,5 +1,6 @@
-"""The checks on `backup_inventory`: every site's backup age, and the integrity of every site's
-newest backups. Both bring Alertmanager in line with what they find (fire and resolve)."""
+"""The checks on `backup_inventory`: every site's backup age, the integrity of every site's newest
+backups, and every site's last restore drill. Each brings Alertmanager in line with what it finds
+(fire and resolve)."""
 
 from datetime import datetime, timezone
 
@@ -8,6 +9,7 @@ import dagster as dg
 from resources.alerts import AlertmanagerResource
 from resources.object_store import ObjectStoreResource
 from wpfarm_assets.backups.assets import backup_inventory
+from wpfarm_assets.backups.drill import DRILL_ALERT, farm_drill_findings
 from wpfarm_assets.backups.health import CRITICAL, OK, WARNING, backup_age, backup_integrity, group_listing, sync_alerts
 from wpfarm_assets.core.config import FarmConfig
 from wpfarm_assets.core.keys import SITES
@@ -52,3 +54,10 @@ def backup_integrity_check(context: dg.AssetCheckExecutionContext, farm: dg.Reso
     findings = backup_integrity(store, [s.name for s in farm.sites], group_listing(list(store.list(SITES))),
                                 repository=object_store.repository)
     return health_result(context, farm, findings, alertmanager, "WpfarmBackupIntegrity")
+
+
+@dg.asset_check(asset=backup_inventory, description="Per site: its last restore drill passed, within twice "
+                "drill.every_days, with an RTO under drill.rto_warning_minutes.")
+def restore_drill_check(context: dg.AssetCheckExecutionContext, farm: dg.ResourceParam[FarmConfig],
+                        object_store: ObjectStoreResource, alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
+    return health_result(context, farm, farm_drill_findings(object_store.store(), farm), alertmanager, DRILL_ALERT)

@@ -8,8 +8,8 @@ import dagster as dg
 from resources.mariadb import MariaDBResource
 from resources.object_store import ObjectStoreResource
 from resources.ssh import NodeResource
-from wpfarm_assets.backups.assets import backup_inventory, database_dump, file_archive, retention
-from wpfarm_assets.backups.checks import backup_age_check, backup_integrity_check
+from wpfarm_assets.backups.assets import backup_inventory, database_dump, file_archive, restore_drill, retention
+from wpfarm_assets.backups.checks import backup_age_check, backup_integrity_check, restore_drill_check
 from wpfarm_assets.backups.restore import restore_database, restore_files
 from wpfarm_assets.core.config import FarmConfig
 
@@ -25,10 +25,18 @@ apply_retention_job = dg.define_asset_job(
     description="Keep each selected site's 14 daily / 26 weekly / 12 monthly backups; delete the rest.",
 )
 
+drill_sites_job = dg.define_asset_job(
+    "drill_sites",
+    selection=[restore_drill],
+    description="Restore the selected sites' newest backups into scratch space, prove them, measure the RTO.",
+)
+
 check_backup_health_job = dg.define_asset_job(
     "check_backup_health",
-    selection=dg.AssetSelection.assets(backup_inventory).without_checks() | dg.AssetSelection.checks(backup_age_check),
-    description="Refresh the backup inventory and check every site's backup age (alerts fire and resolve).",
+    selection=dg.AssetSelection.assets(backup_inventory).without_checks()
+    | dg.AssetSelection.checks(backup_age_check, restore_drill_check),
+    description="Refresh the backup inventory, check every site's backup age and last restore drill "
+                "(alerts fire and resolve).",
 )
 
 verify_backups_job = dg.define_asset_job(
@@ -82,6 +90,8 @@ def restore_site_op(
         restored["files"] = restore_files(site, store, runner, config.gnupg_home, config.to_path, on, config.at,
                                           object_store.repository(site.name, runner), config.path)
         context.log.info(f"{site.name}: files restored from {restored['files']['backup']}")
+    for r in restored.values():
+        r.pop("manifest")
     context.add_output_metadata({
         kind: dg.MetadataValue.json({k: str(v) for k, v in r.items()}) for kind, r in restored.items()
     })

@@ -84,7 +84,8 @@ def choose_backup(store: Store, site: str, kind: str, gnupg_home: str | None, on
 
 def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | None,
                      to_database: str | None = None, on: date | None = None, at: str | None = None) -> dict:
-    """Load the chosen dump into `to_database` (default: the site's own database, in place)."""
+    """Load the chosen dump into `to_database` (default: the site's own database, in place). Returns
+    what was restored, from which backup (and its manifest), and the backups refused on the way."""
     target = validate_identifier(to_database or site.database)
     key, manifest, refused = choose_backup(store, site.name, "db", gnupg_home, on, at)
     db.create_database(target)
@@ -94,7 +95,7 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
     except Exception as exc:
         raise RestoreError(f"site {site.name}: restoring {key.data_key} into {target} failed: {exc}") from exc
     return {"backup": key.data_key, "database": target, "plaintext_bytes": plaintext, "backup_time": key.time,
-            "refused": refused}
+            "refused": refused, "manifest": manifest}
 
 
 def restore_files(site: Site, store: Store, runner: Runner, gnupg_home: str | None,
@@ -148,7 +149,7 @@ def restore_files(site: Site, store: Store, runner: Runner, gnupg_home: str | No
     except Exception as exc:
         raise RestoreError(f"site {site.name}: restoring {manifest.artifact} into {target} failed: {exc}") from exc
     return {"backup": manifest.artifact, "path": target, "plaintext_bytes": plaintext, "backup_time": key.time,
-            "refused": refused}
+            "refused": refused, "manifest": manifest}
 
 
 def _writes(runner: Runner, staging: str):

@@ -66,6 +66,7 @@ def _normal(path: str) -> PurePosixPath:
 SYSTEM_DIRECTORIES = ("/etc", "/proc", "/sys", "/dev", "/boot", "/bin", "/sbin", "/usr", "/lib", "/lib32", "/lib64",
                       "/root", "/run")
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
+DRILL_DATABASE_PREFIX = "wpfarm_drill_"  # restore drills' scratch databases; never a site's
 
 
 def system_path_problem(path: str) -> str | None:
@@ -91,6 +92,9 @@ def validate_site_database(name: str) -> str:
     validate_identifier(name)
     if name.lower() in SYSTEM_DATABASES:
         raise ConfigError(f"{name!r} is a system database of the server, not a site's")
+    if name.lower().startswith(DRILL_DATABASE_PREFIX):
+        raise ConfigError(f"{name!r}: names starting {DRILL_DATABASE_PREFIX} are restore drills' scratch databases "
+                          "(dropped after every drill), never a site's")
     return name
 
 
@@ -264,6 +268,22 @@ class AlertsConfig(_Model):
     dagster_url: str = "http://localhost:3000"  # for run links in alerts
 
 
+class DrillConfig(_Model):
+    """Restore drills: each night a rotating sample of sites is restored into a scratch database and
+    folder and proven (wpfarm_assets.backups.drill)."""
+
+    schedule: str = "0 4 * * *"  # UTC cron, after the nightly backup
+    every_days: int = Field(default=7, ge=1)  # every site is drilled at least this often
+    extra_sites: int = Field(default=1, ge=0)  # random sites drilled each night besides the due ones
+    max_minutes: float = Field(default=120, gt=0)  # the nightly drill window: no site is started after it
+    rto_warning_minutes: float = Field(default=15, gt=0)  # a drill slower than this warns
+    parallelism: int = Field(default=2, ge=1, le=16)
+    # Where drills restore files, on the machine that runs them (a folder per drill, removed after).
+    scratch_root: AbsolutePath = "/var/tmp/wpfarm-drill"
+    # Keyring with the farm's private key on that machine; default $GNUPGHOME (or ~/.gnupg).
+    gnupg_home: str | None = None
+
+
 class Site(_Model):
     name: SiteName
     database: Annotated[str, AfterValidator(validate_site_database)]
@@ -281,6 +301,7 @@ class FarmConfig(_Model):
     backup: BackupConfig
     retention: RetentionConfig = RetentionConfig()
     alerts: AlertsConfig = AlertsConfig()
+    drill: DrillConfig = DrillConfig()
     cache: CacheConfig = CacheConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     swarm: SwarmConfig = SwarmConfig()

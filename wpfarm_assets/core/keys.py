@@ -1,7 +1,7 @@
 """Object keys: one layout, `sites/<site>/<kind>/<UTC timestamp>.<ext>`, with a `.json` manifest beside,
 `sites/<site>/restic/`, the site's file store (a restic repository: its files backups' data; their
-manifests are under `files/` like every manifest), and `sites/<site>/site.json`, the record of when
-a site joined. This module is the only place that
+manifests are under `files/` like every manifest), `sites/<site>/drills/<stamp>.json`, the record of
+each restore drill, and `sites/<site>/site.json`, the record of when a site joined. This module is the only place that
 spells the layout; everything else asks it.
 
 A backup exists only if its manifest does; the data object alone is an aborted upload.
@@ -24,7 +24,9 @@ FUTURE_TOLERANCE = timedelta(minutes=10)
 SITES = "sites/"  # every site's objects live under this prefix of the target
 SITE_RECORD = "site.json"  # written when a site joins the inventory
 REPOSITORY = "restic"  # the site's restic repository: the data of its files backups
+DRILLS = "drills"  # the site's restore drill records
 _MANIFEST = re.compile(r"^sites/(?P<site>[^/]+)/(?P<kind>db|files)/(?P<stamp>\d{8}T\d{6}Z)\.json$")
+_DRILL = re.compile(r"^sites/(?P<site>[^/]+)/drills/(?P<stamp>\d{8}T\d{6}Z)\.json$")
 _REFUSAL = re.compile(r"^sites/(?P<site>[^/]+)/(?P<kind>db|files)/(?P<stamp>\d{8}T\d{6}Z)\.refused$")
 
 
@@ -72,6 +74,16 @@ def site_prefix(site: str, kind: str) -> str:
 
 def repository_prefix(site: str) -> str:
     return f"{site_root(site)}{REPOSITORY}/"
+
+
+def drill_key(site: str, time: datetime) -> str:
+    return f"{site_root(site)}{DRILLS}/{time.astimezone(timezone.utc).strftime(TIMESTAMP_FORMAT)}.json"
+
+
+def parse_drill_key(key: str) -> tuple[str, datetime] | None:
+    """(site, time) of a restore drill record, or None for any other object."""
+    match = _DRILL.match(key)
+    return (match["site"], parse_stamp(match["stamp"])) if match else None
 
 
 def snapshot_ids(keys: Iterable[str], site: str) -> set[str]:

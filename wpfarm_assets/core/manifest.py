@@ -48,7 +48,8 @@ class Manifest(BaseModel):
     skipped: list[dict] | None = None  # files over backup.max_file_bytes, left out: [{path, bytes}]
     # db
     database: str | None = None
-    tables: dict[str, int] | None = None
+    tables: dict[str, int] | None = None  # rows per table, counted before the dump
+    tables_after: dict[str, int] | None = None  # rows after it, of the tables that changed while it ran
     dump_complete: bool | None = None
     # files
     content_path: str | None = None

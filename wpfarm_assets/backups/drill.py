@@ -1,0 +1,249 @@
+"""Restore drills: a site's newest backups restored and proven, and the time it took (the RTO).
+
+A drill restores the site's newest database backup into a scratch database and its newest files
+backup into a scratch folder, through the same functions as `wpfarm restore` (the RTO measured is
+the one an operator will see), proves what came back against the manifests, and removes both,
+always. It never touches the live database or files. Each drill leaves a record in the store
+(`sites/<site>/drills/<stamp>.json`): status, alerts and the nightly sample read those.
+
+Plain functions; the `restore_drill` asset, the drill schedule and `wpfarm drill` call them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import posixpath
+import random
+import time
+from datetime import datetime, timedelta, timezone
+
+from resources.mariadb import MariaDB
+from resources.object_store import Store, StoreError
+from resources.restic import Repository
+from resources.ssh import Runner, run
+from wpfarm_assets.backups.health import CRITICAL, OK, WARNING, Finding, group_listing, sync_alerts
+from wpfarm_assets.backups.restore import list_backups, restore_database, restore_files
+from wpfarm_assets.core.config import DRILL_DATABASE_PREFIX, FarmConfig, Site
+from wpfarm_assets.core.errors import WpfarmError
+from wpfarm_assets.core.keys import DRILLS, SITES, drill_key, parse_drill_key, site_root, split_future
+from wpfarm_assets.core.manifest import Manifest
+
+DRILL_ALERT = "WpfarmRestoreDrill"
+RECORDS_KEPT = 30  # drill records kept per site (older ones are deleted by the next drill)
+CORE_TABLES = ("options", "posts", "users")  # WordPress tables every site has, after its table prefix
+
+
+class DrillError(WpfarmError):
+    """A drill failed; the message names the site and every cause; `record` is the drill's record."""
+
+    def __init__(self, message: str, record: dict | None = None):
+        super().__init__(message)
+        self.record = record
+
+
+def scratch_names(site: str, now: datetime) -> tuple[str, str]:
+    """(scratch database, scratch folder name) of a drill of `site` started at `now`: the reserved
+    prefix (refused as a site's database at config load), a tag of the site, and the start time,
+    by which a later drill knows a dead drill's leftovers."""
+    tag = hashlib.sha256(site.encode()).hexdigest()[:10]
+    epoch = int(now.timestamp())
+    return f"{DRILL_DATABASE_PREFIX}{tag}_{epoch}", f"{tag}-{epoch}"
+
+
+def remove_leftovers(db: MariaDB, runner: Runner, scratch_root: str, older_than: datetime) -> list[str]:
+    """Drop the scratch databases and folders of drills started before `older_than` (a process that
+    died mid-drill left them); the names removed."""
+    removed = []
+    pattern = DRILL_DATABASE_PREFIX.replace("_", "\\_") + "%"
+    for (name,) in db.query(f"SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE '{pattern}'"):
+        epoch = name.rsplit("_", 1)[-1]
+        if epoch.isdigit() and int(epoch) < older_than.timestamp():
+            db.drop_database(name)
+            removed.append(name)
+    listed = run(runner, ["find", scratch_root, "-mindepth", "1", "-maxdepth", "1", "-type", "d", "-printf", "%f\\n"]
+                 ) if runner.exists(scratch_root) else ""
+    for name in listed.split():
+        epoch = name.rsplit("-", 1)[-1]
+        if epoch.isdigit() and int(epoch) < older_than.timestamp():
+            run(runner, ["rm", "-rf", "--", posixpath.join(scratch_root, name)])
+            removed.append(name)
+    return removed
+
+
+def prove_database(db: MariaDB, database: str, manifest: Manifest) -> tuple[list[str], dict]:
+    """(problems, what was proven) of a dump restored into `database`: every table of the manifest
+    there with its rows (a table that changed while the dump ran: between its counts before and
+    after), no table the site did not have, and the WordPress core tables, `siteurl` set."""
+    counts = db.row_counts(database) or {}
+    expected = manifest.tables or {}
+    after = manifest.tables_after or {}
+    problems = []
+    if missing := sorted(set(expected) - set(counts)):
+        problems.append(f"{len(missing)} table(s) missing: {', '.join(missing[:5])}")
+    if extra := sorted(set(counts) - set(expected)):
+        problems.append(f"{len(extra)} table(s) the site's backup did not have: {', '.join(extra[:5])}")
+    for table in sorted(set(expected) & set(counts)):
+        low, high = sorted((expected[table], after.get(table, expected[table])))
+        if not low <= counts[table] <= high:
+            want = f"{low}" if low == high else f"{low}..{high} (it changed during the dump)"
+            problems.append(f"table {table} has {counts[table]} rows, its manifest says {want}")
+    prefixes = [t[: -len("options")] for t in counts if t.endswith("options")]
+    prefix = "wp_" if "wp_" in prefixes else prefixes[0] if prefixes else None
+    if prefix is None or any(prefix + t not in counts for t in CORE_TABLES):
+        problems.append("the WordPress core tables (" + ", ".join(f"{prefix or 'wp_'}{t}" for t in CORE_TABLES)
+                        + ") are not all there")
+    else:
+        options = "`" + database + "`.`" + (prefix + "options").replace("`", "``") + "`"
+        siteurl = db.query(f"SELECT option_value FROM {options} WHERE option_name = 'siteurl'")
+        if not siteurl or not siteurl[0][0].strip():
+            problems.append(f"{prefix}options holds no siteurl")
+    return problems, {"tables": len(counts), "rows": sum(counts.values())}
+
+
+def prove_files(runner: Runner, scratch: str, content: str, manifest: Manifest) -> tuple[list[str], dict]:
+    """(problems, what was proven) of a files backup restored under `scratch`: as many regular files
+    as the manifest says, of the total size it says (a snapshot records it), and wp-config.php
+    when it was backed up."""
+    tops = [posixpath.join(scratch, m) for m in (content, "wp-config.php") if runner.exists(posixpath.join(scratch, m))]
+    sizes = [int(s) for s in run(runner, ["find", *tops, "-type", "f", "-printf", "%s\\n"]).split()] if tops else []
+    problems = []
+    if manifest.files is not None and len(sizes) != manifest.files:
+        problems.append(f"{len(sizes)} files restored, the backup recorded {manifest.files}")
+    if manifest.is_snapshot and sum(sizes) != manifest.plaintext_bytes:
+        problems.append(f"{sum(sizes)} bytes of files restored, the backup recorded {manifest.plaintext_bytes}")
+    if manifest.wp_config and not runner.exists(posixpath.join(scratch, "wp-config.php")):
+        problems.append("wp-config.php was backed up but is not in the restore")
+    return problems, {"files": len(sizes)}
+
+
+def drill_site(site: Site, store: Store, db: MariaDB, runner: Runner, repository: Repository,
+               gnupg_home: str | None, scratch_root: str, now: datetime | None = None,
+               leftovers_after: timedelta = timedelta(hours=3)) -> dict:
+    """Drill one site (see the module); write and return its record. Raises DrillError naming every
+    cause when anything could not be restored or proven; the scratch database and folder are gone
+    either way, and so are other drills' older than `leftovers_after`."""
+    now = now or datetime.now(timezone.utc)
+    database, folder = scratch_names(site.name, now)
+    scratch = posixpath.join(scratch_root, folder)
+    record: dict = {"site": site.name, "started_at": now.isoformat(), "scratch_database": database,
+                    "scratch_folder": scratch, "backups": {}, "problems": []}
+    problems: list[str] = record["problems"]
+    prefix = f"site {site.name}: "
+    try:
+        remove_leftovers(db, runner, scratch_root, now - leftovers_after)
+        run(runner, ["mkdir", "-p", "-m", "0700", "--", scratch_root])
+        for kind in ("db", "files"):
+            started = time.monotonic()
+            try:
+                backups, _ = split_future(list_backups(store, site.name, kind), now)
+                if not backups:
+                    raise DrillError(f"no {kind} backup to drill")
+                stamp = backups[-1].stamp  # the newest, as it is: a drill that fell back would hide it
+                record["backups"][kind] = stamp
+                if kind == "db":
+                    restored = restore_database(site, store, db, gnupg_home, to_database=database, at=stamp)
+                    found, proven = prove_database(db, database, restored["manifest"])
+                else:
+                    restored = restore_files(site, store, runner, gnupg_home, to_path=scratch, at=stamp,
+                                             repository=repository)
+                    found, proven = prove_files(runner, scratch, posixpath.basename(site.content_path),
+                                                restored["manifest"])
+                record.update(proven)
+                record[f"{kind}_bytes"] = restored["plaintext_bytes"]
+                problems.extend(f"{kind} {stamp}: {p}" for p in found)
+            except (WpfarmError, StoreError) as exc:
+                problems.append(f"{kind}: {str(exc).removeprefix(prefix)}")
+            record[f"{kind}_seconds"] = round(time.monotonic() - started, 3)
+    except WpfarmError as exc:  # the scratch space itself (the database server, the drill folder)
+        problems.append(str(exc).removeprefix(prefix))
+    finally:
+        for cleanup in (lambda: db.drop_database(database), lambda: run(runner, ["rm", "-rf", "--", scratch])):
+            try:
+                cleanup()
+            except WpfarmError as exc:
+                problems.append(f"scratch not removed: {exc}")
+    record.update(passed=not problems, finished_at=datetime.now(timezone.utc).isoformat(),
+                  rto_seconds=round(record.get("db_seconds", 0) + record.get("files_seconds", 0), 3),
+                  bytes_restored=record.get("db_bytes", 0) + record.get("files_bytes", 0))
+    store.put_bytes(drill_key(site.name, now), json.dumps(record, indent=2, sort_keys=True).encode())
+    old = sorted(o.key for o in store.list(f"{site_root(site.name)}{DRILLS}/") if parse_drill_key(o.key))
+    if len(old) > RECORDS_KEPT:
+        store.delete(old[:-RECORDS_KEPT])
+    if problems:
+        raise DrillError(f"{prefix}restore drill failed: " + "; ".join(problems), record)
+    return record
+
+
+def last_drills(store: Store, keys: list[str]) -> dict[str, dict]:
+    """Each site's newest drill record, from a listing's keys (one read per site)."""
+    newest: dict[str, str] = {}
+    for key in keys:
+        if parsed := parse_drill_key(key):
+            newest[parsed[0]] = max(newest.get(parsed[0], key), key)
+    return {site: json.loads(store.get_bytes(key)) for site, key in newest.items()}
+
+
+def drill_findings(sites: list[str], last: dict[str, dict], added: dict[str, datetime | None], now: datetime,
+                   every_days: int, rto_warning_minutes: float) -> list[Finding]:
+    """A finding per site (kind `drill`): its last drill failed (critical); it is overdue (not
+    drilled within twice `every_days`), or its RTO was over the warning (warning); else ok."""
+    findings = []
+    overdue = timedelta(days=2 * every_days)
+    for site in sorted(sites):
+        record = last.get(site)
+        if record is None:
+            since = added.get(site)
+            if since is not None and now - since <= overdue:
+                findings.append(Finding(site, "drill", OK, f"not drilled yet (site added {_days(now - since)} ago)"))
+            else:
+                findings.append(Finding(site, "drill", WARNING, f"never drilled (due every {every_days} days)"))
+            continue
+        when = datetime.fromisoformat(record["started_at"])
+        age = now - when
+        hours = round(age.total_seconds() / 3600, 1)
+        rto = record.get("rto_seconds", 0)
+        if not record["passed"]:
+            finding = (CRITICAL, f"restore drill {_days(age)} ago failed: " + "; ".join(record["problems"]))
+        elif age > overdue:
+            finding = (WARNING, f"overdue: last drill {_days(age)} ago (due every {every_days} days)")
+        elif rto > rto_warning_minutes * 60:
+            finding = (WARNING, f"RTO {rto:.0f} s, over {rto_warning_minutes:g} min (drill {_days(age)} ago)")
+        else:
+            finding = (OK, f"passed {_days(age)} ago, RTO {rto:.1f} s")
+        findings.append(Finding(site, "drill", *finding, when, hours))
+    return findings
+
+
+def farm_drill_findings(store: Store, farm: FarmConfig, now: datetime | None = None) -> list[Finding]:
+    """drill_findings for every configured site, from one listing of the store."""
+    objects = list(store.list(SITES))
+    added = {site: entry.added for site, entry in group_listing(objects).items()}
+    return drill_findings([s.name for s in farm.sites], last_drills(store, [o.key for o in objects]), added,
+                          now or datetime.now(timezone.utc), farm.drill.every_days, farm.drill.rto_warning_minutes)
+
+
+def sync_drill_alerts(store: Store, farm: FarmConfig, alertmanager, link: str) -> dict[str, int]:
+    """Bring the WpfarmRestoreDrill alerts in line with every site's last drill."""
+    return sync_alerts(alertmanager, DRILL_ALERT, farm_drill_findings(store, farm), link)
+
+
+def _days(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
+
+
+def nightly_sample(sites: list[str], last: dict[str, datetime], every_days: int, extra: int, seed: str,
+                   capacity: int | None = None) -> list[str]:
+    """Tonight's sites: the ceil(N / every_days) drilled longest ago (never drilled first; at most
+    `capacity`, what the drill window holds), then `extra` others at random (seeded by the night, so
+    a retried tick picks the same). Oldest first, every site comes round within `every_days` nights."""
+    share = math.ceil(len(sites) / every_days)
+    if capacity is not None:
+        share = min(share, capacity)
+    never = datetime.min.replace(tzinfo=timezone.utc)
+    order = sorted(sites, key=lambda s: (last.get(s, never), s))
+    due, rest = order[:share], order[share:]
+    room = extra if capacity is None else max(0, min(extra, capacity - len(due)))
+    return sorted(due + random.Random(seed).sample(rest, min(room, len(rest))))
