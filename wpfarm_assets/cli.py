@@ -188,10 +188,10 @@ def drill(names: list[str], config: FarmConfig) -> int:
 
 
 def status(config: FarmConfig) -> int:
-    """Per site: each kind's newest backup, its age and its state, and the last restore drill. Exit
-    0 when all are ok, else 1."""
+    """Per site: each kind's newest backup, its age and its state, and the last restore drill. A
+    site with nothing to check yet is NEW, counted apart. Exit 1 if any is warning or critical."""
     from wpfarm_assets.backups.drill import farm_drill_findings
-    from wpfarm_assets.backups.health import OK, backup_age, group_listing
+    from wpfarm_assets.backups.health import ALERTING, NEW, OK, backup_age, group_listing
 
     store = store_of(config)
     now = datetime.now(timezone.utc)
@@ -207,8 +207,9 @@ def status(config: FarmConfig) -> int:
         newest = f.newest.strftime("%Y-%m-%d %H:%M:%S") if f.newest else "-"
         age = f"{f.age_hours:.1f}" if f.age_hours is not None else "-"
         print(f"{f.site:{width}}  {f.kind:5}  {newest:20}  {age:>5}  {f.severity.upper():8}  {f.reason}")
-    bad = [f for f in findings if f.severity != OK]
-    print(f"\n{len(findings) - len(bad)} ok, {sum(f.severity == 'warning' for f in bad)} warning, "
+    bad = [f for f in findings if f.severity in ALERTING]
+    print(f"\n{sum(f.severity == OK for f in findings)} ok, {sum(f.severity == NEW for f in findings)} new "
+          f"(nothing to check yet), {sum(f.severity == 'warning' for f in bad)} warning, "
           f"{sum(f.severity == 'critical' for f in bad)} critical "
           f"(backups: warning after {config.alerts.warning_after_hours:g} h, critical after "
           f"{config.alerts.critical_after_hours:g} h; drills: due every {config.drill.every_days} days)")
@@ -348,9 +349,11 @@ def demo(args: argparse.Namespace) -> int:
           f"{'EQUAL' if tables_equal else 'DIFFER'} ({site.database} vs {scratch_db})")
     print(f"{site.name}: {source_tree[1]} files, tree sha256 {source_tree[0][:16]}… "
           f"{'EQUAL' if files_equal else 'DIFFER'} (vs {restored_tree[0][:16]}… in {scratch_dir})")
+    print("\nrestore drills (every site's newest backups restored into scratch space and proven):")
+    drilled = drill([], config) == 0
     print(f"\nweb UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} WPFARM_CONFIG={path} {password_hint}"
           f"{Path(sys.executable).parent / 'dagster'} dev -m wpfarm_assets.definitions")
-    return 0 if tables_equal and files_equal else 1
+    return 0 if tables_equal and files_equal and drilled else 1
 
 
 def site_create(args: argparse.Namespace, config: FarmConfig) -> int:

@@ -167,6 +167,21 @@ def test_status_shows_the_never_backed_up_site_and_the_fresh_one(make_farm, dags
         assert "CRITICAL" in lines[never, kind] and "never backed up" in lines[never, kind]
 
 
+def test_status_shows_a_site_never_backed_up_as_new_not_ok(make_farm, dagster_home, capsys):
+    farm = make_farm(2)
+    backed_up, new = farm.sites[0]["name"], farm.sites[1]["name"]
+    assert main(["backup", backed_up]) == 0  # the new site is recorded as added now, not backed up
+    capsys.readouterr()
+    assert main(["status"]) == 0  # nothing needs an operator yet
+    out = capsys.readouterr().out
+    lines = {tuple(line.split()[:2]): line for line in out.splitlines() if line.startswith(("s0-", "s1-"))}
+    for kind in ("db", "files"):
+        assert lines[backed_up, kind].split()[5] == "OK", lines[backed_up, kind]
+        assert lines[new, kind].split()[4] == "NEW" and "no backup yet" in lines[new, kind], lines[new, kind]
+    assert lines[new, "drill"].split()[4] == "NEW" and lines[backed_up, "drill"].split()[4] == "NEW"
+    assert "2 ok, 4 new (nothing to check yet), 0 warning, 0 critical" in out
+
+
 def test_alertmanager_config_and_prometheus_rules_pass_their_own_tools():
     assert subprocess.run(["amtool", "check-config", str(CONFIGS / "alertmanager/alertmanager.yml")],
                           capture_output=True).returncode == 0

@@ -54,7 +54,7 @@ def test_a_site_left_out_goes_overdue_and_warns_and_failures_are_critical():
     assert findings[SITES[2]].severity == "warning" and "RTO 1200 s, over 15 min" in findings[SITES[2]].reason
     del records[SITES[3]]
     findings = {f.site: f for f in drill_findings(SITES, records, {SITES[3]: later}, later, 7, 15)}
-    assert findings[SITES[3]].severity == "ok" and "not drilled yet" in findings[SITES[3]].reason
+    assert findings[SITES[3]].severity == "new" and "not drilled yet" in findings[SITES[3]].reason
     findings = {f.site: f for f in drill_findings(SITES, records, {}, later, 7, 15)}
     assert findings[SITES[3]].severity == "warning" and "never drilled" in findings[SITES[3]].reason
 

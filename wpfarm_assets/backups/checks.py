@@ -10,7 +10,7 @@ from resources.alerts import AlertmanagerResource
 from resources.object_store import ObjectStoreResource
 from wpfarm_assets.backups.assets import backup_inventory
 from wpfarm_assets.backups.drill import DRILL_ALERT, farm_drill_findings
-from wpfarm_assets.backups.health import CRITICAL, OK, WARNING, backup_age, backup_integrity, group_listing, sync_alerts
+from wpfarm_assets.backups.health import ALERTING, CRITICAL, NEW, OK, WARNING, backup_age, backup_integrity, group_listing, sync_alerts
 from wpfarm_assets.core.config import FarmConfig
 from wpfarm_assets.core.keys import SITES
 
@@ -20,8 +20,8 @@ def health_result(context, farm: FarmConfig, findings: list, alertmanager: Alert
     """The check result for a set of findings, after bringing Alertmanager in line with them."""
     link = f"{farm.alerts.dagster_url.rstrip('/')}/runs/{context.run.run_id}"
     alerts = sync_alerts(alertmanager, alertname, findings, link)
-    bad = [f for f in findings if f.severity != OK]
-    counts = {severity: sum(1 for f in findings if f.severity == severity) for severity in (OK, WARNING, CRITICAL)}
+    bad = [f for f in findings if f.severity in ALERTING]
+    counts = {severity: sum(1 for f in findings if f.severity == severity) for severity in (OK, NEW, WARNING, CRITICAL)}
     table = dg.MetadataValue.table(
         records=[dg.TableRecord({"site": f.site, "kind": f.kind, "severity": f.severity, "reason": f.reason,
                                  "age_hours": f.age_hours if f.age_hours is not None else -1.0}) for f in bad],

@@ -23,7 +23,7 @@ from resources.mariadb import MariaDB
 from resources.object_store import Store, StoreError
 from resources.restic import Repository
 from resources.ssh import Runner, run
-from wpfarm_assets.backups.health import CRITICAL, OK, WARNING, Finding, group_listing, sync_alerts
+from wpfarm_assets.backups.health import CRITICAL, NEW, OK, WARNING, Finding, group_listing, sync_alerts
 from wpfarm_assets.backups.restore import list_backups, restore_database, restore_files
 from wpfarm_assets.core.config import DRILL_DATABASE_PREFIX, FarmConfig, Site
 from wpfarm_assets.core.errors import WpfarmError
@@ -196,7 +196,7 @@ def drill_findings(sites: list[str], last: dict[str, dict], added: dict[str, dat
         if record is None:
             since = added.get(site)
             if since is not None and now - since <= overdue:
-                findings.append(Finding(site, "drill", OK, f"not drilled yet (site added {_days(now - since)} ago)"))
+                findings.append(Finding(site, "drill", NEW, f"not drilled yet (site added {_days(now - since)} ago)"))
             else:
                 findings.append(Finding(site, "drill", WARNING, f"never drilled (due every {every_days} days)"))
             continue

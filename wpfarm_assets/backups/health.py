@@ -27,7 +27,10 @@ from wpfarm_assets.core.keys import (
     split_future,
 )
 
-OK, WARNING, CRITICAL = "ok", "warning", "critical"
+# NEW: nothing wrong yet (a site added within the warning threshold, not backed up or drilled yet);
+# shown and counted apart from ok, and no alert.
+OK, NEW, WARNING, CRITICAL = "ok", "new", "warning", "critical"
+ALERTING = (WARNING, CRITICAL)
 CHECK_ROTATION = 30  # days in which `restic check` reads every pack of every repository once
 
 def record_sites(store: Store, sites: list[Site], now: datetime) -> None:
@@ -99,7 +102,7 @@ def backup_age(sites: list[str], listing: dict[str, SiteBackups], now: datetime,
             if not backups:
                 existed = (now - entry.added).total_seconds() / 3600 if entry.added else None
                 if existed is not None and existed < warning_hours and not future and not bad:
-                    findings.append(Finding(site, kind, OK, f"new site ({existed:.1f} h), no backup yet"))
+                    findings.append(Finding(site, kind, NEW, f"new site ({existed:.1f} h), no backup yet"))
                 else:
                     findings.append(Finding(site, kind, CRITICAL, ("no good backup" if bad else "never backed up") + flagged))
                 continue
@@ -117,7 +120,7 @@ def sync_alerts(alertmanager, alertname: str, findings: list[Finding], link: str
     match one (a site backed up again, or a severity that changed)."""
     alerts = []
     for f in findings:
-        if f.severity != OK:
+        if f.severity in ALERTING:
             annotations = {"summary": f.reason, "run": link}
             if f.age_hours is not None:
                 annotations["age_hours"] = str(f.age_hours)
