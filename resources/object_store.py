@@ -158,9 +158,11 @@ class _Breaker:
                 endpoint_url=f"{self.client.meta.endpoint_url} (it did not answer {time.monotonic() - down[0]:.0f} s "
                              f"ago: {down[1]})")
 
-    def call(self, request: Callable[[], object]):
-        """`request()` (one or more client calls, reading what they return) within the deadline."""
-        self._check()
+    def call(self, request: Callable[[], object], check: bool = True):
+        """`request()` (one or more client calls, reading what they return) within the deadline;
+        without `check`, also while the endpoint is known to be unreachable (cleaning up)."""
+        if check:
+            self._check()
         outcome: dict = {}
         done = threading.Event()
 
@@ -187,9 +189,11 @@ class _Breaker:
         call = getattr(self.client, name)
         if not callable(call):
             return call
-        if name in ("abort_multipart_upload", "get_paginator"):
-            return call  # cleaning up is always tried (an upload left behind costs storage); pages use `call`
-        return lambda *args, **kwargs: self.call(lambda: call(*args, **kwargs))
+        if name == "get_paginator":
+            return call  # its pages are fetched with `call`
+        # Cleaning up is always tried (an upload left behind costs storage), within the deadline too.
+        check = name != "abort_multipart_upload"
+        return lambda *args, **kwargs: self.call(lambda: call(*args, **kwargs), check)
 
 
 class S3Store:

@@ -3,22 +3,20 @@
 drills say how long a site takes."""
 
 import statistics
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import dagster as dg
 
 from wpfarm_assets.backups.drill import last_drills, nightly_sample
 from wpfarm_assets.core.batches import site_runs
 from wpfarm_assets.core.config import FarmConfig
-from wpfarm_assets.core.keys import SITES
 from wpfarm_assets.partitions import partition_range_tags, sites
 
 
 def tonight(farm: FarmConfig, store, night: str) -> list[str]:
     """The sites to drill on `night` (YYYY-MM-DD), from the store's drill records."""
     names = [s.name for s in farm.sites]
-    keys = [o.key for o in store.list(SITES) if "/drills/" in o.key]
-    last = last_drills(store, keys)
+    last, _ = last_drills(store, names)
     rtos = [r["rto_seconds"] for r in last.values() if r.get("passed")]
     capacity = None
     if rtos:  # what the window holds at the median RTO, drill.parallelism at a time
@@ -46,7 +44,8 @@ def build_restore_drill_schedule(cron: str) -> dg.ScheduleDefinition:
         chosen = [s for s in chosen if s in known]
         if not chosen:
             return dg.SkipReason("no sites to drill yet: the site_inventory_sensor adds them from farm.yaml")
-        run_config = {"ops": {"restore_drill": {"config": {"max_minutes": farm.drill.max_minutes}}}}
+        ends = context.scheduled_execution_time + timedelta(minutes=farm.drill.max_minutes)
+        run_config = {"ops": {"restore_drill": {"config": {"window_ends": ends.isoformat()}}}}
         return [dg.RunRequest(run_key=f"{night}:{first}", tags=partition_range_tags(first, last), run_config=run_config)
                 for first, last in site_runs(chosen, known, farm.backup.sites_per_run)]
 

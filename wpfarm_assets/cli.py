@@ -93,7 +93,7 @@ def free_dead_slots(inst: dg.DagsterInstance) -> None:
     storage = inst.event_log_storage
     if not storage.supports_global_concurrency_limits:
         return
-    for pool in ("database", "storage"):
+    for pool in ("database", "storage", "drill"):
         holders = sorted({slot.run_id for slot in storage.get_concurrency_info(pool).claimed_slots})
         if holders:
             print(f"wpfarm: pool {pool!r} is in use by run {', '.join(holders)}: steps of this run wait for it",
@@ -171,8 +171,8 @@ def drill(names: list[str], config: FarmConfig) -> int:
         ok = run_job("drill_sites", config, inst, f"sites {first} .. {last}",
                      tags=partition_range_tags(first, last)).success and ok
     store = store_of(config)
-    records = last_drills(store, [o.key for name in selected for o in store.list(f"{site_root(name)}drills/")])
-    width = max(len(n) for n in selected)
+    records, _ = last_drills(store, selected)
+    width = max((len(n) for n in selected), default=4)
     for name in selected:
         record = records.get(name)
         if record is None or datetime.fromisoformat(record["started_at"]) < started.replace(microsecond=0):

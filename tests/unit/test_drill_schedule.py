@@ -32,11 +32,12 @@ def test_fourteen_nights_drill_every_site_twice_within_each_nights_share():
         for site in tonight:
             last[site] = now
             drilled[site] += 1
-        # at every point, no site's last drill is older than every_days
+        if night >= 6:  # from the end of the first cycle on, no site's last drill is older than every_days
+            assert all(now - last[s] < timedelta(days=7) for s in SITES), night
         findings = drill_findings(SITES, {s: {"started_at": t.isoformat(), "passed": True, "rto_seconds": 5}
                                           for s, t in last.items()},
                                   {s: START for s in SITES}, now, every_days=7, rto_warning_minutes=15)
-        assert all(f.severity == "ok" for f in findings), [f for f in findings if f.severity != "ok"]
+        assert all(f.severity in ("ok", "new") for f in findings), [f for f in findings if f.severity not in ("ok", "new")]
     assert min(drilled[s] for s in SITES) >= 2, drilled
     assert sum(drilled.values()) == 14 * (share + 1)  # the due three and one extra, every night
 
@@ -82,4 +83,5 @@ def test_the_schedule_runs_tonights_sites_from_the_drill_records(tmp_path):
             "farm": config, "object_store": ObjectStoreResource(target=config.backup.target)})
         requests = schedule.evaluate_tick(context).run_requests
     assert [(r.tags[RANGE_START], r.tags[RANGE_END]) for r in requests] == [(SITES[0], SITES[2])]
-    assert requests[0].run_config["ops"]["restore_drill"]["config"]["max_minutes"] == config.drill.max_minutes
+    ends = requests[0].run_config["ops"]["restore_drill"]["config"]["window_ends"]
+    assert datetime.fromisoformat(ends) == START + timedelta(minutes=config.drill.max_minutes)

@@ -8,7 +8,6 @@ runs in its own run after each backup run (sensors/retention_after_backup.py).
 Farm-wide: backup_inventory, one row per site and kind.
 """
 
-import time
 import warnings
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -28,8 +27,10 @@ from wpfarm_assets.backups.inventory import backup_inventory as inventory_frame
 from wpfarm_assets.backups.inventory import spaces_monthly_cost
 from wpfarm_assets.backups.retention import RULES, RetentionReport, apply_retention, list_sites
 from wpfarm_assets.core.config import FarmConfig, Site
+from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.infrastructure.assets import database_tier, storage_tier
 from wpfarm_assets.partitions import for_each_site, sites
+from wpfarm_assets.provisioning.assets import site_provisioning
 
 # Batching many sites into one run is the point of backfill_policy; its "beta" label is noise here.
 warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
@@ -74,7 +75,7 @@ def backup_metadata(backup: Backup) -> dict:
 
 @dg.asset(
     partitions_def=sites,
-    deps=[database_tier],
+    deps=[database_tier, site_provisioning],
     backfill_policy=dg.BackfillPolicy.single_run(),
     output_required=False,  # each site's materialization is an event of for_each_site
     group_name="backups",
@@ -103,7 +104,7 @@ def database_dump(
 
 @dg.asset(
     partitions_def=sites,
-    deps=[storage_tier],
+    deps=[storage_tier, site_provisioning],
     backfill_policy=dg.BackfillPolicy.single_run(),
     output_required=False,  # each site's materialization is an event of for_each_site
     group_name="backups",
@@ -190,7 +191,7 @@ def retention_metadata(report: RetentionReport) -> dict:
 
 
 class DrillRunConfig(dg.Config):
-    max_minutes: float | None = None  # the drill window: no site is started after it (the schedule sets drill.max_minutes)
+    window_ends: str | None = None  # ISO UTC time: no site is started after it (the schedule: its tick + drill.max_minutes)
 
 
 @dg.asset(
@@ -200,6 +201,7 @@ class DrillRunConfig(dg.Config):
     output_required=False,  # each site's materialization is an event of for_each_site
     group_name="backups",
     kinds={"mariadb", "restic"},
+    pool="drill",  # one drill step at a time, farm-wide (drill.parallelism sites inside it)
 )
 def restore_drill(
     context: dg.AssetExecutionContext,
@@ -217,11 +219,11 @@ def restore_drill(
     db = mariadb.client(database_node.runner())
     store = object_store.store()
     runner = LocalRunner()
-    closes = time.monotonic() + config.max_minutes * 60 if config.max_minutes else None
+    closes = datetime.fromisoformat(config.window_ends) if config.window_ends else None
 
     def one(site: Site) -> dict:
-        if closes is not None and time.monotonic() > closes:
-            raise DrillError(f"site {site.name}: not drilled: the drill window ({config.max_minutes:g} min) closed")
+        if closes is not None and datetime.now(timezone.utc) > closes:
+            raise DrillError(f"site {site.name}: not drilled: the drill window closed at {config.window_ends}")
         try:
             record = drill_site(site, store, db, runner, object_store.repository(site.name, runner),
                                 farm.drill.gnupg_home, farm.drill.scratch_root)
@@ -243,7 +245,7 @@ def restore_drill(
     finally:
         try:
             sync_drill_alerts(store, farm, alertmanager, f"{farm.alerts.dagster_url.rstrip('/')}/runs/{context.run.run_id}")
-        except AlertError as exc:
+        except WpfarmError as exc:  # Alertmanager or the store: the drills' own outcome stands
             context.log.warning(f"drill alerts not sent: {exc}")
 
 

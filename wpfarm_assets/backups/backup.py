@@ -112,8 +112,12 @@ def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[s
         stats = back_up_stream(db.dump(site.database), encrypt_argv, store, key.data_key, keep_tail, completed,
                                stall_timeout=db.stall_timeout)
         tools = {"mariadb-dump": _tool_version(db.runner, "mariadb-dump"), "server": db.version()}
-        after = db.row_counts(site.database) or {}
-        changed = {t: n for t, n in after.items() if tables.get(t) != n}
+        try:  # best effort: the dump is good whatever this says
+            after = db.row_counts(site.database)
+        except WpfarmError:
+            after = None
+        changed = {} if after is None else {t: after.get(t, -1) for t in set(tables) | set(after)
+                                            if tables.get(t) != after.get(t)}
         content = {"database": site.database, "tables": tables, "dump_complete": True,
                    **({"tables_after": changed} if changed else {})}
         manifest = _write_manifest(store, key, started, stats, fingerprint, db.runner, tools, content)

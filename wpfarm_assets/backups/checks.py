@@ -10,7 +10,17 @@ from resources.alerts import AlertmanagerResource
 from resources.object_store import ObjectStoreResource
 from wpfarm_assets.backups.assets import backup_inventory
 from wpfarm_assets.backups.drill import DRILL_ALERT, farm_drill_findings
-from wpfarm_assets.backups.health import ALERTING, CRITICAL, NEW, OK, WARNING, backup_age, backup_integrity, group_listing, sync_alerts
+from wpfarm_assets.backups.health import (
+    ALERTING,
+    CRITICAL,
+    NEW,
+    OK,
+    WARNING,
+    backup_age,
+    backup_integrity,
+    group_listing,
+    sync_alerts,
+)
 from wpfarm_assets.core.config import FarmConfig
 from wpfarm_assets.core.keys import SITES
 

@@ -14,23 +14,29 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import posixpath
 import random
+import re
+import secrets
+import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 from resources.mariadb import MariaDB
 from resources.object_store import Store, StoreError
 from resources.restic import Repository
 from resources.ssh import Runner, run
-from wpfarm_assets.backups.health import CRITICAL, NEW, OK, WARNING, Finding, group_listing, sync_alerts
+from wpfarm_assets.backups.health import CRITICAL, NEW, OK, WARNING, Finding, sync_alerts
 from wpfarm_assets.backups.restore import list_backups, restore_database, restore_files
 from wpfarm_assets.core.config import DRILL_DATABASE_PREFIX, FarmConfig, Site
 from wpfarm_assets.core.errors import WpfarmError
-from wpfarm_assets.core.keys import DRILLS, SITES, drill_key, parse_drill_key, site_root, split_future
+from wpfarm_assets.core.keys import DRILLS, drill_key, parse_drill_key, site_record_key, site_root, split_future
 from wpfarm_assets.core.manifest import Manifest
 
 DRILL_ALERT = "WpfarmRestoreDrill"
+LEFTOVERS_AFTER = timedelta(hours=24)  # a scratch database or folder this old is a dead drill's
 RECORDS_KEPT = 30  # drill records kept per site (older ones are deleted by the next drill)
 CORE_TABLES = ("options", "posts", "users")  # WordPress tables every site has, after its table prefix
 
@@ -43,33 +49,58 @@ class DrillError(WpfarmError):
         self.record = record
 
 
+_SCRATCH = re.compile(r"^(?P<tag>[0-9a-f]{10})[-_](?P<epoch>\d{10})[-_][0-9a-f]{4}$")
+
+
 def scratch_names(site: str, now: datetime) -> tuple[str, str]:
     """(scratch database, scratch folder name) of a drill of `site` started at `now`: the reserved
-    prefix (refused as a site's database at config load), a tag of the site, and the start time,
-    by which a later drill knows a dead drill's leftovers."""
-    tag = hashlib.sha256(site.encode()).hexdigest()[:10]
-    epoch = int(now.timestamp())
-    return f"{DRILL_DATABASE_PREFIX}{tag}_{epoch}", f"{tag}-{epoch}"
+    prefix (refused as a site's database at config load), a tag of the site, the start time (by
+    which a later drill knows a dead drill's leftovers) and a random part (two drills at once)."""
+    tag, epoch, nonce = hashlib.sha256(site.encode()).hexdigest()[:10], int(now.timestamp()), secrets.token_hex(2)
+    return f"{DRILL_DATABASE_PREFIX}{tag}_{epoch}_{nonce}", f"{tag}-{epoch}-{nonce}"
+
+
+def _started(name: str) -> int | None:
+    """The start time in a scratch name (without the database prefix), or None: not a drill's."""
+    match = _SCRATCH.match(name)
+    return int(match["epoch"]) if match else None
 
 
 def remove_leftovers(db: MariaDB, runner: Runner, scratch_root: str, older_than: datetime) -> list[str]:
     """Drop the scratch databases and folders of drills started before `older_than` (a process that
-    died mid-drill left them); the names removed."""
+    died mid-drill left them); nothing else (only names of the scratch shape). The names removed."""
     removed = []
     pattern = DRILL_DATABASE_PREFIX.replace("_", "\\_") + "%"
     for (name,) in db.query(f"SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE '{pattern}'"):
-        epoch = name.rsplit("_", 1)[-1]
-        if epoch.isdigit() and int(epoch) < older_than.timestamp():
+        started = _started(name[len(DRILL_DATABASE_PREFIX):])
+        if started is not None and started < older_than.timestamp():
             db.drop_database(name)
             removed.append(name)
     listed = run(runner, ["find", scratch_root, "-mindepth", "1", "-maxdepth", "1", "-type", "d", "-printf", "%f\\n"]
                  ) if runner.exists(scratch_root) else ""
     for name in listed.split():
-        epoch = name.rsplit("-", 1)[-1]
-        if epoch.isdigit() and int(epoch) < older_than.timestamp():
+        started = _started(name)
+        if started is not None and started < older_than.timestamp():
             run(runner, ["rm", "-rf", "--", posixpath.join(scratch_root, name)])
             removed.append(name)
     return removed
+
+
+def scratch_root_problem(path: str) -> str | None:
+    """Why `path` may not hold drills' scratch folders (they receive a site's files and
+    wp-config.php): it must be a real folder of this user that no one else can write to. None: fine.
+    A missing one is created 0700."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError as exc:
+        return f"drill.scratch_root {path}: {exc.strerror}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"drill.scratch_root {path} is not a folder (a link?)"
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        return (f"drill.scratch_root {path} must be owned by this user and writable by no one else "
+                f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})")
+    return None
 
 
 def prove_database(db: MariaDB, database: str, manifest: Manifest) -> tuple[list[str], dict]:
@@ -78,22 +109,22 @@ def prove_database(db: MariaDB, database: str, manifest: Manifest) -> tuple[list
     after), no table the site did not have, and the WordPress core tables, `siteurl` set."""
     counts = db.row_counts(database) or {}
     expected = manifest.tables or {}
-    after = manifest.tables_after or {}
+    changed = manifest.tables_after or {}  # created, dropped (-1) or changed while the dump ran
     problems = []
-    if missing := sorted(set(expected) - set(counts)):
+    if missing := sorted(set(expected) - set(counts) - set(changed)):
         problems.append(f"{len(missing)} table(s) missing: {', '.join(missing[:5])}")
-    if extra := sorted(set(counts) - set(expected)):
+    if extra := sorted(set(counts) - set(expected) - set(changed)):
         problems.append(f"{len(extra)} table(s) the site's backup did not have: {', '.join(extra[:5])}")
     for table in sorted(set(expected) & set(counts)):
-        low, high = sorted((expected[table], after.get(table, expected[table])))
+        low, high = sorted((expected[table], changed.get(table, expected[table])))
         if not low <= counts[table] <= high:
-            want = f"{low}" if low == high else f"{low}..{high} (it changed during the dump)"
+            want = f"{low}" if low == high else f"{max(low, 0)}..{high} (it changed during the dump)"
             problems.append(f"table {table} has {counts[table]} rows, its manifest says {want}")
-    prefixes = [t[: -len("options")] for t in counts if t.endswith("options")]
-    prefix = "wp_" if "wp_" in prefixes else prefixes[0] if prefixes else None
-    if prefix is None or any(prefix + t not in counts for t in CORE_TABLES):
-        problems.append("the WordPress core tables (" + ", ".join(f"{prefix or 'wp_'}{t}" for t in CORE_TABLES)
-                        + ") are not all there")
+    # The site's table prefix: the one with every core table (wp_ first; a multisite's wp_2_ has no users).
+    prefixes = sorted({t[: -len("options")] for t in counts if t.endswith("options")}, key=lambda p: (p != "wp_", p))
+    prefix = next((p for p in prefixes if all(p + t in counts for t in CORE_TABLES)), None)
+    if prefix is None:
+        problems.append("no table prefix has all the WordPress core tables (" + ", ".join(CORE_TABLES) + ")")
     else:
         options = "`" + database + "`.`" + (prefix + "options").replace("`", "``") + "`"
         siteurl = db.query(f"SELECT option_value FROM {options} WHERE option_name = 'siteurl'")
@@ -109,7 +140,9 @@ def prove_files(runner: Runner, scratch: str, content: str, manifest: Manifest) 
     tops = [posixpath.join(scratch, m) for m in (content, "wp-config.php") if runner.exists(posixpath.join(scratch, m))]
     sizes = [int(s) for s in run(runner, ["find", *tops, "-type", "f", "-printf", "%s\\n"]).split()] if tops else []
     problems = []
-    if manifest.files is not None and len(sizes) != manifest.files:
+    # An older tar archive counted hard links once; they restore as files of their own.
+    short = len(sizes) < manifest.files if not manifest.is_snapshot else len(sizes) != manifest.files
+    if manifest.files is not None and short:
         problems.append(f"{len(sizes)} files restored, the backup recorded {manifest.files}")
     if manifest.is_snapshot and sum(sizes) != manifest.plaintext_bytes:
         problems.append(f"{sum(sizes)} bytes of files restored, the backup recorded {manifest.plaintext_bytes}")
@@ -119,11 +152,11 @@ def prove_files(runner: Runner, scratch: str, content: str, manifest: Manifest) 
 
 
 def drill_site(site: Site, store: Store, db: MariaDB, runner: Runner, repository: Repository,
-               gnupg_home: str | None, scratch_root: str, now: datetime | None = None,
-               leftovers_after: timedelta = timedelta(hours=3)) -> dict:
-    """Drill one site (see the module); write and return its record. Raises DrillError naming every
-    cause when anything could not be restored or proven; the scratch database and folder are gone
-    either way, and so are other drills' older than `leftovers_after`."""
+               gnupg_home: str | None, scratch_root: str, now: datetime | None = None) -> dict:
+    """Drill one site (see the module) on this machine (`runner`: local); write and return its
+    record. Raises DrillError naming every cause when anything could not be restored or proven; the
+    scratch database and folder are gone either way, and so are other drills' older than
+    LEFTOVERS_AFTER."""
     now = now or datetime.now(timezone.utc)
     database, folder = scratch_names(site.name, now)
     scratch = posixpath.join(scratch_root, folder)
@@ -132,8 +165,9 @@ def drill_site(site: Site, store: Store, db: MariaDB, runner: Runner, repository
     problems: list[str] = record["problems"]
     prefix = f"site {site.name}: "
     try:
-        remove_leftovers(db, runner, scratch_root, now - leftovers_after)
-        run(runner, ["mkdir", "-p", "-m", "0700", "--", scratch_root])
+        if problem := scratch_root_problem(scratch_root):
+            raise DrillError(problem)
+        remove_leftovers(db, runner, scratch_root, now - LEFTOVERS_AFTER)
         for kind in ("db", "files"):
             started = time.monotonic()
             try:
@@ -153,7 +187,7 @@ def drill_site(site: Site, store: Store, db: MariaDB, runner: Runner, repository
                 record.update(proven)
                 record[f"{kind}_bytes"] = restored["plaintext_bytes"]
                 problems.extend(f"{kind} {stamp}: {p}" for p in found)
-            except (WpfarmError, StoreError) as exc:
+            except Exception as exc:  # noqa: BLE001 - every cause goes into the record and the error
                 problems.append(f"{kind}: {str(exc).removeprefix(prefix)}")
             record[f"{kind}_seconds"] = round(time.monotonic() - started, 3)
     except WpfarmError as exc:  # the scratch space itself (the database server, the drill folder)
@@ -167,22 +201,30 @@ def drill_site(site: Site, store: Store, db: MariaDB, runner: Runner, repository
     record.update(passed=not problems, finished_at=datetime.now(timezone.utc).isoformat(),
                   rto_seconds=round(record.get("db_seconds", 0) + record.get("files_seconds", 0), 3),
                   bytes_restored=record.get("db_bytes", 0) + record.get("files_bytes", 0))
-    store.put_bytes(drill_key(site.name, now), json.dumps(record, indent=2, sort_keys=True).encode())
-    old = sorted(o.key for o in store.list(f"{site_root(site.name)}{DRILLS}/") if parse_drill_key(o.key))
-    if len(old) > RECORDS_KEPT:
-        store.delete(old[:-RECORDS_KEPT])
+    try:
+        store.put_bytes(drill_key(site.name, now), json.dumps(record, indent=2, sort_keys=True).encode())
+        old = sorted(o.key for o in store.list(f"{site_root(site.name)}{DRILLS}/") if parse_drill_key(o.key))
+        if len(old) > RECORDS_KEPT:
+            store.delete(old[:-RECORDS_KEPT])
+    except StoreError as exc:  # the drill's own findings still reach the operator
+        problems.append(f"its record was not written: {exc}")
     if problems:
         raise DrillError(f"{prefix}restore drill failed: " + "; ".join(problems), record)
     return record
 
 
-def last_drills(store: Store, keys: list[str]) -> dict[str, dict]:
-    """Each site's newest drill record, from a listing's keys (one read per site)."""
-    newest: dict[str, str] = {}
-    for key in keys:
-        if parsed := parse_drill_key(key):
-            newest[parsed[0]] = max(newest.get(parsed[0], key), key)
-    return {site: json.loads(store.get_bytes(key)) for site, key in newest.items()}
+def last_drills(store: Store, sites: list[str]) -> tuple[dict[str, dict], dict[str, datetime]]:
+    """(each site's newest drill record, when each site joined): two small listings and a read per
+    site, 8 sites at a time (a listing of the whole bucket would walk every restic pack)."""
+    def one(site: str) -> tuple[str, dict | None, datetime | None]:
+        records = [o.key for o in store.list(f"{site_root(site)}{DRILLS}/") if parse_drill_key(o.key)]
+        joined = next((o.modified for o in store.list(site_record_key(site)) if o.key == site_record_key(site)), None)
+        return site, json.loads(store.get_bytes(max(records))) if records else None, joined
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        found = list(pool.map(one, sites))
+    return ({site: record for site, record, _ in found if record is not None},
+            {site: joined for site, _, joined in found if joined is not None})
 
 
 def drill_findings(sites: list[str], last: dict[str, dict], added: dict[str, datetime | None], now: datetime,
@@ -217,11 +259,11 @@ def drill_findings(sites: list[str], last: dict[str, dict], added: dict[str, dat
 
 
 def farm_drill_findings(store: Store, farm: FarmConfig, now: datetime | None = None) -> list[Finding]:
-    """drill_findings for every configured site, from one listing of the store."""
-    objects = list(store.list(SITES))
-    added = {site: entry.added for site, entry in group_listing(objects).items()}
-    return drill_findings([s.name for s in farm.sites], last_drills(store, [o.key for o in objects]), added,
-                          now or datetime.now(timezone.utc), farm.drill.every_days, farm.drill.rto_warning_minutes)
+    """drill_findings for every configured site."""
+    names = [s.name for s in farm.sites]
+    last, added = last_drills(store, names)
+    return drill_findings(names, last, added, now or datetime.now(timezone.utc), farm.drill.every_days,
+                          farm.drill.rto_warning_minutes)
 
 
 def sync_drill_alerts(store: Store, farm: FarmConfig, alertmanager, link: str) -> dict[str, int]:

@@ -49,7 +49,7 @@ class Manifest(BaseModel):
     # db
     database: str | None = None
     tables: dict[str, int] | None = None  # rows per table, counted before the dump
-    tables_after: dict[str, int] | None = None  # rows after it, of the tables that changed while it ran
+    tables_after: dict[str, int] | None = None  # rows after it, of the tables that changed while it ran (-1: dropped)
     dump_complete: bool | None = None
     # files
     content_path: str | None = None

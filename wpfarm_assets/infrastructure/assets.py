@@ -1,15 +1,20 @@
-"""The farm's infrastructure as assets (group "infrastructure"), upstream of the site assets:
-database_tier → database_dump, storage_tier → file_archive.
+"""The farm's infrastructure as observed assets (group "infrastructure"), upstream of the site
+assets: droplets → swarm_nodes → the tiers; database_tier → database_dump, storage_tier → file_archive.
 
-Each asset records what it found. A tier that cannot serve fails its materialization with the
-reason; a degraded one materializes and fails its `healthy` check at WARN (droplets and Swarm nodes
-that differ from the topology fail `matches_topology`, at ERROR when a manager or database node is
-down). What is not configured is reported as not checked. The tiers are independent roots: one
-unreachable API must not skip the others' checks in the same run.
+They are observations, not materializations: wpfarm watches the infrastructure, it does not
+produce it. Each observation carries a data version that changes only when what it found changes,
+so re-checking every ten minutes never makes the backups downstream "unsynced". Each records what
+it found; its check (`healthy`, `matches_topology`) says whether that is right: a degraded tier
+warns, a tier that cannot serve or be reached fails its check at ERROR, with the reason. The step
+does not fail (Dagster skips the steps downstream of a failed one, and one unreachable API must not
+stop the other tiers from being checked). What is not configured is observed as "not checked",
+with no check result: nothing that was not checked shows as passed.
 """
 
-from collections.abc import Callable
-from typing import TypeVar
+import hashlib
+import json
+import warnings
+from collections.abc import Iterator
 
 import dagster as dg
 
@@ -29,32 +34,44 @@ from wpfarm_assets.infrastructure.tiers import (
 )
 
 HEALTHY, MATCHES = "healthy", "matches_topology"
-T = TypeVar("T")
+VOLATILE = {"uptime", "threads_connected"}  # facts that change on every look, not with the tier's state
+# Observed source assets with checks are what Dagster offers for watched state; the label is noise here.
+warnings.filterwarnings("ignore", message=".*multi_observable_source_asset.*", category=dg.BetaWarning)
 
 
-def tier_result(tier: str, health: TierHealth) -> dg.MaterializeResult:
+def observed(key: str, check: str, facts: dict, passed: bool, severity: dg.AssetCheckSeverity, description: str,
+             check_metadata: dict | None = None) -> dg.ObserveResult:
+    """An observation whose data version is a digest of what was found (unchanged state: same version)."""
+    state = {k: str(v) for k, v in facts.items() if k not in VOLATILE}
+    version = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
+    return dg.ObserveResult(
+        asset_key=key, metadata={"checked": True, **facts}, data_version=dg.DataVersion(version),
+        check_results=[dg.AssetCheckResult(asset_key=key, check_name=check, passed=passed, severity=severity,
+                                           description=description, metadata=check_metadata or {})])
+
+
+def tier_result(tier: str, health: TierHealth) -> Iterator[dg.ObserveResult]:
+    """A tier's observation; a tier that cannot serve fails its check at ERROR."""
+    key = f"{tier}_tier"
     if health.failures:
-        raise dg.Failure(f"{tier} tier down: " + "; ".join(health.failures), metadata=health.facts, allow_retries=False)
-    return dg.MaterializeResult(
-        metadata=health.facts,
-        check_results=[dg.AssetCheckResult(
-            check_name=HEALTHY, passed=not health.warnings, severity=dg.AssetCheckSeverity.WARN,
-            description="; ".join(health.warnings) or f"{tier} tier healthy",
-            metadata={"warnings": dg.MetadataValue.json(health.warnings)})],
-    )
+        reason = f"{tier} tier down: " + "; ".join(health.failures)
+        yield observed(key, HEALTHY, {**health.facts, "state": "down"}, False, dg.AssetCheckSeverity.ERROR, reason)
+        return
+    yield observed(key, HEALTHY, health.facts, not health.warnings, dg.AssetCheckSeverity.WARN,
+                   "; ".join(health.warnings) or f"{tier} tier healthy",
+                   {"warnings": dg.MetadataValue.json(health.warnings)})
 
 
-def fetched(call: Callable[[], T]) -> T:
-    """`call()`, with DigitalOcean and Docker API errors turned into a step failure that says why."""
-    try:
-        return call()
-    except (DigitalOceanError, SwarmError) as exc:
-        raise dg.Failure(str(exc), allow_retries=False) from None
+def unreachable(key: str, check: str, reason: str) -> Iterator[dg.ObserveResult]:
+    """A configured part that cannot be reached: its check fails at ERROR with the reason. The step
+    itself succeeds: a failed step would skip the observations downstream of it in the same run."""
+    yield observed(key, check, {"state": "unreachable", "reason": reason}, False, dg.AssetCheckSeverity.ERROR, reason)
 
 
-def not_checked(why: str, check: str = HEALTHY) -> dg.MaterializeResult:
-    return dg.MaterializeResult(metadata={"checked": False, "why": why},
-                                check_results=[dg.AssetCheckResult(check_name=check, passed=True, description=f"not checked: {why}")])
+def not_checked(key: str, why: str) -> Iterator[dg.ObserveResult]:
+    """What is not configured: observed as not checked, with no check result."""
+    yield dg.ObserveResult(asset_key=key, metadata={"checked": False, "not_checked": why},
+                           data_version=dg.DataVersion("not-checked"))
 
 
 def table(rows: list[dict[str, str]], columns: list[str]) -> dg.TableMetadataValue:
@@ -62,83 +79,118 @@ def table(rows: list[dict[str, str]], columns: list[str]) -> dg.TableMetadataVal
                                   schema=dg.TableSchema(columns=[dg.TableColumn(c) for c in columns]))
 
 
-def topology_result(rows: list[dict], columns: list[str], differences: list[Difference]) -> dg.MaterializeResult:
+def topology_result(key: str, rows: list[dict], columns: list[str], differences: list[Difference]) -> dg.ObserveResult:
     problems = [{"tier": d.tier, "name": d.name, "problem": d.problem, "severity": d.severity} for d in differences]
     critical = any(d.severity == CRITICAL for d in differences)
-    return dg.MaterializeResult(
-        metadata={"count": len(rows), "table": table(rows, columns), "differences": len(differences)},
-        check_results=[dg.AssetCheckResult(
-            check_name=MATCHES, passed=not differences,
-            severity=dg.AssetCheckSeverity.ERROR if critical else dg.AssetCheckSeverity.WARN,
-            description="; ".join(f"{d.name or d.tier}: {d.problem}" for d in differences) or "as the topology says",
-            metadata={"differences": table(problems, ["tier", "name", "problem", "severity"])})],
-    )
+    return observed(key, MATCHES, {"count": len(rows), "table": table(rows, columns), "differences": len(differences)},
+                    not differences, dg.AssetCheckSeverity.ERROR if critical else dg.AssetCheckSeverity.WARN,
+                    "; ".join(f"{d.name or d.tier}: {d.problem}" for d in differences) or "as the topology says",
+                    {"differences": table(problems, ["tier", "name", "problem", "severity"])})
 
 
-@dg.asset(group_name="infrastructure", kinds={"digitalocean"}, check_specs=[dg.AssetCheckSpec(MATCHES, asset="droplets")])
-def droplets(farm: dg.ResourceParam[FarmConfig], digitalocean: DigitalOceanResource) -> dg.MaterializeResult:
+def infrastructure(key: str, check: str, kinds: set[str], deps: tuple[str, ...] = ()):
+    """An observed infrastructure asset with its one check: one step, no data to or from the others."""
+    def decorate(fn):
+        return dg.multi_observable_source_asset(
+            name=key, can_subset=True, group_name="infrastructure",
+            specs=[dg.AssetSpec(key, deps=list(deps), kinds=kinds, description=fn.__doc__,
+                                group_name="infrastructure")],
+            check_specs=[dg.AssetCheckSpec(check, asset=key, description=CHECKS[check])],
+        )(fn)
+    return decorate
+
+
+CHECKS = {HEALTHY: "The tier can serve the backups and sites; a degraded tier warns, a tier down fails at ERROR.",
+          MATCHES: "What runs equals the configured topology (missing, extra, wrong size or role); a manager or "
+                   "database node down fails at ERROR."}
+
+
+@infrastructure("droplets", MATCHES, {"digitalocean"})
+def droplets(farm: dg.ResourceParam[FarmConfig], digitalocean: DigitalOceanResource):
     """The farm's droplets (tagged with the project) against the topology: missing, extra, wrong size or region."""
     if not digitalocean.token:
-        return not_checked("no DigitalOcean token (DIGITALOCEAN_TOKEN)", MATCHES)
-    found = fetched(digitalocean.droplets)
+        yield from not_checked("droplets", "no DigitalOcean token (DIGITALOCEAN_TOKEN)")
+        return
+    try:
+        found = digitalocean.droplets()
+    except DigitalOceanError as exc:
+        yield from unreachable("droplets", MATCHES, str(exc))
+        return
     topology = farm.topology
     tier_of = {name: tier for tier in topology.tiers for name in topology.droplet_names(tier)}
     rows = [{"name": d.name, "tier": tier_of.get(d.name, ""), "size": d.size, "region": d.region,
              "status": d.status, "ip": d.ip or ""} for d in sorted(found, key=lambda d: d.name)]
-    return topology_result(rows, ["name", "tier", "size", "region", "status", "ip"], compare_droplets(topology, found))
+    yield topology_result("droplets", rows, ["name", "tier", "size", "region", "status", "ip"],
+                          compare_droplets(topology, found))
 
 
-@dg.asset(group_name="infrastructure", kinds={"docker"}, check_specs=[dg.AssetCheckSpec(MATCHES, asset="swarm_nodes")])
-def swarm_nodes(farm: dg.ResourceParam[FarmConfig], swarm: SwarmResource) -> dg.MaterializeResult:
+@infrastructure("swarm_nodes", MATCHES, {"docker"}, deps=("droplets",))
+def swarm_nodes(farm: dg.ResourceParam[FarmConfig], swarm: SwarmResource):
     """Swarm nodes from a manager's Docker API (role, availability, state, engine, labels, tier) against the topology."""
     if not swarm.docker_host:
-        return not_checked("no Swarm configured (swarm.docker_host)", MATCHES)
-    nodes = fetched(swarm.nodes)
+        yield from not_checked("swarm_nodes", "no Swarm configured (swarm.docker_host)")
+        return
+    try:
+        nodes = swarm.nodes()
+    except SwarmError as exc:
+        yield from unreachable("swarm_nodes", MATCHES, str(exc))
+        return
     rows = [n.row() for n in sorted(nodes, key=lambda n: n.hostname)]
     columns = ["hostname", "tier", "role", "availability", "state", "engine", "labels"]
-    return topology_result(rows, columns, compare_nodes(farm.topology, nodes))
+    yield topology_result("swarm_nodes", rows, columns, compare_nodes(farm.topology, nodes))
 
 
-@dg.asset(group_name="infrastructure", kinds={"mariadb"}, check_specs=[dg.AssetCheckSpec(HEALTHY, asset="database_tier")])
-def database_tier(farm: dg.ResourceParam[FarmConfig], mariadb: MariaDBResource, database_node: NodeResource) -> dg.MaterializeResult:
+@infrastructure("database_tier", HEALTHY, {"mariadb"}, deps=("swarm_nodes",))
+def database_tier(farm: dg.ResourceParam[FarmConfig], mariadb: MariaDBResource, database_node: NodeResource):
     """The database tier as the backups see it: MariaDB reachable, and (on Galera) Primary, ready, Synced."""
     db = mariadb.client(database_node.runner())
     try:
         health = database_health(db, farm.database.nodes)
     except CommandError as exc:
-        raise dg.Failure(f"database tier unreachable at {mariadb.host}:{mariadb.port}: {exc}", allow_retries=False) from None
-    return tier_result("database", health)
+        yield from unreachable("database_tier", HEALTHY,
+                               f"database tier unreachable at {mariadb.host}:{mariadb.port}: {exc}")
+        return
+    yield from tier_result("database", health)
 
 
-@dg.asset(group_name="infrastructure", kinds={"redis"}, check_specs=[dg.AssetCheckSpec(HEALTHY, asset="cache_tier")])
-def cache_tier(farm: dg.ResourceParam[FarmConfig], redis: RedisResource) -> dg.MaterializeResult:
+@infrastructure("cache_tier", HEALTHY, {"redis"}, deps=("swarm_nodes",))
+def cache_tier(farm: dg.ResourceParam[FarmConfig], redis: RedisResource):
     """The cache tier: Sentinel's master up, the Redis master with its replicas, Varnish's health URL."""
     cache = farm.cache
     if not (cache.redis or cache.sentinel or cache.varnish_health_url):
-        return not_checked("no cache tier configured (cache:)")
+        yield from not_checked("cache_tier", "no cache tier configured (cache:)")
+        return
     try:
-        return tier_result("cache", cache_health(cache, redis))
+        health = cache_health(cache, redis)
     except RedisError as exc:
-        raise dg.Failure(f"cache tier down: {exc}", allow_retries=False) from None
+        yield from unreachable("cache_tier", HEALTHY, f"cache tier down: {exc}")
+        return
+    yield from tier_result("cache", health)
 
 
-@dg.asset(group_name="infrastructure", kinds={"glusterfs"}, check_specs=[dg.AssetCheckSpec(HEALTHY, asset="storage_tier")])
-def storage_tier(farm: dg.ResourceParam[FarmConfig], storage_node: NodeResource) -> dg.MaterializeResult:
+@infrastructure("storage_tier", HEALTHY, {"glusterfs"}, deps=("swarm_nodes",))
+def storage_tier(farm: dg.ResourceParam[FarmConfig], storage_node: NodeResource):
     """The storage tier: the GlusterFS volume holding wp-content started, its bricks online."""
-    storage = farm.storage
+    if not farm.storage.gluster_volume:
+        yield from not_checked("storage_tier", "no GlusterFS volume configured (storage.gluster_volume): local disk")
+        return
     try:
-        return tier_result("storage", storage_health(storage, storage_node.runner()))
+        health = storage_health(farm.storage, storage_node.runner())
     except (CommandError, OSError) as exc:
-        raise dg.Failure(f"storage tier unreachable: {exc}", allow_retries=False) from None
+        yield from unreachable("storage_tier", HEALTHY, f"storage tier unreachable: {exc}")
+        return
+    yield from tier_result("storage", health)
 
 
-@dg.asset(group_name="infrastructure", kinds={"prometheus"}, check_specs=[dg.AssetCheckSpec(HEALTHY, asset="monitoring_tier")])
-def monitoring_tier(farm: dg.ResourceParam[FarmConfig]) -> dg.MaterializeResult:
+@infrastructure("monitoring_tier", HEALTHY, {"prometheus"}, deps=("swarm_nodes",))
+def monitoring_tier(farm: dg.ResourceParam[FarmConfig]):
     """The monitoring tier: Prometheus and Alertmanager ready, Prometheus's scrape targets up."""
     config = farm
     if not (config.monitoring.prometheus_url or config.alerts.alertmanager_url):
-        return not_checked("no Prometheus or Alertmanager configured")
-    return tier_result("monitoring", monitoring_health(config.monitoring.prometheus_url, config.alerts.alertmanager_url))
+        yield from not_checked("monitoring_tier", "no Prometheus or Alertmanager configured")
+        return
+    yield from tier_result("monitoring", monitoring_health(config.monitoring.prometheus_url,
+                                                           config.alerts.alertmanager_url))
 
 
 TIER_ASSETS = {"database": database_tier, "cache": cache_tier, "storage": storage_tier, "monitoring": monitoring_tier}
@@ -147,6 +199,6 @@ infrastructure_assets = [droplets, swarm_nodes, *TIER_ASSETS.values()]
 
 check_infrastructure_job = dg.define_asset_job(
     "check_infrastructure",
-    selection=dg.AssetSelection.groups("infrastructure"),
-    description="Droplets and Swarm nodes against the topology, and the health of every tier.",
+    selection=dg.AssetSelection.assets(*(a.key for a in infrastructure_assets)),
+    description="Observe the droplets and Swarm nodes against the topology, and the health of every tier.",
 )

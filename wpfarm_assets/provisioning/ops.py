@@ -5,6 +5,7 @@ unless dry_run."""
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 
@@ -12,7 +13,7 @@ from resources.digitalocean import DigitalOceanError, DigitalOceanResource
 from resources.ssh import CommandError, SSHRunner, run
 from resources.swarm import SwarmError, SwarmResource
 from wpfarm_assets.core.config import FarmConfig, SSHConfig
-from wpfarm_assets.infrastructure.assets import fetched, table
+from wpfarm_assets.infrastructure.assets import table
 from wpfarm_assets.provisioning.plans import (
     Change,
     farm_stack_changes,
@@ -22,6 +23,16 @@ from wpfarm_assets.provisioning.plans import (
     plan_networks,
     plan_swarm_init,
 )
+
+T = TypeVar("T")
+
+
+def fetched(call: Callable[[], T]) -> T:
+    """`call()`, with DigitalOcean and Docker API errors turned into a step failure that says why."""
+    try:
+        return call()
+    except (DigitalOceanError, SwarmError) as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
 
 
 class StepConfig(dg.Config):
