@@ -5,11 +5,17 @@ minutes: the infrastructure (the Swarm sensor also re-checks it as soon as a nod
 import dagster as dg
 
 
-def running_schedule(name: str, job_name: str, cron: str) -> dg.ScheduleDefinition:
+def running_schedule(name: str, job_name: str, cron: str, description: str) -> dg.ScheduleDefinition:
     return dg.ScheduleDefinition(name=name, job_name=job_name, cron_schedule=cron, execution_timezone="UTC",
-                                 default_status=dg.DefaultScheduleStatus.RUNNING)
+                                 default_status=dg.DefaultScheduleStatus.RUNNING, description=description)
 
 
-backup_health_schedule = running_schedule("backup_health_schedule", "check_backup_health", "15 * * * *")
-verify_backups_schedule = running_schedule("verify_backups_schedule", "verify_backups", "30 6 * * *")
-infrastructure_schedule = running_schedule("infrastructure_schedule", "check_infrastructure", "*/10 * * * *")
+backup_health_schedule = running_schedule(
+    "backup_health_schedule", "check_backup_health", "15 * * * *",
+    "Hourly: the backup inventory, every site's backup age and last restore drill (alerts fire and resolve).")
+verify_backups_schedule = running_schedule(
+    "verify_backups_schedule", "verify_backups", "30 6 * * *",
+    "Daily: re-read every site's newest backups against their manifests; restic check of 1/30 of each repository.")
+infrastructure_schedule = running_schedule(
+    "infrastructure_schedule", "check_infrastructure", "*/10 * * * *",
+    "Every ten minutes: observe the droplets, Swarm nodes and every tier (their checks say what is wrong).")

@@ -6,7 +6,8 @@ from resources.alerts import AlertmanagerResource
 from wpfarm_assets.core.config import FarmConfig
 
 
-@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING, monitor_all_code_locations=False)
+@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING, monitor_all_code_locations=False,
+                       description="Every failed run: a warning alert (WpfarmRunFailed) with the run's link.")
 def run_failure_alert(context: dg.RunFailureSensorContext, farm: dg.ResourceParam[FarmConfig],
                       alertmanager: AlertmanagerResource) -> None:
     run = context.dagster_run

@@ -48,8 +48,10 @@ def discover(context: dg.SensorEvaluationContext, config: FarmConfig, swarm: Swa
     job_name="back_up_sites",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Adds and removes `sites` partitions to match the farm configuration's sites (and Swarm "
-                "service labels, with swarm.discover_sites); backs up new sites.",
+    description="Adds and removes `sites` partitions to match the sites of the farm configuration (the file "
+                "$WPFARM_CONFIG names; default configs/farm.yaml), and Swarm service labels with "
+                "swarm.discover_sites; backs up new sites. Sites are added there or with `wpfarm site create`, "
+                "not in the UI: a partition added by hand is removed again.",
 )
 def site_inventory_sensor(context: dg.SensorEvaluationContext, farm: dg.ResourceParam[FarmConfig],
                           object_store: ObjectStoreResource, swarm: SwarmResource) -> dg.SensorResult:

@@ -129,6 +129,7 @@ def backup(names: list[str], config: FarmConfig, failed_only: bool = False) -> i
     """Back up the named sites (all when none), in runs of sites_per_run; with failed_only, exactly
     the partitions of each asset whose latest attempt failed (what a UI backfill of failed
     partitions does)."""
+    from sensors.retention_after_backup import RETENTION_BY_CLI
     from wpfarm_assets.backups.assets import database_dump, file_archive
     from wpfarm_assets.partitions import partition_range_tags, sites
 
@@ -149,8 +150,11 @@ def backup(names: list[str], config: FarmConfig, failed_only: bool = False) -> i
     for assets, chosen in plan:
         for first, last in site_runs(chosen, order, config.backup.sites_per_run):
             result = run_job("back_up_sites", config, inst, f"sites {first} .. {last}", asset_selection=assets,
-                             tags=partition_range_tags(first, last))
+                             tags={**partition_range_tags(first, last), RETENTION_BY_CLI: "cli"})
             ok = ok and result.success
+            # As the retention sensors do after every backup run (also a failed one), without the daemon.
+            ok = run_job("apply_retention", config, inst, f"sites {first} .. {last}",
+                         tags=partition_range_tags(first, last)).success and ok
     return 0 if ok else 1
 
 
@@ -331,6 +335,17 @@ def demo(args: argparse.Namespace) -> int:
                           prefix=args.prefix)
     config = load_config(path)
     print(f"farm configuration: {path}")
+    # As on a farm: the infrastructure observed, the sites provisioned (users, folders), then backed
+    # up (retention follows).
+    from wpfarm_assets.partitions import partition_range_tags
+
+    inst = instance()
+    order = sync_partitions(inst, config)
+    run_job("check_infrastructure", config, inst)
+    for first, last in site_runs(order, order, config.backup.sites_per_run):
+        if not run_job("provision_sites", config, inst, f"sites {first} .. {last}",
+                       tags=partition_range_tags(first, last)).success:
+            return 1
     if backup([], config) != 0:
         return 1
     site = config.sites[len(config.sites) // 2]
@@ -351,6 +366,9 @@ def demo(args: argparse.Namespace) -> int:
           f"{'EQUAL' if files_equal else 'DIFFER'} (vs {restored_tree[0][:16]}… in {scratch_dir})")
     print("\nrestore drills (every site's newest backups restored into scratch space and proven):")
     drilled = drill([], config) == 0
+    print("\nthe checks the schedules run (so that the UI opens on a farm with history):")
+    for job in ("check_backup_health", "verify_backups"):
+        run_job(job, config, inst)
     print(f"\nweb UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} WPFARM_CONFIG={path} {password_hint}"
           f"{Path(sys.executable).parent / 'dagster'} dev -m wpfarm_assets.definitions")
     return 0 if tables_equal and files_equal and drilled else 1

@@ -79,9 +79,17 @@ def build_resources(config: FarmConfig) -> dict:
     }
 
 
+def target_kinds(asset: dg.AssetsDefinition, config: FarmConfig) -> dg.AssetsDefinition:
+    """The asset's kinds as the configured target is: "s3" for S3 (Spaces), "filesystem" for a local folder."""
+    store = "s3" if config.backup.target.startswith("s3://") else "filesystem"
+    return asset.map_asset_specs(lambda spec: spec.replace_attributes(
+        kinds={k for k in spec.kinds if k not in ("s3", "filesystem")} | {store}))
+
+
 def build_definitions(config: FarmConfig) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*infrastructure_assets, site_provisioning, database_dump, file_archive, retention, restore_drill,
+        assets=[*infrastructure_assets, site_provisioning,
+                *(target_kinds(a, config) for a in (database_dump, file_archive, retention)), restore_drill,
                 backup_inventory],
         asset_checks=[backup_age_check, backup_integrity_check, restore_drill_check],
         jobs=[back_up_sites_job, apply_retention_job, check_backup_health_job, verify_backups_job, drill_sites_job,

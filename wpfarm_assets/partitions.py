@@ -10,6 +10,8 @@ import dagster as dg
 
 from wpfarm_assets.core.config import FarmConfig, Site
 
+# Its partitions come from the inventory only (farm.yaml, or `wpfarm site create`): the
+# site_inventory_sensor removes one added by hand in the UI.
 sites = dg.DynamicPartitionsDefinition(name="sites")
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -25,9 +27,11 @@ def for_each_site(context: dg.AssetExecutionContext, farm: FarmConfig, paralleli
     """Run `work` (returning a site's metadata) for every site of the run, in parallel, isolated.
 
     Each site is recorded as its own materialization the moment it succeeds, while the others are
-    still running (the UI shows a run's progress site by site); if any failed, the step then fails
-    naming exactly those sites and their causes, so only they show as failed. Assets yield from it
-    with output_required=False: the materializations are these events, not a step output.
+    still running (the UI shows a run's progress site by site). A site that fails gets an
+    observation on its own partition with its reason (`failed`), so the UI shows why on the
+    partition, without the run's log. If any failed, the step then fails naming exactly those sites
+    and their causes, so only they show as failed. Assets yield from it with output_required=False:
+    the materializations are these events, not a step output.
     """
     names = context.partition_keys
     failures: dict[str, str] = {}
@@ -43,6 +47,9 @@ def for_each_site(context: dg.AssetExecutionContext, farm: FarmConfig, paralleli
                     message = str(exc)
                     failures[name] = message if message.startswith(f"site {name}") else f"site {name}: {message}"
                     context.log.error(failures[name])
+                    yield dg.AssetObservation(asset_key=context.asset_key, partition=name,
+                                              description=f"FAILED: {failures[name]}",
+                                              metadata={"failed": failures[name], "run_id": context.run.run_id})
                     continue
                 succeeded += 1
                 yield dg.AssetMaterialization(asset_key=context.asset_key, partition=name, metadata=metadata)

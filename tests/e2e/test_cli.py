@@ -1,6 +1,7 @@
 """The wpfarm CLI: hostile input is refused before anything runs; the demo proves a full round trip."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,10 +48,14 @@ def test_demo_backs_up_twenty_sites_and_restores_one_identically_then_site_creat
         done = subprocess.run([WPFARM, "demo", "--sites", "20", "--workdir", str(tmp_path / "demo"), "--prefix", "e2e"],
                               env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        assert done.stdout.count(": success") == 2 and "back_up_sites" in done.stdout and "restore_site" in done.stdout
+        runs = re.findall(r"^run \S+: (\w+).*: (success|FAILED)$", done.stdout, re.M)
+        assert runs == [(job, "success") for job in (
+            "check_infrastructure", "provision_sites", "back_up_sites", "apply_retention", "restore_site",
+            "drill_sites", "check_backup_health", "verify_backups")], done.stdout
         assert "per-table checksums EQUAL" in done.stdout and "EQUAL (vs" in done.stdout
-        manifests = list((tmp_path / "demo" / "backups" / "sites").glob("*/*/*.json"))
-        assert len(manifests) == 40
+        assert done.stdout.count(" PASSED  RTO ") == 20  # every site drilled
+        sites = tmp_path / "demo" / "backups" / "sites"
+        assert len(list(sites.glob("*/db/*.json"))) == len(list(sites.glob("*/files/*.json"))) == 20
 
         env["WPFARM_CONFIG"] = str(tmp_path / "demo" / "farm.yaml")
         assert f"export WPFARM_RESTIC_PASSWORD=$(cat {tmp_path / 'demo' / 'restic-password'})" in done.stdout

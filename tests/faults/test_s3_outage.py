@@ -71,7 +71,8 @@ def test_a_blackholed_s3_fails_every_site_within_minutes_and_the_next_run_comple
         assert [len(list_backups(store, site["name"], kind)) for kind in ("db", "files")] == [1, 1]
         assert len(listed_snapshots(store, site["name"])) == 1
     assert main(["backup"]) == 0
-    failed = dg.DagsterInstance.get().get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+    failed = dg.DagsterInstance.get().get_runs(filters=dg.RunsFilter(job_name="back_up_sites",
+                                                                     statuses=[dg.DagsterRunStatus.FAILURE]))
     assert len(failed) == 1
 
 

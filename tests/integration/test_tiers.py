@@ -211,3 +211,24 @@ def test_the_farms_vcl_routes_each_site_by_host_and_refuses_unknown_hosts(cache)
     assert get(cache.site) == (200, f"site {cache.site}")
     assert get(f"www.{cache.site}:80") == (200, f"site {cache.site}")
     assert get("elsewhere.example.com")[0] == 404
+
+
+def test_nothing_unconfigured_is_checked_or_observed(make_farm, dagster_home, monkeypatch):
+    """No DigitalOcean token, Swarm, cache, GlusterFS or monitoring: no check on them passes (none is
+    evaluated), each observed as not checked; the database tier, configured, is checked."""
+    monkeypatch.delenv("DIGITALOCEAN_TOKEN", raising=False)
+    make_farm(1)
+    from wpfarm_assets.definitions import build_definitions
+
+    result = build_definitions(load_config()).resolve_job_def("check_infrastructure").execute_in_process(
+        instance=dg.DagsterInstance.get(), raise_on_error=False)
+    assert result.success
+    checks = {c.asset_key.to_user_string(): c.passed for c in result.get_asset_check_evaluations()}
+    observed = {o.asset_key.to_user_string(): {k: v.value for k, v in
+                                               o.asset_observation_data.asset_observation.metadata.items()}
+                for o in result.get_asset_observation_events()}
+    assert checks == {"database_tier": True}
+    assert {k: v["checked"] for k, v in observed.items()} == {
+        "droplets": False, "swarm_nodes": False, "database_tier": True, "cache_tier": False,
+        "storage_tier": False, "monitoring_tier": False}
+    assert "no DigitalOcean token" in observed["droplets"]["not_checked"]

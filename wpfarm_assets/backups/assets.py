@@ -40,6 +40,16 @@ RETENTION_PARALLELISM = 8  # sites whose backups are listed and pruned at once (
 BACKUP_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=50), warn_window=timedelta(hours=26))
 
 
+def size_text(n: int) -> str:
+    """Bytes as an operator reads them (the integer stays beside it, for sorting and Prometheus)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
 def published(context: dg.AssetExecutionContext, pushgateway: PushgatewayResource, backup: Backup) -> dict:
     """Push the backup's metrics (a Pushgateway outage is logged, never fails a good backup)."""
     try:
@@ -53,7 +63,9 @@ def backup_metadata(backup: Backup) -> dict:
     m = backup.manifest
     metadata = {
         "plaintext_bytes": m.plaintext_bytes,
+        "plaintext": size_text(m.plaintext_bytes),
         "stored_bytes": m.stored_bytes,
+        "stored": size_text(m.stored_bytes),
         "duration_seconds": m.duration_seconds,
         "source": m.source,
     }
@@ -179,6 +191,7 @@ def retention_metadata(report: RetentionReport) -> dict:
         **{f"kept_{tier}": n for tier, n in kept.items()},
         "deleted": report.deleted,
         "bytes_freed": report.bytes_freed,
+        "freed": size_text(report.bytes_freed),
         "aborted_uploads_removed": report.aborted_removed,
         "snapshots_forgotten": len(report.snapshots_forgotten),
         "oldest_restore_point": min(oldest).isoformat() if oldest else "none",
@@ -255,6 +268,7 @@ def drill_metadata(record: dict) -> dict:
         "database_seconds": record.get("db_seconds", 0.0),
         "files_seconds": record.get("files_seconds", 0.0),
         "bytes_restored": record["bytes_restored"],
+        "restored": size_text(record["bytes_restored"]),
         "tables": record.get("tables", 0),
         "rows": record.get("rows", 0),
         "files": record.get("files", 0),
@@ -276,6 +290,7 @@ def backup_inventory(context: dg.AssetExecutionContext, farm: dg.ResourceParam[F
         metadata={
             "sites": int(frame["site"].nunique()),
             "stored_bytes": total,
+            "stored": size_text(total),
             "projected_monthly_cost_usd": round(spaces_monthly_cost(total), 2),
             "never_backed_up": dg.MetadataValue.json(never),
             "inventory": dg.MetadataValue.table(

@@ -34,15 +34,18 @@ def health_result(context, farm: FarmConfig, findings: list, alertmanager: Alert
     counts = {severity: sum(1 for f in findings if f.severity == severity) for severity in (OK, NEW, WARNING, CRITICAL)}
     table = dg.MetadataValue.table(
         records=[dg.TableRecord({"site": f.site, "kind": f.kind, "severity": f.severity, "reason": f.reason,
-                                 "age_hours": f.age_hours if f.age_hours is not None else -1.0}) for f in bad],
+                                 "age_hours": f.age_hours}) for f in bad],  # None: no backup at all
         schema=dg.TableSchema(columns=[dg.TableColumn("site"), dg.TableColumn("kind"), dg.TableColumn("severity"),
                                        dg.TableColumn("reason"), dg.TableColumn("age_hours", "float")]),
     )
     return dg.AssetCheckResult(
         passed=not bad,
         severity=dg.AssetCheckSeverity.ERROR if counts[CRITICAL] else dg.AssetCheckSeverity.WARN,
-        metadata={**counts, "not_ok": table, "alerts_firing": alerts["firing"], "alerts_resolved": alerts["resolved"]},
-        description=", ".join(f"{f.site} {f.kind}: {f.reason}" for f in bad[:20]) or "every site is fine",
+        metadata={**counts, "not_ok": table,
+                  **({"alerts_firing": alerts["firing"], "alerts_resolved": alerts["resolved"]} if alertmanager.url
+                     else {"alerts": "off (no alerts.alertmanager_url)"})},
+        description=", ".join(f"{f.site} {f.kind}: {f.reason}" for f in bad[:20]) or (
+            "every site is fine" + (f" ({counts[NEW]} new: nothing to check yet)" if counts[NEW] else "")),
     )
 
 

@@ -7,8 +7,8 @@ so re-checking every ten minutes never makes the backups downstream "unsynced". 
 it found; its check (`healthy`, `matches_topology`) says whether that is right: a degraded tier
 warns, a tier that cannot serve or be reached fails its check at ERROR, with the reason. The step
 does not fail (Dagster skips the steps downstream of a failed one, and one unreachable API must not
-stop the other tiers from being checked). What is not configured is observed as "not checked",
-with no check result: nothing that was not checked shows as passed.
+stop the other tiers from being checked). What is not configured is observed as "not checked" (its
+metadata says why) with no check result: nothing that was not checked shows as passed.
 """
 
 import hashlib
@@ -69,7 +69,8 @@ def unreachable(key: str, check: str, reason: str) -> Iterator[dg.ObserveResult]
 
 
 def not_checked(key: str, why: str) -> Iterator[dg.ObserveResult]:
-    """What is not configured: observed as not checked, with no check result."""
+    """What is not configured: observed as not checked (`not_checked`: why), with no check result.
+    (Observed, not left out: the observations downstream of a step with no output are skipped.)"""
     yield dg.ObserveResult(asset_key=key, metadata={"checked": False, "not_checked": why},
                            data_version=dg.DataVersion("not-checked"))
 
