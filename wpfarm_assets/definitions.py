@@ -28,7 +28,13 @@ from sensors.run_failures import run_failure_alert
 from sensors.site_inventory import site_inventory_sensor
 from sensors.swarm_nodes import swarm_node_sensor
 from wpfarm_assets.backups.assets import backup_inventory, database_dump, file_archive, restore_drill, retention
-from wpfarm_assets.backups.checks import backup_age_check, backup_integrity_check, restore_drill_check
+from wpfarm_assets.backups.checks import (
+    backup_age_check,
+    backup_integrity_check,
+    database_dump_age_check,
+    file_archive_age_check,
+    restore_drill_check,
+)
 from wpfarm_assets.backups.jobs import (
     apply_retention_job,
     back_up_sites_job,
@@ -91,7 +97,8 @@ def build_definitions(config: FarmConfig) -> dg.Definitions:
         assets=[*infrastructure_assets, site_provisioning,
                 *(target_kinds(a, config) for a in (database_dump, file_archive, retention)), restore_drill,
                 backup_inventory],
-        asset_checks=[backup_age_check, backup_integrity_check, restore_drill_check],
+        asset_checks=[backup_age_check, backup_integrity_check, restore_drill_check, database_dump_age_check,
+                      file_archive_age_check],
         jobs=[back_up_sites_job, apply_retention_job, check_backup_health_job, verify_backups_job, drill_sites_job,
               check_infrastructure_job, restore_site, provision_farm, provision_sites_job],
         schedules=[build_daily_backup_schedule(config.backup.schedule, config.backup.sites_per_run),

@@ -8,7 +8,7 @@ import dagster as dg
 
 from resources.alerts import AlertmanagerResource
 from resources.object_store import ObjectStoreResource
-from wpfarm_assets.backups.assets import backup_inventory
+from wpfarm_assets.backups.assets import backup_inventory, database_dump, file_archive
 from wpfarm_assets.backups.drill import DRILL_ALERT, farm_drill_findings
 from wpfarm_assets.backups.health import (
     ALERTING,
@@ -30,6 +30,23 @@ def health_result(context, farm: FarmConfig, findings: list, alertmanager: Alert
     """The check result for a set of findings, after bringing Alertmanager in line with them."""
     link = f"{farm.alerts.dagster_url.rstrip('/')}/runs/{context.run.run_id}"
     alerts = sync_alerts(alertmanager, alertname, findings, link)
+    return findings_result(findings, {"alerts_firing": alerts["firing"], "alerts_resolved": alerts["resolved"]}
+                           if alertmanager.url else {"alerts": "off (no alerts.alertmanager_url)"})
+
+
+@dg.asset_check(asset=backup_inventory, description="Per site and kind: the newest backup's age against the thresholds.")
+def backup_age_check(context: dg.AssetCheckExecutionContext, farm: dg.ResourceParam[FarmConfig],
+                     object_store: ObjectStoreResource, alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
+    config = farm
+    listing = group_listing(list(object_store.store().list(SITES)))
+    findings = backup_age([s.name for s in config.sites], listing, datetime.now(timezone.utc),
+                          config.alerts.warning_after_hours, config.alerts.critical_after_hours)
+    return health_result(context, farm, findings, alertmanager, "WpfarmBackupStale")
+
+
+def findings_result(findings: list, extra: dict | None = None) -> dg.AssetCheckResult:
+    """The check result for findings: failed (ERROR with a critical one, else WARN) listing the sites
+    that are not ok as a table; new sites are counted apart."""
     bad = [f for f in findings if f.severity in ALERTING]
     counts = {severity: sum(1 for f in findings if f.severity == severity) for severity in (OK, NEW, WARNING, CRITICAL)}
     table = dg.MetadataValue.table(
@@ -41,22 +58,26 @@ def health_result(context, farm: FarmConfig, findings: list, alertmanager: Alert
     return dg.AssetCheckResult(
         passed=not bad,
         severity=dg.AssetCheckSeverity.ERROR if counts[CRITICAL] else dg.AssetCheckSeverity.WARN,
-        metadata={**counts, "not_ok": table,
-                  **({"alerts_firing": alerts["firing"], "alerts_resolved": alerts["resolved"]} if alertmanager.url
-                     else {"alerts": "off (no alerts.alertmanager_url)"})},
+        metadata={**counts, "not_ok": table, **(extra or {})},
         description=", ".join(f"{f.site} {f.kind}: {f.reason}" for f in bad[:20]) or (
             "every site is fine" + (f" ({counts[NEW]} new: nothing to check yet)" if counts[NEW] else "")),
     )
 
 
-@dg.asset_check(asset=backup_inventory, description="Per site and kind: the newest backup's age against the thresholds.")
-def backup_age_check(context: dg.AssetCheckExecutionContext, farm: dg.ResourceParam[FarmConfig],
-                     object_store: ObjectStoreResource, alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
-    config = farm
-    listing = group_listing(list(object_store.store().list(SITES)))
-    findings = backup_age([s.name for s in config.sites], listing, datetime.now(timezone.utc),
-                          config.alerts.warning_after_hours, config.alerts.critical_after_hours)
-    return health_result(context, farm, findings, alertmanager, "WpfarmBackupStale")
+def kind_age_check(asset: dg.AssetsDefinition, kind: str) -> dg.AssetChecksDefinition:
+    """Per-site staleness on the backup asset itself (the alerts come from backup_age_check)."""
+    @dg.asset_check(asset=asset, name="backup_age", description=f"Per site: the newest {kind} backup's age "
+                    "against alerts.warning_after_hours / critical_after_hours (a table of the sites that are not ok).")
+    def check(farm: dg.ResourceParam[FarmConfig], object_store: ObjectStoreResource) -> dg.AssetCheckResult:
+        listing = group_listing(list(object_store.store().list(SITES)))
+        findings = backup_age([s.name for s in farm.sites], listing, datetime.now(timezone.utc),
+                              farm.alerts.warning_after_hours, farm.alerts.critical_after_hours)
+        return findings_result([f for f in findings if f.kind == kind])
+    return check
+
+
+database_dump_age_check = kind_age_check(database_dump, "db")
+file_archive_age_check = kind_age_check(file_archive, "files")
 
 
 @dg.asset_check(asset=backup_inventory, description="The newest backups match their manifests (dumps: sha256; snapshots: in their repository, "

@@ -9,7 +9,13 @@ from resources.mariadb import MariaDBResource
 from resources.object_store import ObjectStoreResource
 from resources.ssh import NodeResource
 from wpfarm_assets.backups.assets import backup_inventory, database_dump, file_archive, restore_drill, retention
-from wpfarm_assets.backups.checks import backup_age_check, backup_integrity_check, restore_drill_check
+from wpfarm_assets.backups.checks import (
+    backup_age_check,
+    backup_integrity_check,
+    database_dump_age_check,
+    file_archive_age_check,
+    restore_drill_check,
+)
 from wpfarm_assets.backups.restore import restore_database, restore_files
 from wpfarm_assets.core.config import FarmConfig
 
@@ -34,7 +40,7 @@ drill_sites_job = dg.define_asset_job(
 check_backup_health_job = dg.define_asset_job(
     "check_backup_health",
     selection=dg.AssetSelection.assets(backup_inventory).without_checks()
-    | dg.AssetSelection.checks(backup_age_check, restore_drill_check),
+    | dg.AssetSelection.checks(backup_age_check, restore_drill_check, database_dump_age_check, file_archive_age_check),
     description="Refresh the backup inventory, check every site's backup age and last restore drill "
                 "(alerts fire and resolve).",
 )
