@@ -106,10 +106,14 @@ class LocalStore:
             raise StoreError(f"cannot read {key} from {self.url}: {exc.strerror}") from None
 
     def list(self, prefix: str) -> Iterator[StoredObject]:
-        base = self.root / prefix.rstrip("/") if prefix.endswith("/") else (self.root / prefix).parent
+        base = self.root / prefix.rstrip("/") if prefix.endswith("/") or not prefix else (self.root / prefix).parent
         if not base.is_dir():
             return
-        for dirpath, _dirs, files in os.walk(base):
+        for dirpath, dirs, files in os.walk(base):
+            here = Path(dirpath).relative_to(self.root).as_posix()
+            folder = "" if here == "." else f"{here}/"
+            # Only into folders that can hold a key with the prefix (not a whole repository for one file).
+            dirs[:] = [d for d in dirs if f"{folder}{d}/".startswith(prefix) or prefix.startswith(f"{folder}{d}/")]
             for name in sorted(files):
                 path = Path(dirpath) / name
                 key = path.relative_to(self.root).as_posix()

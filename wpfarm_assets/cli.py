@@ -152,9 +152,11 @@ def backup(names: list[str], config: FarmConfig, failed_only: bool = False) -> i
             result = run_job("back_up_sites", config, inst, f"sites {first} .. {last}", asset_selection=assets,
                              tags={**partition_range_tags(first, last), RETENTION_BY_CLI: "cli"})
             ok = ok and result.success
-            # As the retention sensors do after every backup run (also a failed one), without the daemon.
-            ok = run_job("apply_retention", config, inst, f"sites {first} .. {last}",
-                         tags=partition_range_tags(first, last)).success and ok
+    # As the retention sensors do after every backup run (also a failed one), without the daemon.
+    backed_up = sorted({name for _, chosen in plan for name in chosen})
+    for first, last in site_runs(backed_up, order, config.backup.sites_per_run):
+        ok = run_job("apply_retention", config, inst, f"sites {first} .. {last}",
+                     tags=partition_range_tags(first, last)).success and ok
     return 0 if ok else 1
 
 
@@ -341,7 +343,7 @@ def demo(args: argparse.Namespace) -> int:
 
     inst = instance()
     order = sync_partitions(inst, config)
-    run_job("check_infrastructure", config, inst)
+    observed = run_job("check_infrastructure", config, inst).success
     for first, last in site_runs(order, order, config.backup.sites_per_run):
         if not run_job("provision_sites", config, inst, f"sites {first} .. {last}",
                        tags=partition_range_tags(first, last)).success:
@@ -367,11 +369,10 @@ def demo(args: argparse.Namespace) -> int:
     print("\nrestore drills (every site's newest backups restored into scratch space and proven):")
     drilled = drill([], config) == 0
     print("\nthe checks the schedules run (so that the UI opens on a farm with history):")
-    for job in ("check_backup_health", "verify_backups"):
-        run_job(job, config, inst)
+    checked = all(run_job(job, config, inst).success for job in ("check_backup_health", "verify_backups"))
     print(f"\nweb UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} WPFARM_CONFIG={path} {password_hint}"
           f"{Path(sys.executable).parent / 'dagster'} dev -m wpfarm_assets.definitions")
-    return 0 if tables_equal and files_equal and drilled else 1
+    return 0 if tables_equal and files_equal and drilled and checked and observed else 1
 
 
 def site_create(args: argparse.Namespace, config: FarmConfig) -> int:

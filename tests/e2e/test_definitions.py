@@ -104,3 +104,20 @@ def test_retention_follows_a_backup_run_for_the_same_sites_even_when_some_failed
     assert request.tags == partition_range_tags(names[0], names[2])
     retention = defs.resolve_job_def("apply_retention").execute_in_process(instance=instance, tags=request.tags)
     assert retention.success  # the broken site had no backups: nothing to keep or delete
+
+
+def test_retention_follows_ui_backfills_and_not_twice_the_clis_own_runs():
+    from sensors.retention_after_backup import RETENTION_BY_CLI, retention_request
+    from wpfarm_assets.partitions import partition_range_tags
+
+    tags = partition_range_tags("a.example.com", "c.example.com")
+    dump = {dg.AssetKey("database_dump")}
+    backfill = dg.DagsterRun(job_name="__ASSET_JOB", run_id="r1", tags=tags, asset_selection=dump)
+    assert retention_request(backfill).tags == tags  # a UI backfill runs as an asset job
+    cli = dg.DagsterRun(job_name="back_up_sites", run_id="r2", tags={**tags, RETENTION_BY_CLI: "cli"})
+    assert isinstance(retention_request(cli), dg.SkipReason)  # `wpfarm backup` applied it itself
+    again = dg.DagsterRun(job_name="back_up_sites", run_id="r3", tags={**tags, RETENTION_BY_CLI: "cli"},
+                          parent_run_id="r2", root_run_id="r2")
+    assert retention_request(again).tags == tags  # re-executed from the UI: no CLI there to apply it
+    other = dg.DagsterRun(job_name="__ASSET_JOB", run_id="r4", tags=tags, asset_selection={dg.AssetKey("retention")})
+    assert isinstance(retention_request(other), dg.SkipReason)

@@ -233,6 +233,8 @@ def restore_drill(
     store = object_store.store()
     runner = LocalRunner()
     closes = datetime.fromisoformat(config.window_ends) if config.window_ends else None
+    if closes is not None and closes.tzinfo is None:
+        closes = closes.replace(tzinfo=timezone.utc)  # a time typed in the launchpad: UTC, as everywhere
 
     def one(site: Site) -> dict:
         if closes is not None and datetime.now(timezone.utc) > closes:

@@ -21,7 +21,9 @@ from wpfarm_assets.core.config import FarmConfig
 
 back_up_sites_job = dg.define_asset_job(
     "back_up_sites",
-    selection=[database_dump, file_archive],
+    # Without their backup_age checks: those run hourly (check_backup_health); in a backup run they
+    # would only be skipped (the backup steps have no output), hiding the last real result.
+    selection=dg.AssetSelection.assets(database_dump, file_archive).without_checks(),
     description="Back up the database and files of the selected sites (one run covers many sites).",
 )
 

@@ -11,6 +11,7 @@ stop the other tiers from being checked). What is not configured is observed as 
 metadata says why) with no check result: nothing that was not checked shows as passed.
 """
 
+import functools
 import hashlib
 import json
 import warnings
@@ -90,14 +91,22 @@ def topology_result(key: str, rows: list[dict], columns: list[str], differences:
 
 
 def infrastructure(key: str, check: str, kinds: set[str], deps: tuple[str, ...] = ()):
-    """An observed infrastructure asset with its one check: one step, no data to or from the others."""
+    """An observed infrastructure asset with its one check. Its step never fails (Dagster would skip
+    the observations downstream of it): an error nobody foresaw fails the check at ERROR, named."""
     def decorate(fn):
+        @functools.wraps(fn)
+        def observe(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - reported as the check's failure, with its type
+                yield from unreachable(key, check, f"{key}: {type(exc).__name__}: {exc}")
+
         return dg.multi_observable_source_asset(
             name=key, can_subset=True, group_name="infrastructure",
             specs=[dg.AssetSpec(key, deps=list(deps), kinds=kinds, description=fn.__doc__,
                                 group_name="infrastructure")],
             check_specs=[dg.AssetCheckSpec(check, asset=key, description=CHECKS[check])],
-        )(fn)
+        )(observe)
     return decorate
 
 
