@@ -6,7 +6,9 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from resources.gpg import encrypt_argv
 from resources.object_store import open_store
+from wpfarm_assets.backups.backup import back_up_database
 from wpfarm_assets.backups.health import CRITICAL, OK, backup_age, group_listing
 from wpfarm_assets.backups.restore import list_backups
 from wpfarm_assets.cli import main
@@ -88,16 +90,17 @@ def test_a_corrupted_newest_backup_falls_back_and_flags_the_site(make_farm, dags
         db.drop_database(scratch)
 
 
-def test_the_integrity_check_reads_one_older_dump_a_day_in_turn(make_farm, dagster_home):
+def test_the_integrity_check_reads_one_older_dump_a_day_in_turn(make_farm, dagster_home, db):
     from wpfarm_assets.backups.health import WARNING, backup_integrity
     from wpfarm_assets.definitions import build_resources
 
     farm = make_farm(1)
     site = farm.sites[0]["name"]
-    for _ in range(3):
-        assert main(["backup", site]) == 0
-        time.sleep(1.1)  # a stamp of its own
-    store = open_store(load_config().backup.target)
+    config = load_config()
+    store = open_store(config.backup.target)
+    for days_ago in (2, 1, 0):  # three nights' dumps (`wpfarm backup` would keep one a day: retention)
+        back_up_database(config.sites[0], db, store, encrypt_argv(farm.keyring.fingerprint, farm.keyring.public_home),
+                         farm.keyring.fingerprint, now=datetime.now(timezone.utc) - timedelta(days=days_ago))
     older = list_backups(store, site, "db")[:-1]
     bad = local_path(older[1].data_key)
     data = bytearray(bad.read_bytes())
