@@ -19,12 +19,13 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from resources.digitalocean import DigitalOceanError, DigitalOceanResource
+from resources.digitalocean import DigitalOceanResource
 from resources.mariadb import MariaDBResource
 from resources.redis import RedisError, RedisResource
 from resources.ssh import CommandError, NodeResource
-from resources.swarm import SwarmError, SwarmResource
+from resources.swarm import SwarmResource
 from wpfarm_assets.core.config import FarmConfig
+from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.topology import CRITICAL, Difference, compare_droplets, compare_nodes
 from wpfarm_assets.infrastructure.tiers import (
     TierHealth,
@@ -92,12 +93,15 @@ def topology_result(key: str, rows: list[dict], columns: list[str], differences:
 
 def infrastructure(key: str, check: str, kinds: set[str], deps: tuple[str, ...] = ()):
     """An observed infrastructure asset with its one check. Its step never fails (Dagster would skip
-    the observations downstream of it): an error nobody foresaw fails the check at ERROR, named."""
+    the observations downstream of it): an API that cannot be reached (a WpfarmError, in its own
+    words) or an error nobody foresaw (named by its type) fails the check at ERROR."""
     def decorate(fn):
         @functools.wraps(fn)
         def observe(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
+            except WpfarmError as exc:
+                yield from unreachable(key, check, str(exc))
             except Exception as exc:  # noqa: BLE001 - reported as the check's failure, with its type
                 yield from unreachable(key, check, f"{key}: {type(exc).__name__}: {exc}")
 
@@ -121,11 +125,7 @@ def droplets(farm: dg.ResourceParam[FarmConfig], digitalocean: DigitalOceanResou
     if not digitalocean.token:
         yield from not_checked("droplets", "no DigitalOcean token (DIGITALOCEAN_TOKEN)")
         return
-    try:
-        found = digitalocean.droplets()
-    except DigitalOceanError as exc:
-        yield from unreachable("droplets", MATCHES, str(exc))
-        return
+    found = digitalocean.droplets()
     topology = farm.topology
     tier_of = {name: tier for tier in topology.tiers for name in topology.droplet_names(tier)}
     rows = [{"name": d.name, "tier": tier_of.get(d.name, ""), "size": d.size, "region": d.region,
@@ -140,11 +140,7 @@ def swarm_nodes(farm: dg.ResourceParam[FarmConfig], swarm: SwarmResource):
     if not swarm.docker_host:
         yield from not_checked("swarm_nodes", "no Swarm configured (swarm.docker_host)")
         return
-    try:
-        nodes = swarm.nodes()
-    except SwarmError as exc:
-        yield from unreachable("swarm_nodes", MATCHES, str(exc))
-        return
+    nodes = swarm.nodes()
     rows = [n.row() for n in sorted(nodes, key=lambda n: n.hostname)]
     columns = ["hostname", "tier", "role", "availability", "state", "engine", "labels"]
     yield topology_result("swarm_nodes", rows, columns, compare_nodes(farm.topology, nodes))
