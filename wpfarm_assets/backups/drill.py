@@ -141,8 +141,8 @@ def prove_files(runner: Runner, scratch: str, content: str, manifest: Manifest) 
     sizes = [int(s) for s in run(runner, ["find", *tops, "-type", "f", "-printf", "%s\\n"]).split()] if tops else []
     problems = []
     # An older tar archive counted hard links once; they restore as files of their own.
-    short = len(sizes) < manifest.files if not manifest.is_snapshot else len(sizes) != manifest.files
-    if manifest.files is not None and short:
+    if manifest.files is not None and (len(sizes) != manifest.files if manifest.is_snapshot
+                                       else len(sizes) < manifest.files):
         problems.append(f"{len(sizes)} files restored, the backup recorded {manifest.files}")
     if manifest.is_snapshot and sum(sizes) != manifest.plaintext_bytes:
         problems.append(f"{sum(sizes)} bytes of files restored, the backup recorded {manifest.plaintext_bytes}")
