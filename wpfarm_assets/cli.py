@@ -38,6 +38,7 @@ from wpfarm_assets.core.config import (
 from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.keys import KINDS, SITES, parse_stamp, site_root, snapshot_ids, split_future
 from wpfarm_assets.dagster_storage import PROCESS_TAG, fail_dead_runs, this_process
+from wpfarm_assets.partitions import partition_range_tags
 
 REPO = Path(__file__).resolve().parent.parent
 # Dagster's event log belongs in the web UI; the terminal shows the results and failure reasons.
@@ -125,17 +126,32 @@ def interrupted(result: dg.ExecuteInProcessResult) -> bool:
                for e in result.all_events) or result.dagster_run.status == dg.DagsterRunStatus.CANCELED
 
 
+def chosen_sites(names: list[str], config: FarmConfig) -> list[str]:
+    """The named sites (all when none); an unknown one is a clear error before anything runs."""
+    for name in names:
+        config.site(name)
+    return names or [s.name for s in config.sites]
+
+
+def run_over_sites(job_name: str, names: list[str], order: list[str], config: FarmConfig, inst: dg.DagsterInstance,
+                   tags: dict | None = None, **kwargs) -> bool:
+    """`job_name` over `names`, in runs of sites_per_run consecutive partitions; whether all succeeded."""
+    ok = True
+    for first, last in site_runs(names, order, config.backup.sites_per_run):
+        ok = run_job(job_name, config, inst, f"sites {first} .. {last}",
+                     tags={**partition_range_tags(first, last), **(tags or {})}, **kwargs).success and ok
+    return ok
+
+
 def backup(names: list[str], config: FarmConfig, failed_only: bool = False) -> int:
     """Back up the named sites (all when none), in runs of sites_per_run; with failed_only, exactly
     the partitions of each asset whose latest attempt failed (what a UI backfill of failed
     partitions does)."""
     from sensors.retention_after_backup import RETENTION_BY_CLI
     from wpfarm_assets.backups.assets import database_dump, file_archive
-    from wpfarm_assets.partitions import partition_range_tags, sites
+    from wpfarm_assets.partitions import sites
 
-    selected = names or [s.name for s in config.sites]
-    for name in selected:
-        config.site(name)  # unknown site: a clear error before anything runs
+    selected = chosen_sites(names, config)
     inst = instance()
     order = sync_partitions(inst, config)
     plan: list[tuple[list[str] | None, list[str]]] = [(None, selected)]
@@ -146,17 +162,11 @@ def backup(names: list[str], config: FarmConfig, failed_only: bool = False) -> i
             failed = [n for n, st in status.items() if st == dg.AssetPartitionStatus.FAILED]
             plan.append(([asset.key], failed))
             print(f"{asset.key.to_user_string()}: {len(failed)} failed site(s) to retry")
-    ok = True
-    for assets, chosen in plan:
-        for first, last in site_runs(chosen, order, config.backup.sites_per_run):
-            result = run_job("back_up_sites", config, inst, f"sites {first} .. {last}", asset_selection=assets,
-                             tags={**partition_range_tags(first, last), RETENTION_BY_CLI: "cli"})
-            ok = ok and result.success
+    ok = all([run_over_sites("back_up_sites", chosen, order, config, inst, {RETENTION_BY_CLI: "cli"},
+                             asset_selection=assets) for assets, chosen in plan])
     # As the retention sensors do after every backup run (also a failed one), without the daemon.
     backed_up = sorted({name for _, chosen in plan for name in chosen})
-    for first, last in site_runs(backed_up, order, config.backup.sites_per_run):
-        ok = run_job("apply_retention", config, inst, f"sites {first} .. {last}",
-                     tags=partition_range_tags(first, last)).success and ok
+    ok = run_over_sites("apply_retention", backed_up, order, config, inst) and ok
     return 0 if ok else 1
 
 
@@ -164,18 +174,12 @@ def drill(names: list[str], config: FarmConfig) -> int:
     """Restore drills of the named sites (all when none) now, in runs of sites_per_run; per site its
     result, RTO and what was proven. Exit 1 if any drill failed."""
     from wpfarm_assets.backups.drill import last_drills
-    from wpfarm_assets.partitions import partition_range_tags
 
-    selected = names or [s.name for s in config.sites]
-    for name in selected:
-        config.site(name)
+    selected = chosen_sites(names, config)
     inst = instance()
     order = sync_partitions(inst, config)
     started = datetime.now(timezone.utc)
-    ok = True
-    for first, last in site_runs(selected, order, config.backup.sites_per_run):
-        ok = run_job("drill_sites", config, inst, f"sites {first} .. {last}",
-                     tags=partition_range_tags(first, last)).success and ok
+    ok = run_over_sites("drill_sites", selected, order, config, inst)
     store = store_of(config)
     records, _ = last_drills(store, selected)
     width = max((len(n) for n in selected), default=4)
@@ -187,9 +191,12 @@ def drill(names: list[str], config: FarmConfig) -> int:
             continue
         proven = (f"{record.get('tables', 0)} tables, {record.get('rows', 0)} rows, {record.get('files', 0)} files, "
                   f"{record['bytes_restored']:,} bytes")
-        print(f"{name:{width}}  {'PASSED' if record['passed'] else 'FAILED'}  RTO {record['rto_seconds']:.1f} s "
-              f"(database {record.get('db_seconds', 0):.1f} s, files {record.get('files_seconds', 0):.1f} s)  "
-              f"proven: {proven}" + ("" if record["passed"] else "\n  " + "\n  ".join(record["problems"])))
+        timing = (f"(database {record.get('db_seconds', 0):.1f} s, files {record.get('files_seconds', 0):.1f} s)")
+        if record["passed"]:
+            print(f"{name:{width}}  PASSED  RTO {record['rto_seconds']:.1f} s {timing}  proven: {proven}")
+        else:  # no RTO: nothing was recovered
+            print(f"{name:{width}}  FAILED  after {record['rto_seconds']:.1f} s {timing}\n  "
+                  + "\n  ".join(record["problems"]))
     return 0 if ok else 1
 
 
@@ -197,11 +204,16 @@ def status(config: FarmConfig) -> int:
     """Per site: each kind's newest backup, its age and its state, and the last restore drill. A
     site with nothing to check yet is NEW, counted apart. Exit 1 if any is warning or critical."""
     from wpfarm_assets.backups.drill import farm_drill_findings
-    from wpfarm_assets.backups.health import ALERTING, NEW, OK, backup_age, group_listing
+    from wpfarm_assets.backups.health import ALERTING, NEW, OK, backup_age, group_listing, record_sites
 
     store = store_of(config)
     now = datetime.now(timezone.utc)
     listing = group_listing(list(store.list(SITES)))
+    # A site just added to farm.yaml joins now (as the inventory sensor would record it): it is NEW.
+    joining = [s for s in config.sites if s.name not in listing or listing[s.name].added is None]
+    if joining:
+        record_sites(store, joining, now)
+        listing = group_listing(list(store.list(SITES)))
     findings = backup_age([s.name for s in config.sites], listing, now,
                           config.alerts.warning_after_hours, config.alerts.critical_after_hours)
     drills = {f.site: f for f in farm_drill_findings(store, config, now)}
@@ -339,16 +351,10 @@ def demo(args: argparse.Namespace) -> int:
     print(f"farm configuration: {path}")
     # As on a farm: the infrastructure observed, the sites provisioned (users, folders), then backed
     # up (retention follows).
-    from wpfarm_assets.partitions import partition_range_tags
-
     inst = instance()
     order = sync_partitions(inst, config)
     observed = run_job("check_infrastructure", config, inst).success
-    for first, last in site_runs(order, order, config.backup.sites_per_run):
-        if not run_job("provision_sites", config, inst, f"sites {first} .. {last}",
-                       tags=partition_range_tags(first, last)).success:
-            return 1
-    if backup([], config) != 0:
+    if not run_over_sites("provision_sites", order, order, config, inst) or backup([], config) != 0:
         return 1
     site = config.sites[len(config.sites) // 2]
     scratch_db, scratch_dir = f"wp_{args.prefix}_restore_check", workdir / "restore-check"
@@ -369,7 +375,7 @@ def demo(args: argparse.Namespace) -> int:
     print("\nrestore drills (every site's newest backups restored into scratch space and proven):")
     drilled = drill([], config) == 0
     print("\nthe checks the schedules run (so that the UI opens on a farm with history):")
-    checked = all(run_job(job, config, inst).success for job in ("check_backup_health", "verify_backups"))
+    checked = all([run_job(job, config, inst).success for job in ("check_backup_health", "verify_backups")])
     print(f"\nweb UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} WPFARM_CONFIG={path} {password_hint}"
           f"{Path(sys.executable).parent / 'dagster'} dev -m wpfarm_assets.definitions")
     return 0 if tables_equal and files_equal and drilled and checked and observed else 1
@@ -378,7 +384,6 @@ def demo(args: argparse.Namespace) -> int:
 def site_create(args: argparse.Namespace, config: FarmConfig) -> int:
     """Add the site to the inventory (unless it is there), provision it, back it up: three steps
     that each show in the UI (the partition, then site_provisioning, database_dump and file_archive)."""
-    from wpfarm_assets.partitions import partition_range_tags
     from wpfarm_assets.provisioning.plans import default_database_name
 
     if not any(s.name == args.name for s in config.sites):

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
+import yaml
 from services import wait_for
 
 from resources.alerts import AlertmanagerResource
@@ -180,6 +181,15 @@ def test_status_shows_a_site_never_backed_up_as_new_not_ok(make_farm, dagster_ho
         assert lines[new, kind].split()[4] == "NEW" and "no backup yet" in lines[new, kind], lines[new, kind]
     assert lines[new, "drill"].split()[4] == "NEW" and lines[backed_up, "drill"].split()[4] == "NEW"
     assert "2 ok, 4 new (nothing to check yet), 0 warning, 0 critical" in out
+
+    # A site added to farm.yaml by hand, no command run since: it joins now, NEW as well.
+    raw = yaml.safe_load(farm.config_path.read_text())
+    raw["sites"].append({"name": "added.test.example", "database": "wpt_added_by_hand",
+                         "content_path": str(farm.workdir / "added" / "wp-content")})
+    farm.config_path.write_text(yaml.safe_dump(raw))
+    assert main(["status"]) == 0
+    added = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("added.test.example")]
+    assert [row[4] for row in added] == ["NEW", "NEW", "NEW"], added
 
 
 def test_alertmanager_config_and_prometheus_rules_pass_their_own_tools():

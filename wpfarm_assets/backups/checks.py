@@ -34,14 +34,17 @@ def health_result(context, farm: FarmConfig, findings: list, alertmanager: Alert
                            if alertmanager.url else {"alerts": "off (no alerts.alertmanager_url)"})
 
 
+def age_findings(farm: FarmConfig, object_store: ObjectStoreResource) -> list:
+    """backup_age for every configured site, from one listing of the store."""
+    listing = group_listing(list(object_store.store().list(SITES)))
+    return backup_age([s.name for s in farm.sites], listing, datetime.now(timezone.utc),
+                      farm.alerts.warning_after_hours, farm.alerts.critical_after_hours)
+
+
 @dg.asset_check(asset=backup_inventory, description="Per site and kind: the newest backup's age against the thresholds.")
 def backup_age_check(context: dg.AssetCheckExecutionContext, farm: dg.ResourceParam[FarmConfig],
                      object_store: ObjectStoreResource, alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
-    config = farm
-    listing = group_listing(list(object_store.store().list(SITES)))
-    findings = backup_age([s.name for s in config.sites], listing, datetime.now(timezone.utc),
-                          config.alerts.warning_after_hours, config.alerts.critical_after_hours)
-    return health_result(context, farm, findings, alertmanager, "WpfarmBackupStale")
+    return health_result(context, farm, age_findings(farm, object_store), alertmanager, "WpfarmBackupStale")
 
 
 def findings_result(findings: list, extra: dict | None = None) -> dg.AssetCheckResult:
@@ -69,10 +72,7 @@ def kind_age_check(asset: dg.AssetsDefinition, kind: str) -> dg.AssetChecksDefin
     @dg.asset_check(asset=asset, name="backup_age", description=f"Per site: the newest {kind} backup's age "
                     "against alerts.warning_after_hours / critical_after_hours (a table of the sites that are not ok).")
     def check(farm: dg.ResourceParam[FarmConfig], object_store: ObjectStoreResource) -> dg.AssetCheckResult:
-        listing = group_listing(list(object_store.store().list(SITES)))
-        findings = backup_age([s.name for s in farm.sites], listing, datetime.now(timezone.utc),
-                              farm.alerts.warning_after_hours, farm.alerts.critical_after_hours)
-        return findings_result([f for f in findings if f.kind == kind])
+        return findings_result([f for f in age_findings(farm, object_store) if f.kind == kind])
     return check
 
 
