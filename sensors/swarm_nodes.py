@@ -14,7 +14,7 @@ from resources.alerts import AlertError, AlertmanagerResource
 from resources.swarm import SwarmError, SwarmResource
 from wpfarm_assets.core.config import FarmConfig
 from wpfarm_assets.core.topology import compare_nodes, node_changes
-from wpfarm_assets.infrastructure.assets import TIER_ASSETS, swarm_nodes
+from wpfarm_assets.infrastructure.assets import TIER_ASSETS, not_configured, swarm_nodes
 
 NODE_ALERT, TIER_ALERT, UNREACHABLE_ALERT = "WpfarmSwarmNode", "WpfarmSwarmTier", "WpfarmSwarmUnreachable"
 
@@ -58,12 +58,13 @@ def swarm_node_sensor(context: dg.SensorEvaluationContext, farm: dg.ResourcePara
     requests = []
     if changes:
         state["changes"] += 1
-        tiers = sorted({t for _, ts in changes for t in ts if t in TIER_ASSETS})
+        checked = [TIER_ASSETS[t].key for t in sorted({t for _, ts in changes for t in ts if t in TIER_ASSETS})
+                   if f"{t}_tier" not in not_configured(config)]
         summary = "; ".join(text for text, _ in changes)
         context.log.info(f"Swarm changed: {summary}")
         requests.append(dg.RunRequest(
             run_key=f"swarm-change-{state['changes']}",
-            asset_selection=[swarm_nodes.key, *(TIER_ASSETS[t].key for t in tiers)],
+            asset_selection=[swarm_nodes.key, *checked],
             tags={"wpfarm/swarm_change": summary[:200]},
         ))
     state["nodes"] = seen

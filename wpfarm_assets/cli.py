@@ -349,11 +349,11 @@ def demo(args: argparse.Namespace) -> int:
                           prefix=args.prefix)
     config = load_config(path)
     print(f"farm configuration: {path}")
-    # As on a farm: the infrastructure observed, the sites provisioned (users, folders), then backed
+    # As on a farm: the infrastructure checked, the sites provisioned (users, folders), then backed
     # up (retention follows).
     inst = instance()
     order = sync_partitions(inst, config)
-    observed = run_job("check_infrastructure", config, inst).success
+    infrastructure = run_job("check_infrastructure", config, inst).success
     if not run_over_sites("provision_sites", order, order, config, inst) or backup([], config) != 0:
         return 1
     site = config.sites[len(config.sites) // 2]
@@ -378,7 +378,7 @@ def demo(args: argparse.Namespace) -> int:
     checked = all([run_job(job, config, inst).success for job in ("check_backup_health", "verify_backups")])
     print(f"\nweb UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} WPFARM_CONFIG={path} {password_hint}"
           f"{Path(sys.executable).parent / 'dagster'} dev -m wpfarm_assets.definitions")
-    return 0 if tables_equal and files_equal and drilled and checked and observed else 1
+    return 0 if tables_equal and files_equal and drilled and checked and infrastructure else 1
 
 
 def site_create(args: argparse.Namespace, config: FarmConfig) -> int:

@@ -44,7 +44,12 @@ from wpfarm_assets.backups.jobs import (
     verify_backups_job,
 )
 from wpfarm_assets.core.config import FarmConfig, load_config
-from wpfarm_assets.infrastructure.assets import check_infrastructure_job, infrastructure_assets
+from wpfarm_assets.infrastructure.assets import (
+    check_infrastructure_job,
+    infrastructure_assets,
+    not_configured,
+    wired_past,
+)
 from wpfarm_assets.provisioning.assets import site_provisioning
 from wpfarm_assets.provisioning.jobs import provision_farm, provision_sites_job
 
@@ -93,14 +98,15 @@ def target_kinds(asset: dg.AssetsDefinition, config: FarmConfig) -> dg.AssetsDef
 
 
 def build_definitions(config: FarmConfig) -> dg.Definitions:
+    absent = not_configured(config)  # infrastructure this farm gives no way to check: not in the graph
     return dg.Definitions(
-        assets=[*infrastructure_assets, site_provisioning,
-                *(target_kinds(a, config) for a in (database_dump, file_archive, retention)), restore_drill,
-                backup_inventory],
+        assets=wired_past([*infrastructure_assets, site_provisioning,
+                           *(target_kinds(a, config) for a in (database_dump, file_archive, retention)),
+                           restore_drill, backup_inventory], set(absent)),
         asset_checks=[backup_age_check, backup_integrity_check, restore_drill_check, database_dump_age_check,
                       file_archive_age_check],
         jobs=[back_up_sites_job, apply_retention_job, check_backup_health_job, verify_backups_job, drill_sites_job,
-              check_infrastructure_job, restore_site, provision_farm, provision_sites_job],
+              check_infrastructure_job(absent), restore_site, provision_farm, provision_sites_job],
         schedules=[build_daily_backup_schedule(config.backup.schedule, config.backup.sites_per_run),
                    build_restore_drill_schedule(config.drill.schedule), backup_health_schedule,
                    verify_backups_schedule, infrastructure_schedule],

@@ -7,6 +7,15 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import dagster as dg
+from dagster._core.definitions.data_version import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_TAG,
+    DEFAULT_DATA_VERSION,
+    NULL_EVENT_POINTER,
+    extract_data_version_from_entry,
+    get_input_data_version_tag,
+    get_input_event_pointer_tag,
+)
 
 from wpfarm_assets.core.config import FarmConfig, Site
 
@@ -20,6 +29,23 @@ RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_p
 def partition_range_tags(first: str, last: str) -> dict[str, str]:
     """Run tags that make one run cover the sites from `first` to `last` in partition order."""
     return {RANGE_START: first, RANGE_END: last}
+
+
+def provenance(context: dg.AssetExecutionContext, partition: str) -> dict[str, str]:
+    """The tags Dagster puts on a materialization made from a step's output (its data provenance:
+    which version of each parent it was made from; execute_step._build_data_version_tags). The
+    sites' materializations are events, not outputs, so they get them here: without them Dagster
+    judges staleness by timestamps, and every backup would turn "unsynced" each time the
+    infrastructure is checked, changed or not."""
+    graph = context.job_def.asset_layer
+    tags = {CODE_VERSION_TAG: context.run.run_id, DATA_VERSION_TAG: f"{context.run.run_id}:{partition}"}
+    for parent in graph.get(context.asset_key).parent_keys:
+        record = context.instance.get_latest_data_version_record(
+            parent, partition_key=partition if graph.get(parent).partitions_def else None)
+        version = extract_data_version_from_entry(record.event_log_entry) if record else None
+        tags[get_input_data_version_tag(parent)] = (version or DEFAULT_DATA_VERSION).value
+        tags[get_input_event_pointer_tag(parent)] = str(record.storage_id) if record else NULL_EVENT_POINTER
+    return tags
 
 
 def for_each_site(context: dg.AssetExecutionContext, farm: FarmConfig, parallelism: int,
@@ -52,7 +78,8 @@ def for_each_site(context: dg.AssetExecutionContext, farm: FarmConfig, paralleli
                                               metadata={"failed": failures[name], "run_id": context.run.run_id})
                     continue
                 succeeded += 1
-                yield dg.AssetMaterialization(asset_key=context.asset_key, partition=name, metadata=metadata)
+                yield dg.AssetMaterialization(asset_key=context.asset_key, partition=name, metadata=metadata,
+                                              tags=provenance(context, name))
         except BaseException:  # the run is stopping (terminated, or recording an event failed)
             pool.shutdown(cancel_futures=True)  # start no more sites; those running finish
             raise

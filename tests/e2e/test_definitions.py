@@ -1,5 +1,6 @@
 """The whole Definitions object: assets and their lineage, jobs, schedules, sensors, resources."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,13 @@ ROOT = Path(__file__).resolve().parents[2]
 INFRASTRUCTURE = {"droplets", "swarm_nodes", "database_tier", "cache_tier", "storage_tier", "monitoring_tier"}
 
 
-def test_definitions_hold_the_site_assets_jobs_and_sensor(make_farm):
-    make_farm(1)
+EVERYTHING = {"swarm": {"docker_host": "tcp://127.0.0.1:9"}, "cache": {"redis": "127.0.0.1:9"},
+              "storage": {"gluster_volume": "wp-content"}, "monitoring": {"prometheus_url": "http://127.0.0.1:9"}}
+
+
+def test_definitions_hold_the_site_assets_jobs_and_sensor(make_farm, monkeypatch):
+    monkeypatch.setenv("DIGITALOCEAN_TOKEN", "token")
+    make_farm(1, sections=EVERYTHING)  # every part configured: every part in the graph
     defs = build_definitions(load_config())
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == INFRASTRUCTURE | {
@@ -30,9 +36,9 @@ def test_definitions_hold_the_site_assets_jobs_and_sensor(make_farm):
     assert parents("file_archive") == {"storage_tier", "site_provisioning"}
     assert parents("restore_drill") == {"database_dump", "file_archive"}
     assert parents("backup_inventory") == {"retention", "restore_drill"}
-    for key in INFRASTRUCTURE:  # watched, not produced: observations
+    for key in INFRASTRUCTURE:
         node = graph.get(dg.AssetKey(key))
-        assert node.group_name == "infrastructure" and node.partitions_def is None and node.is_observable
+        assert node.group_name == "infrastructure" and node.partitions_def is None and node.is_materializable
     assert parents("retention") == {"database_dump", "file_archive"}
     for key in ("site_provisioning", "database_dump", "file_archive", "retention", "restore_drill"):
         node = graph.get(dg.AssetKey(key))
@@ -54,12 +60,12 @@ def test_dagster_cli_validates_the_code_location_and_lists_what_is_upstream_of_t
     dagster = [str(Path(sys.executable).parent / "dagster")]
     subprocess.run([*dagster, "definitions", "validate", "-m", "wpfarm_assets.definitions"], cwd=ROOT, check=True,
                    capture_output=True)
-    for asset in ("database_dump", "file_archive"):
+    # The example farm (every tier configured) with a DigitalOcean token: the whole lineage, as an operator types it.
+    env = {**os.environ, "WPFARM_CONFIG": str(ROOT / "configs" / "farm.yaml"), "DIGITALOCEAN_TOKEN": "token"}
+    for asset, tier in (("database_dump", "database_tier"), ("file_archive", "storage_tier")):
         listed = subprocess.run([*dagster, "asset", "list", "-m", "wpfarm_assets.definitions", "--select", f"+key:{asset}"],
-                                cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
-        # `dagster asset list` leaves observed (source) assets out of any selection; the graph has them:
-        # test_definitions_hold_the_site_assets_jobs_and_sensor, and the web UI test.
-        assert sorted(listed) == sorted([asset, "site_provisioning"])
+                                cwd=ROOT, check=True, capture_output=True, text=True, env=env).stdout.split()
+        assert sorted(listed) == sorted([asset, "droplets", "swarm_nodes", tier, "site_provisioning"])
 
 
 def test_nightly_schedule_covers_every_site_in_runs_of_the_configured_size(make_farm, dagster_home):

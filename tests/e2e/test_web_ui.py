@@ -47,11 +47,15 @@ def statuses(url: str, asset: str) -> dict:
 
 
 @pytest.fixture
-def farm_with_trouble(make_farm, dagster_home, db, tmp_path):
+def farm_with_trouble(make_farm, dagster_home, db, tmp_path, digitalocean):
     """Three good sites backed up, a broken one (its database missing) whose backup failed, and a
-    new one never backed up; the infrastructure observed twice."""
-    farm = make_farm(3, size=DemoSize(posts=5, uploads=1),
-                     sections={"provisioning": {"secrets_dir": str(tmp_path / "secrets"), "sites_root": str(tmp_path / "sites")}})
+    new one never backed up; the infrastructure checked three times: the droplets (the DigitalOcean
+    emulator) as the topology says, a Swarm configured but unreachable, no cache, storage or monitoring tier."""
+    digitalocean.add_droplet("wpt-manager-01", "s-8vcpu-16gb", "fra1", ["wpt", "wpt-manager"])
+    farm = make_farm(3, size=DemoSize(posts=5, uploads=1), sections={
+        "provisioning": {"secrets_dir": str(tmp_path / "secrets"), "sites_root": str(tmp_path / "sites")},
+        "topology": {"project": "wpt", "region": "fra1",
+                     "tiers": {"manager": {"count": 1, "size": "s-8vcpu-16gb", "role": "manager"}}}})
     raw = yaml.safe_load(farm.config_path.read_text())
     tag = farm.sites[0]["name"].split("-")[1].split(".")[0]
     broken = {"name": f"broken-{tag}.test.example", "database": f"wpt_{tag}_broken",
@@ -72,7 +76,10 @@ def farm_with_trouble(make_farm, dagster_home, db, tmp_path):
     config = load_config()
     sync_partitions(instance(), config)  # the new site: provisioned (as the inventory sensor does), not backed up
     assert run_job("provision_sites", config, instance(), tags=partition_range_tags(new["name"], new["name"])).success
-    for _ in range(2):  # observing the infrastructure again must not make the backups unsynced
+    raw["swarm"] = {"docker_host": f"tcp://127.0.0.1:{free_port()}"}  # the manager goes away (provisioning needed it)
+    farm.config_path.write_text(yaml.safe_dump(raw))
+    config = load_config()
+    for _ in range(2):  # checking the infrastructure again must not make the backups unsynced
         run_job("check_infrastructure", config, instance())
     yield farm, broken, new
     db.drop_database(broken["database"])
@@ -117,6 +124,10 @@ def test_the_web_ui_tells_the_truth(web_ui, farm_with_trouble, db):
     assert sorted(dumps["materializedPartitions"]) == sorted(good) and dumps["failedPartitions"] == [broken["name"]]
     stale = graphql(web_ui, STALE, {"key": {"path": ["database_dump"]}, "partitions": good})["assetNodeOrError"]
     assert stale["staleStatusByPartition"] == ["FRESH"] * len(good), stale
+    for unconfigured in ("cache_tier", "storage_tier", "monitoring_tier"):  # nothing unchecked in the graph to look green
+        node = graphql(web_ui, "query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { __typename } }",
+                       {"key": {"path": [unconfigured]}})["assetNodeOrError"]
+        assert node["__typename"] == "AssetNotFoundError", (unconfigured, node)
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
@@ -144,12 +155,13 @@ def test_the_web_ui_tells_the_truth(web_ui, farm_with_trouble, db):
         for name in ("droplets", "swarm_nodes", "database_tier", "site_provisioning", "database_dump"):
             expect(page.get_by_text(name, exact=True).first).to_be_visible()
 
-        # An unconfigured tier is not green: observed as not checked, saying why; its check never evaluated.
-        visit("/assets/cache_tier", "2-unconfigured-tier.png")
-        expect(page.get_by_text("no cache tier configured", exact=False).first).to_be_visible()
-        expect(page.get_by_text("Latest check results", exact=True)).to_be_visible()  # the check panel is there
-        body = page.inner_text("body")
-        assert "Passed" not in body and "Materialized" not in body, body[:2000]
+        # What was checked and is right passes; a configured part that cannot be reached fails, with the reason.
+        visit("/assets/droplets?view=checks", "2-droplets-checked.png")
+        expect(page.get_by_text("Passed", exact=True).first).to_be_visible()
+        visit("/assets/swarm_nodes?view=checks", "2-swarm-unreachable.png")
+        expect(page.get_by_text("Failed", exact=True).first).to_be_visible()
+        expect(page.get_by_text("127.0.0.1", exact=False).first).to_be_visible()
+        assert "Passed" not in page.inner_text("body")
 
         # The partitions: the broken site failed, and its reason is on its partition's events (no log needed).
         visit(f"/assets/database_dump?view=partitions&partition={broken['name']}", "3-failed-partition.png")
@@ -165,6 +177,7 @@ def test_the_web_ui_tells_the_truth(web_ui, farm_with_trouble, db):
         page.get_by_role("button", name="Materialize…").first.click()
         dialog = page.get_by_role("dialog")
         expect(dialog).to_be_visible()
+        assert "have not been materialized" not in dialog.inner_text()  # no question about upstream tiers
         page.screenshot(path=str(SCREENSHOTS / "5-launch-dialog.png"))
         dialog.get_by_text("Failed and missing", exact=False).first.click()
         page.screenshot(path=str(SCREENSHOTS / "6-failed-and-missing.png"))

@@ -22,15 +22,15 @@ from wpfarm_assets.infrastructure.assets import (
 
 
 def materialize(asset):
-    """Observe one infrastructure asset, as check_infrastructure does."""
-    defs = dg.Definitions(assets=[asset], jobs=[dg.define_asset_job("observe", selection=[asset])],
+    """Check one infrastructure asset, as check_infrastructure does."""
+    defs = dg.Definitions(assets=[asset], jobs=[dg.define_asset_job("check", selection=[asset])],
                           resources=build_resources(load_config()))
-    return defs.resolve_job_def("observe").execute_in_process(instance=dg.DagsterInstance.get(), raise_on_error=False)
+    return defs.resolve_job_def("check").execute_in_process(instance=dg.DagsterInstance.get(), raise_on_error=False)
 
 
 def metadata_of(result, asset) -> dict:
-    (event,) = result.asset_observations_for_node(asset.key.path[-1])
-    return {k: v.value for k, v in event.metadata.items() if k != "checked"}
+    (event,) = result.asset_materializations_for_node(asset.key.path[-1])
+    return {k: v.value for k, v in event.metadata.items()}
 
 
 def check_of(result):
@@ -40,7 +40,7 @@ def check_of(result):
 
 def is_down(result) -> bool:
     """Down or unreachable: the check fails at ERROR (the step itself succeeds, so that the
-    observations downstream of it still run)."""
+    assets downstream of it still run)."""
     check = check_of(result)
     return result.success and not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
 
@@ -213,22 +213,30 @@ def test_the_farms_vcl_routes_each_site_by_host_and_refuses_unknown_hosts(cache)
     assert get("elsewhere.example.com")[0] == 404
 
 
-def test_nothing_unconfigured_is_checked_or_observed(make_farm, dagster_home, monkeypatch):
-    """No DigitalOcean token, Swarm, cache, GlusterFS or monitoring: no check on them passes (none is
-    evaluated), each observed as not checked; the database tier, configured, is checked."""
+def test_nothing_unconfigured_is_in_the_graph_so_nothing_unchecked_passes(make_farm, dagster_home, monkeypatch):
+    """No DigitalOcean token, Swarm, cache, GlusterFS or monitoring: those parts are not in the
+    definitions (no green, no passing check), the job says why; the database tier, configured, is checked."""
     monkeypatch.delenv("DIGITALOCEAN_TOKEN", raising=False)
     make_farm(1)
     from wpfarm_assets.definitions import build_definitions
 
-    result = build_definitions(load_config()).resolve_job_def("check_infrastructure").execute_in_process(
-        instance=dg.DagsterInstance.get(), raise_on_error=False)
+    defs = build_definitions(load_config())
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()
+            if graph.get(k).group_name == "infrastructure"} == {"database_tier"}
+    assert {k.to_user_string() for k in graph.get(dg.AssetKey("file_archive")).parent_keys} == {"site_provisioning"}
+    job = defs.resolve_job_def("check_infrastructure")
+    for why in ("droplets (no DigitalOcean token", "swarm_nodes (no Swarm", "cache_tier (no cache tier",
+                "storage_tier (no GlusterFS volume", "monitoring_tier (no Prometheus or Alertmanager"):
+        assert why in job.description, job.description
+    result = job.execute_in_process(instance=dg.DagsterInstance.get(), raise_on_error=False)
     assert result.success
-    checks = {c.asset_key.to_user_string(): c.passed for c in result.get_asset_check_evaluations()}
-    observed = {o.asset_key.to_user_string(): {k: v.value for k, v in
-                                               o.asset_observation_data.asset_observation.metadata.items()}
-                for o in result.get_asset_observation_events()}
-    assert checks == {"database_tier": True}
-    assert {k: v["checked"] for k, v in observed.items()} == {
-        "droplets": False, "swarm_nodes": False, "database_tier": True, "cache_tier": False,
-        "storage_tier": False, "monitoring_tier": False}
-    assert "no DigitalOcean token" in observed["droplets"]["not_checked"]
+    assert {c.asset_key.to_user_string(): c.passed for c in result.get_asset_check_evaluations()} == {
+        "database_tier": True}
+    assert {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()} == {"database_tier"}
+
+    monkeypatch.setenv("DIGITALOCEAN_TOKEN", "token")  # droplets checked, still no Swarm: the tiers hang from them
+    graph = build_definitions(load_config()).resolve_asset_graph()
+    for asset in ("database_tier", "database_dump", "file_archive"):
+        assert {k.to_user_string() for k in graph.get(dg.AssetKey(asset)).parent_keys} - {"site_provisioning"} == {
+            "droplets" if asset != "database_dump" else "database_tier"}
