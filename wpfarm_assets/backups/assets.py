@@ -8,7 +8,6 @@ runs in its own run after each backup run (sensors/retention_after_backup.py).
 Farm-wide: backup_inventory, one row per site and kind.
 """
 
-import warnings
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -31,9 +30,6 @@ from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.infrastructure.assets import database_tier, storage_tier
 from wpfarm_assets.partitions import for_each_site, sites
 from wpfarm_assets.provisioning.assets import site_provisioning
-
-# Batching many sites into one run is the point of backfill_policy; its "beta" label is noise here.
-warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
 
 RETENTION_PARALLELISM = 8  # sites whose backups are listed and pruned at once (object store only)
 # The asset-level picture (newest backup of *any* site); per-site age is the backup_age check.
