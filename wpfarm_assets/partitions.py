@@ -35,20 +35,30 @@ def partition_range_tags(first: str, last: str) -> dict[str, str]:
     return {RANGE_START: first, RANGE_END: last}
 
 
-def provenance(context: dg.AssetExecutionContext, partition: str) -> dict[str, str]:
-    """The tags Dagster puts on a materialization made from a step's output (its data provenance:
-    which version of each parent it was made from; execute_step._build_data_version_tags). The
-    sites' materializations are events, not outputs, so they get them here: without them Dagster
-    judges staleness by timestamps, and every backup would turn "unsynced" each time the
-    infrastructure is checked, changed or not."""
-    graph = context.job_def.asset_layer
-    tags = {CODE_VERSION_TAG: context.run.run_id, DATA_VERSION_TAG: f"{context.run.run_id}:{partition}"}
-    for parent in graph.get(context.asset_key).parent_keys:
-        record = context.instance.get_latest_data_version_record(
-            parent, partition_key=partition if graph.get(parent).partitions_def else None)
-        version = extract_data_version_from_entry(record.event_log_entry) if record else None
-        tags[get_input_data_version_tag(parent)] = (version or DEFAULT_DATA_VERSION).value
-        tags[get_input_event_pointer_tag(parent)] = str(record.storage_id) if record else NULL_EVENT_POINTER
+def provenance(context: dg.AssetExecutionContext) -> dict[str, dict[str, str]]:
+    """Per site of the run, the tags Dagster puts on a materialization made from a step's output
+    (its data provenance: which version of each parent it was made from; execute_step's
+    _build_data_version_tags). The sites' materializations are events, not outputs, so they get
+    them here: without them Dagster judges staleness by timestamps, and every backup would turn
+    "unsynced" each time the infrastructure is checked, changed or not. Read once, as the step
+    starts: what the sites' work is made from, not what landed while it ran."""
+    graph, names = context.job_def.asset_layer, context.partition_keys
+    node = graph.get(context.asset_key)
+    code_version = node.code_version or context.run.run_id
+    tags = {n: {CODE_VERSION_TAG: code_version, DATA_VERSION_TAG: f"{context.run.run_id}:{n}"} for n in names}
+    storage, materialized = context.instance.event_log_storage, dg.DagsterEventType.ASSET_MATERIALIZATION
+    for parent in node.parent_keys:
+        if graph.get(parent).partitions_def:  # the sites partitions again: site to site
+            ids = storage.get_latest_storage_id_by_partition(parent, materialized, set(names))
+            versions = storage.get_latest_tags_by_partition(parent, materialized, [DATA_VERSION_TAG], names)
+            found = {n: (versions.get(n, {}).get(DATA_VERSION_TAG), ids.get(n)) for n in names}
+        else:
+            record = context.instance.get_latest_data_version_record(parent, is_source=False)
+            version = extract_data_version_from_entry(record.event_log_entry) if record else None
+            found = dict.fromkeys(names, (version.value if version else None, record.storage_id if record else None))
+        for name, (version, storage_id) in found.items():
+            tags[name][get_input_data_version_tag(parent)] = version or DEFAULT_DATA_VERSION.value
+            tags[name][get_input_event_pointer_tag(parent)] = str(storage_id) if storage_id else NULL_EVENT_POINTER
     return tags
 
 
@@ -64,6 +74,7 @@ def for_each_site(context: dg.AssetExecutionContext, farm: FarmConfig, paralleli
     the materializations are these events, not a step output.
     """
     names = context.partition_keys
+    tags = provenance(context)
     failures: dict[str, str] = {}
     succeeded = 0
     with ThreadPoolExecutor(max_workers=min(parallelism, len(names))) as pool:
@@ -83,7 +94,7 @@ def for_each_site(context: dg.AssetExecutionContext, farm: FarmConfig, paralleli
                     continue
                 succeeded += 1
                 yield dg.AssetMaterialization(asset_key=context.asset_key, partition=name, metadata=metadata,
-                                              tags=provenance(context, name))
+                                              tags=tags[name])
         except BaseException:  # the run is stopping (terminated, or recording an event failed)
             pool.shutdown(cancel_futures=True)  # start no more sites; those running finish
             raise

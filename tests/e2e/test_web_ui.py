@@ -122,8 +122,9 @@ def test_the_web_ui_tells_the_truth(web_ui, farm_with_trouble, db):
     # What the UI reads, straight from its GraphQL API: three sites materialized, the broken one failed.
     dumps = statuses(web_ui, "database_dump")
     assert sorted(dumps["materializedPartitions"]) == sorted(good) and dumps["failedPartitions"] == [broken["name"]]
-    stale = graphql(web_ui, STALE, {"key": {"path": ["database_dump"]}, "partitions": good})["assetNodeOrError"]
-    assert stale["staleStatusByPartition"] == ["FRESH"] * len(good), stale
+    for backup in ("database_dump", "file_archive"):
+        stale = graphql(web_ui, STALE, {"key": {"path": [backup]}, "partitions": good})["assetNodeOrError"]
+        assert stale["staleStatusByPartition"] == ["FRESH"] * len(good), (backup, stale)
     for unconfigured in ("cache_tier", "storage_tier", "monitoring_tier"):  # nothing unchecked in the graph to look green
         node = graphql(web_ui, "query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { __typename } }",
                        {"key": {"path": [unconfigured]}})["assetNodeOrError"]

@@ -191,18 +191,26 @@ infrastructure_assets = [droplets, swarm_nodes, *TIER_ASSETS.values()]
 
 
 def wired_past(assets: list[dg.AssetsDefinition], absent: set[str]) -> list[dg.AssetsDefinition]:
-    """The assets but the absent ones; a dep on an absent asset becomes that asset's own deps, so
-    the lineage stays whole (no Swarm: the tiers hang from the droplets, or from nothing)."""
-    deps_of = {spec.key: [d.asset_key for d in spec.deps] for a in assets for spec in a.specs}
+    """The assets but the absent ones. Within the infrastructure, a dep on an absent part becomes
+    that part's own deps, so the lineage stays whole (no Swarm: the tiers hang from the droplets).
+    Elsewhere it is dropped: a backup hangs from the tier it needs, or from no infrastructure at
+    all (not from the droplets, whose every change would make it "unsynced")."""
+    deps_of = {spec.key: list(spec.deps) for a in assets for spec in a.specs}
 
-    def present(keys: list[dg.AssetKey]) -> list[dg.AssetKey]:
+    def gone(dep: dg.AssetDep) -> bool:
+        return dep.asset_key.to_user_string() in absent
+
+    def present(deps: list[dg.AssetDep]) -> list[dg.AssetDep]:
         found = []
-        for key in keys:
-            found += present(deps_of.get(key, [])) if key.to_user_string() in absent else [key]
-        return list(dict.fromkeys(found))
+        for dep in deps:
+            found += present(deps_of.get(dep.asset_key, [])) if gone(dep) else [dep]
+        return list({d.asset_key: d for d in found}.values())
 
-    return [a.map_asset_specs(lambda spec: spec.replace_attributes(deps=present([d.asset_key for d in spec.deps])))
-            if any(d.asset_key.to_user_string() in absent for spec in a.specs for d in spec.deps) else a
+    def rewired(spec: dg.AssetSpec) -> dg.AssetSpec:
+        keep = present if spec.group_name == "infrastructure" else (lambda deps: [d for d in deps if not gone(d)])
+        return spec.replace_attributes(deps=keep(list(spec.deps)))
+
+    return [a.map_asset_specs(rewired) if any(gone(d) for spec in a.specs for d in spec.deps) else a
             for a in assets if not {k.to_user_string() for k in a.keys} <= absent]
 
 
