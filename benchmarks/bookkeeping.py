@@ -12,6 +12,7 @@ import wpfarm_assets.backups.assets as assets
 from wpfarm_assets.backups.backup import Backup
 from wpfarm_assets.cli import main
 from wpfarm_assets.core.keys import BackupKey
+from wpfarm_assets.core.manifest import Manifest
 
 
 def nothing(kind: str):
@@ -19,9 +20,10 @@ def nothing(kind: str):
         key = BackupKey(site.name, kind, datetime.now(timezone.utc))
         now = datetime.now(timezone.utc).isoformat()
         content = {"tables": {}} if kind == "db" else {"files": 0}
-        return Backup(key, {"site": site.name, "kind": kind, "object_key": key.data_key, "started_at": now,
-                            "finished_at": now, "plaintext_bytes": 0, "stored_bytes": 0, "sha256": "",
-                            "duration_seconds": 0.0, "key_fingerprint": "", "source": "nowhere", **content})
+        return Backup(key, Manifest(site=site.name, kind=kind, object_key=key.data_key, started_at=now,
+                                    finished_at=now, plaintext_bytes=0, stored_bytes=0, sha256="",
+                                    duration_seconds=0.0, compression="none", key_fingerprint="", source="nowhere",
+                                    **content))
     return backed_up
 
 
