@@ -94,9 +94,9 @@ def topology_result(key: str, rows: list[dict], columns: list[str],
     problems = [{"tier": d.tier, "name": d.name, "problem": d.problem, "severity": d.severity} for d in differences]
     critical = any(d.severity == CRITICAL for d in differences)
     return checked(key, MATCHES, {"count": len(rows), "table": table(rows, columns), "differences": len(differences)},
-                    not differences, dg.AssetCheckSeverity.ERROR if critical else dg.AssetCheckSeverity.WARN,
-                    "; ".join(f"{d.name or d.tier}: {d.problem}" for d in differences) or "as the topology says",
-                    {"differences": table(problems, ["tier", "name", "problem", "severity"])})
+                   not differences, dg.AssetCheckSeverity.ERROR if critical else dg.AssetCheckSeverity.WARN,
+                   "; ".join(f"{d.name or d.tier}: {d.problem}" for d in differences) or "as the topology says",
+                   {"differences": table(problems, ["tier", "name", "problem", "severity"])})
 
 
 def infrastructure(key: str, check: str, kinds: set[str], deps: tuple[str, ...] = ()):
