@@ -18,4 +18,4 @@ verify_backups_schedule = running_schedule(
     "Daily: re-read every site's newest backups against their manifests; restic check of 1/30 of each repository.")
 infrastructure_schedule = running_schedule(
     "infrastructure_schedule", "check_infrastructure", "*/10 * * * *",
-    "Every ten minutes: check the droplets, Swarm nodes and every configured tier (their checks say what is wrong).")
+    "Every ten minutes: check every configured part of the infrastructure group (droplets, Swarm nodes, tiers); their checks say what is wrong.")

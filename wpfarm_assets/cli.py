@@ -138,7 +138,7 @@ def run_over_sites(job_name: str, names: list[str], order: list[str], config: Fa
     """`job_name` over `names`, in runs of sites_per_run consecutive partitions; whether all succeeded."""
     ok = True
     for first, last in site_runs(names, order, config.backup.sites_per_run):
-        ok = run_job(job_name, config, inst, f"sites {first} .. {last}",
+        ok = run_job(job_name, config, inst, f"site {first}" if first == last else f"sites {first} .. {last}",
                      tags={**partition_range_tags(first, last), **(tags or {})}, **kwargs).success and ok
     return ok
 

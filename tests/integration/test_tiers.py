@@ -225,9 +225,10 @@ def test_nothing_unconfigured_is_in_the_graph_so_nothing_unchecked_passes(make_f
     assert {k.to_user_string() for k in graph.get_all_asset_keys()
             if graph.get(k).group_name == "infrastructure"} == {"database_tier"}
     assert {k.to_user_string() for k in graph.get(dg.AssetKey("file_archive")).parent_keys} == {"site_provisioning"}
+    assert "swarm_node_sensor" not in {sensor.name for sensor in defs.sensors}  # no Swarm to watch
     job = defs.resolve_job_def("check_infrastructure")
-    for why in ("droplets (no DigitalOcean token", "swarm_nodes (no Swarm", "cache_tier (no cache tier",
-                "storage_tier (no GlusterFS volume", "monitoring_tier (no Prometheus or Alertmanager"):
+    for why in ("droplets: no DigitalOcean token", "swarm_nodes: no Swarm", "cache_tier: no cache tier",
+                "storage_tier: no GlusterFS volume", "monitoring_tier: no Prometheus or Alertmanager"):
         assert why in job.description, job.description
     result = job.execute_in_process(instance=dg.DagsterInstance.get(), raise_on_error=False)
     assert result.success

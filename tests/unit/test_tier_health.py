@@ -8,6 +8,7 @@ def test_a_standalone_server_is_healthy_whatever_its_idle_wsrep_status_says():
     idle = {"wsrep_on": "OFF", "wsrep_cluster_status": "Disconnected", "wsrep_ready": "OFF", "uptime": "10"}
     health = judge_database(idle, expected_nodes=3)
     assert health.facts["mode"] == "standalone" and not health.failures and not health.warnings
+    assert health.facts == {"mode": "standalone", "uptime": "10"}  # no "Disconnected" on a healthy server
 
 
 def test_a_synced_primary_cluster_of_the_expected_size_is_healthy():

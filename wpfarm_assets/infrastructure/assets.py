@@ -215,8 +215,8 @@ def wired_past(assets: list[dg.AssetsDefinition], absent: set[str]) -> list[dg.A
 
 
 def check_infrastructure_job(absent: dict[str, str]):
-    unchecked = "; ".join(f"{key} ({why})" for key, why in absent.items())
+    unchecked = "; ".join(f"{key}: {why}" for key, why in absent.items())
     return dg.define_asset_job(
         "check_infrastructure", selection=dg.AssetSelection.groups("infrastructure"),
         description="Check the droplets and Swarm nodes against the topology, and the health of every tier."
-                    + (f" Not checked on this farm, as not configured: {unchecked}." if unchecked else ""))
+                    + (f" Not checked on this farm, as not configured ({unchecked})." if unchecked else ""))

@@ -34,8 +34,8 @@ class TierHealth:
 def judge_database(status: dict[str, str], expected_nodes: int) -> TierHealth:
     """Judge `SHOW GLOBAL STATUS` values and the `wsrep_on` variable. (Debian's server reports
     wsrep_* status, Disconnected, even with Galera off: only wsrep_on says whether it is a cluster.)"""
-    if status.get("wsrep_on", "OFF") != "ON":
-        return TierHealth({"mode": "standalone", **status})
+    if status.get("wsrep_on", "OFF") != "ON":  # the idle wsrep_* status would read as a cluster down
+        return TierHealth({"mode": "standalone", **{k: v for k, v in status.items() if not k.startswith("wsrep_")}})
     health = TierHealth({"mode": "galera", **status})
     if status["wsrep_cluster_status"] != "Primary":
         health.failures.append(f"cluster is {status['wsrep_cluster_status']}, not Primary (split brain or quorum lost)")
