@@ -58,8 +58,9 @@ def swarm_node_sensor(context: dg.SensorEvaluationContext, farm: dg.ResourcePara
     requests = []
     if changes:
         state["changes"] += 1
-        checked = [TIER_ASSETS[t].key for t in sorted({t for _, ts in changes for t in ts if t in TIER_ASSETS})
-                   if f"{t}_tier" not in not_configured(config)]
+        absent = not_configured(config)
+        checked = [TIER_ASSETS[t].key for t in sorted({t for _, ts in changes for t in ts})
+                   if t in TIER_ASSETS and f"{t}_tier" not in absent]
         summary = "; ".join(text for text, _ in changes)
         context.log.info(f"Swarm changed: {summary}")
         requests.append(dg.RunRequest(

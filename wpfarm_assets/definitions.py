@@ -110,7 +110,7 @@ def build_definitions(config: FarmConfig) -> dg.Definitions:
         schedules=[build_daily_backup_schedule(config.backup.schedule, config.backup.sites_per_run),
                    build_restore_drill_schedule(config.drill.schedule), backup_health_schedule,
                    verify_backups_schedule, infrastructure_schedule],
-        sensors=[site_inventory_sensor, *([swarm_node_sensor] if config.swarm.docker_host else []),
+        sensors=[site_inventory_sensor, *([swarm_node_sensor] if "swarm_nodes" not in absent else []),
                  retention_after_backup, retention_after_failed_backup,
                  run_failure_alert],
         resources=build_resources(config),
