@@ -505,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("wpfarm: interrupted; the current run is marked failed", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `wpfarm status | head`: the reader left; no traceback, no error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -272,7 +272,7 @@ def sync_drill_alerts(store: Store, farm: FarmConfig, alertmanager, link: str) -
 
 
 def _days(delta: timedelta) -> str:
-    hours = delta.total_seconds() / 3600
+    hours = max(0.0, delta.total_seconds() / 3600)  # a site added a moment ago: 0.0 h, not -0.0 h
     return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} days"
 
 

@@ -100,7 +100,7 @@ def backup_age(sites: list[str], listing: dict[str, SiteBackups], now: datetime,
             if bad:
                 flagged += f"; newer backup {bad[-1].stamp} failed verification"
             if not backups:
-                existed = (now - entry.added).total_seconds() / 3600 if entry.added else None
+                existed = max(0.0, (now - entry.added).total_seconds() / 3600) if entry.added else None
                 if existed is not None and existed < warning_hours and not future and not bad:
                     findings.append(Finding(site, kind, NEW, f"new site ({existed:.1f} h), no backup yet"))
                 else:
