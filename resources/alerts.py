@@ -100,6 +100,13 @@ DRILL_METRICS = {
 }
 
 
+BINLOG_METRICS = {
+    "wpfarm_binlog_archive_last_event_timestamp_seconds": "Unix time of the newest archived binary-log event.",
+    "wpfarm_binlog_archive_age_seconds": "Seconds from the newest archived binary-log event to the archive run: "
+                                         "the recovery point (RPO) then.",
+}
+
+
 class PushgatewayResource(dg.ConfigurableResource):
     """Pushes each backup's metrics, grouped by site and kind (job="wpfarm_backup"), and each restore
     drill's, by site (job="wpfarm_drill"). No url: off."""
@@ -117,6 +124,15 @@ class PushgatewayResource(dg.ConfigurableResource):
         }
         _request("PUT", f"{self.url.rstrip('/')}/metrics/job/wpfarm_drill/site/{record['site']}",
                  metric_lines(metrics, DRILL_METRICS), "text/plain; version=0.0.4")
+
+    def push_binlog_archive(self, reach: datetime | None, age: float | None) -> None:
+        """The archive's newest event (job="wpfarm_binlog"); the alert rule takes its age from it."""
+        if not self.url or reach is None:
+            return
+        metrics = {"wpfarm_binlog_archive_last_event_timestamp_seconds": reach.timestamp(),
+                   "wpfarm_binlog_archive_age_seconds": age}
+        _request("PUT", f"{self.url.rstrip('/')}/metrics/job/wpfarm_binlog", metric_lines(metrics, BINLOG_METRICS),
+                 "text/plain; version=0.0.4")
 
     def push_backup(self, manifest: Manifest) -> None:
         if not self.url:

@@ -19,3 +19,10 @@ verify_backups_schedule = running_schedule(
 infrastructure_schedule = running_schedule(
     "infrastructure_schedule", "check_infrastructure", "*/10 * * * *",
     "Every ten minutes: check every configured part of the infrastructure group (droplets, Swarm nodes, tiers); their checks say what is wrong.")
+
+
+def build_binlog_schedule(every_minutes: int) -> dg.ScheduleDefinition:
+    return running_schedule(
+        "binlog_archive_schedule", "archive_binlogs", f"*/{every_minutes} * * * *",
+        f"Every {every_minutes} minutes (database.binlog_every_minutes): archive the binary logs written since the "
+        "last run; the archive's age is the farm's recovery point (RPO).")

@@ -2,10 +2,11 @@
 against the instance in $DAGSTER_HOME, so everything they do shows in the web UI.
 
     wpfarm backup [SITE ...] [--failed]  back up the named sites now (all when none are named)
-    wpfarm restore SITE [--date D | --at STAMP] [--to-database NAME] [--to-path DIR] [--kind all|db|files]
+    wpfarm restore SITE [--date D | --at STAMP | --time T] [--to-database NAME] [--to-path DIR] [--kind all|db|files]
     wpfarm backups SITE [--verify]       every restore point of a site and its verification state
     wpfarm drill [SITE ...]              restore drills now: newest backups into scratch space, proven, RTO
-    wpfarm status                        every site's newest backup and last drill, their age and state
+    wpfarm status                        every site's newest backup and last drill, their age and state; the RPO
+    wpfarm binlogs                       archive the binary logs now (point-in-time recovery)
     wpfarm demo [--sites N]              build a demo farm, back it up, restore one site and compare
     wpfarm site create NAME              add a site to the inventory, provision it, take its first backup
     wpfarm provision [--apply] [--step S]  plan (or apply) the farm's provisioning steps
@@ -94,7 +95,7 @@ def free_dead_slots(inst: dg.DagsterInstance) -> None:
     storage = inst.event_log_storage
     if not storage.supports_global_concurrency_limits:
         return
-    for pool in ("database", "storage", "drill"):
+    for pool in ("database", "storage", "drill", "binlogs"):
         holders = sorted({slot.run_id for slot in storage.get_concurrency_info(pool).claimed_slots})
         if holders:
             print(f"wpfarm: pool {pool!r} is in use by run {', '.join(holders)}: steps of this run wait for it",
@@ -234,6 +235,24 @@ def status(config: FarmConfig) -> int:
     return 1 if bad else 0
 
 
+def binlogs(config: FarmConfig) -> int:
+    """Archive the binary logs now (the archive_binlogs job, as its schedule runs it): which node,
+    what was archived, how far the archive reaches, and its check. Exit 1 if either failed."""
+    from wpfarm_assets.backups.assets import binlog_archive
+
+    result = run_job("archive_binlogs", config, instance())
+    for event in result.get_asset_materialization_events():
+        meta = {k: v.value for k, v in event.materialization.metadata.items()}
+        print(f"from {meta['node']}: {meta['logs_archived']} log(s), {meta['transactions']} transaction(s), "
+              f"{meta['archived']}; archived until {meta['archived_until']}"
+              + (f"; passed over {meta['passed_over']}" if meta["passed_over"] != "none" else "")
+              + (f"; GAP: {meta['gap']}" if meta["gap"] != "none" else ""))
+    checked = [e for e in result.get_asset_check_evaluations() if e.asset_key == binlog_archive.key]
+    for evaluation in checked:
+        print(f"{'ok' if evaluation.passed else evaluation.severity.value}: {evaluation.description}")
+    return 0 if result.success and all(e.passed for e in checked) else 1
+
+
 def restore(args: argparse.Namespace, config: FarmConfig) -> int:
     config.site(args.site)
     if args.path and args.kind not in (None, "files"):
@@ -252,6 +271,14 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
         validate_identifier(args.to_database)
     if args.to_path:
         validate_absolute_path(args.to_path)
+    if args.time:
+        from wpfarm_assets.backups.pitr import parse_time
+
+        if args.date or args.at:
+            raise ConfigError("--time, --date and --at each choose what to restore: give one")
+        if args.path:
+            raise ConfigError("--time restores the database to a second: --path is for a files backup (use --at)")
+        parse_time(args.time)
     if args.at:
         if args.kind == "all":
             raise ConfigError("--at names one backup, of one kind: add --kind db or --kind files "
@@ -270,6 +297,7 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
         "kind": args.kind,
         "date": args.date,
         "at": args.at,
+        "time": args.time,
         "to_database": args.to_database,
         "to_path": args.to_path,
         "path": args.path,
@@ -283,7 +311,12 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
         for refusal in restored["refused"]:
             print(f"{args.site}: {kind} backup {refusal}: refused", file=sys.stderr)
         where = restored.get("database") or restored.get("path")
-        print(f"{args.site}: {kind} restored into {where} from {restored['backup']}")
+        if "transactions_replayed" in restored:
+            print(f"{args.site}: {kind} restored into {where} as of {restored['time']:%Y-%m-%d %H:%M:%S} UTC: "
+                  f"{restored['dump']} (GTID {restored['dump_gtid']}) and {restored['transactions_replayed']} "
+                  f"transaction(s) from {len(restored['binlogs'])} archived binary log(s)")
+        else:
+            print(f"{args.site}: {kind} restored into {where} from {restored['backup']}")
     return 0
 
 
@@ -437,6 +470,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("site", metavar="SITE")
     r.add_argument("--date", help="YYYY-MM-DD (UTC): the newest good backup of that day")
     r.add_argument("--at", help="yyyymmddThhmmssZ: exactly this backup (see `wpfarm backups SITE`)")
+    r.add_argument("--time", help="2026-12-07T14:32:05Z (UTC): the database as it was at that second (the dump "
+                   "before it and the archived binary logs up to it); files: the newest backup before it")
     r.add_argument("--to-database", help="restore into this database instead of the site's own")
     r.add_argument("--to-path", help="extract wp-content (and wp-config.php) under this directory instead")
     r.add_argument("--path", help="restore only this part of the files, e.g. wp-content/uploads/2026 (implies --kind files)")
@@ -447,6 +482,7 @@ def parser() -> argparse.ArgumentParser:
     dr = sub.add_parser("drill", help="restore drills now: newest backups restored into scratch space and proven")
     dr.add_argument("sites", nargs="*", metavar="SITE")
     sub.add_parser("status", help="the newest backup of every site and kind, and its last drill: age and state")
+    sub.add_parser("binlogs", help="archive the binary logs now (what the schedule runs every few minutes)")
     bk = sub.add_parser("backups", help="every restore point of a site, with its verification state")
     bk.add_argument("site", metavar="SITE")
     bk.add_argument("--verify", action="store_true", help="read every backup whole and compare its sha256")
@@ -490,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config()
         if args.command == "status":
             return status(config)
+        if args.command == "binlogs":
+            return binlogs(config)
         if args.command == "drill":
             return drill(args.sites, config)
         if args.command == "backups":

@@ -20,23 +20,37 @@ from resources.object_store import ObjectStoreResource
 from resources.redis import RedisResource
 from resources.ssh import NodeResource
 from resources.swarm import SwarmResource
-from schedules.backup_health import backup_health_schedule, infrastructure_schedule, verify_backups_schedule
+from schedules.backup_health import (
+    backup_health_schedule,
+    build_binlog_schedule,
+    infrastructure_schedule,
+    verify_backups_schedule,
+)
 from schedules.daily_backup import build_daily_backup_schedule
 from schedules.restore_drill import build_restore_drill_schedule
 from sensors.retention_after_backup import retention_after_backup, retention_after_failed_backup
 from sensors.run_failures import run_failure_alert
 from sensors.site_inventory import site_inventory_sensor
 from sensors.swarm_nodes import swarm_node_sensor
-from wpfarm_assets.backups.assets import backup_inventory, database_dump, file_archive, restore_drill, retention
+from wpfarm_assets.backups.assets import (
+    backup_inventory,
+    binlog_archive,
+    database_dump,
+    file_archive,
+    restore_drill,
+    retention,
+)
 from wpfarm_assets.backups.checks import (
     backup_age_check,
     backup_integrity_check,
+    binlog_archive_check,
     database_dump_age_check,
     file_archive_age_check,
     restore_drill_check,
 )
 from wpfarm_assets.backups.jobs import (
     apply_retention_job,
+    archive_binlogs_job,
     back_up_sites_job,
     check_backup_health_job,
     drill_sites_job,
@@ -102,14 +116,16 @@ def build_definitions(config: FarmConfig) -> dg.Definitions:
     return dg.Definitions(
         assets=wired_past([*infrastructure_assets, site_provisioning,
                            *(target_kinds(a, config) for a in (database_dump, file_archive, retention)),
-                           restore_drill, backup_inventory], set(absent)),
+                           restore_drill, backup_inventory, target_kinds(binlog_archive, config)], set(absent)),
         asset_checks=[backup_age_check, backup_integrity_check, restore_drill_check, database_dump_age_check,
-                      file_archive_age_check],
+                      file_archive_age_check, binlog_archive_check],
         jobs=[back_up_sites_job, apply_retention_job, check_backup_health_job, verify_backups_job, drill_sites_job,
+              archive_binlogs_job,
               check_infrastructure_job(absent), restore_site, provision_farm, provision_sites_job],
         schedules=[build_daily_backup_schedule(config.backup.schedule, config.backup.sites_per_run),
                    build_restore_drill_schedule(config.drill.schedule), backup_health_schedule,
-                   verify_backups_schedule, infrastructure_schedule],
+                   verify_backups_schedule, infrastructure_schedule,
+                   build_binlog_schedule(config.database.binlog_every_minutes)],
         sensors=[site_inventory_sensor, *([swarm_node_sensor] if "swarm_nodes" not in absent else []),
                  retention_after_backup, retention_after_failed_backup,
                  run_failure_alert],

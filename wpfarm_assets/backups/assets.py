@@ -24,7 +24,9 @@ from wpfarm_assets.backups.backup import back_up_files as _back_up_files
 from wpfarm_assets.backups.drill import DrillError, drill_site, sync_drill_alerts
 from wpfarm_assets.backups.inventory import backup_inventory as inventory_frame
 from wpfarm_assets.backups.inventory import spaces_monthly_cost
+from wpfarm_assets.backups.pitr import PitrError, archive_binlogs, binlog_retention
 from wpfarm_assets.backups.retention import RULES, RetentionReport, apply_retention, list_sites
+from wpfarm_assets.core.binlog import parse_position, seq_in
 from wpfarm_assets.core.config import FarmConfig, Site
 from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.infrastructure.assets import database_tier, storage_tier
@@ -72,6 +74,10 @@ def backup_metadata(backup: Backup) -> dict:
         return metadata
     metadata.update(object_key=m.object_key, sha256=m.sha256, key_fingerprint=m.key_fingerprint,
                     ratio=round(m.plaintext_bytes / m.stored_bytes, 2) if m.stored_bytes else 0.0)
+    if m.database_node:
+        metadata.update(database_node=f"{m.database_node} ({m.node_state})")
+    if m.gtid is not None:
+        metadata["gtid"] = m.gtid
     if m.tables is not None:
         metadata["tables"] = len(m.tables)
         metadata["rows"] = sum(m.tables.values())
@@ -100,12 +106,19 @@ def database_dump(
     gpg: GPGResource,
     pushgateway: PushgatewayResource,
 ) -> Iterator[dg.AssetMaterialization]:
-    """The site's database: mariadb-dump → zstd → gpg → object store, with a manifest."""
-    db = mariadb.client(database_node.runner())
+    """The site's database: mariadb-dump → zstd → gpg → object store, with a manifest. On Galera, from
+    the first Synced node of database.galera_nodes (never through ProxySQL), consistent with a GTID."""
+    try:
+        db, server, passed = mariadb.source(database_node.runner(), farm.database.galera_nodes)
+    except WpfarmError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
+    for reason in passed:
+        context.log.warning(f"passed over {reason}")
     store = object_store.store()
 
     def one(site: Site) -> dict:
-        return published(context, pushgateway, _back_up_database(site, db, store, gpg.encrypt_argv(), gpg.fingerprint()))
+        backup = _back_up_database(site, db, store, gpg.encrypt_argv(), gpg.fingerprint(), server=server)
+        return {**published(context, pushgateway, backup), **({"passed_over": "; ".join(passed)} if passed else {})}
 
     yield from for_each_site(context, farm, farm.database.parallelism, one)
 
@@ -298,3 +311,67 @@ def backup_inventory(context: dg.AssetExecutionContext, farm: dg.ResourceParam[F
             ),
         },
     )
+
+
+@dg.asset(
+    deps=[database_tier],
+    group_name="backups",
+    kinds={"mariadb", "s3"},
+    pool="binlogs",  # one archive run at a time: two would store the same logs twice
+)
+def binlog_archive(
+    context: dg.AssetExecutionContext,
+    farm: dg.ResourceParam[FarmConfig],
+    mariadb: MariaDBResource,
+    database_node: NodeResource,
+    object_store: ObjectStoreResource,
+    gpg: GPGResource,
+    pushgateway: PushgatewayResource,
+) -> dg.MaterializeResult:
+    """The farm's binary logs since the last run (every database.binlog_every_minutes): FLUSH BINARY
+    LOGS on the first Synced node, every closed log not archived yet compressed and encrypted to the
+    farm's key, with a manifest. Continuous by GTID across nodes; a range no node still has is a gap
+    (critical). The archive's age is the farm's recovery point (RPO)."""
+    store = object_store.store()
+    try:
+        db, status, passed = mariadb.source(database_node.runner(), farm.database.galera_nodes)
+        if status is None:
+            raise PitrError(f"the status of {mariadb.host}:{mariadb.port} (binary logging, GTIDs) cannot be read")
+        run = archive_binlogs(mariadb.node(f"{db.host}:{db.port}"), status, db, store, gpg.encrypt_argv(),
+                              gpg.fingerprint(), passed_over=passed)
+        deleted = binlog_retention(store, farm.sites, farm.database.pitr_days)
+    except WpfarmError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
+    for reason in passed:
+        context.log.warning(f"passed over {reason}")
+    if run.gap:
+        context.log.error(f"binary-log archive gap: {run.gap['lost']} were never archived")
+    age = (datetime.now(timezone.utc) - run.reach).total_seconds() if run.reach else None
+    try:
+        pushgateway.push_binlog_archive(run.reach, age)
+    except AlertError as exc:
+        context.log.warning(f"binlog archive metrics not pushed: {exc}")
+    lag = {}
+    for address in farm.database.galera_nodes or [run.node]:
+        try:
+            node = mariadb.node(address).status()
+            lag[address] = {"state": node.state, "transactions_behind_archive": max(
+                0, seq_in(parse_position(node.gtid_binlog_pos), status.gtid_domain) - run.end_seq)}
+        except WpfarmError as exc:
+            lag[address] = {"state": f"unreachable: {exc}"}
+    archived_bytes = sum(m.plaintext_bytes for m in run.archived)
+    return dg.MaterializeResult(metadata={
+        "node": run.node,
+        "passed_over": "; ".join(passed) or "none",
+        "logs_archived": len(run.archived),
+        "transactions": sum(m.transactions for m in run.archived),
+        "archived_bytes": archived_bytes,
+        "archived": size_text(archived_bytes),
+        "stored_bytes": sum(m.stored_bytes for m in run.archived),
+        "end_gtid_seq": run.end_seq,
+        "archived_until": run.reach.isoformat() if run.reach else "nothing archived",
+        "archive_age_seconds": round(age, 1) if age is not None else None,
+        "lag_per_node": dg.MetadataValue.json(lag),
+        "gap": run.gap["lost"] if run.gap else "none",
+        "expired_objects_deleted": len(deleted),
+    })

@@ -10,12 +10,13 @@ night): such backups are still read, restored and retained; the tests and benchm
 from __future__ import annotations
 
 import posixpath
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from resources.gpg import gpg_version
-from resources.mariadb import COMPLETION_MARKER, MariaDB
+from resources.mariadb import COMPLETION_MARKER, MariaDB, NodeStatus
 from resources.object_store import Store
 from resources.restic import QUIET_COMMAND_FACTOR, Repository
 from resources.ssh import Runner, run
@@ -39,6 +40,9 @@ FILE_EXCLUDES = [
     "wp-content/wpvividbackups",
     "*.log",
 ]
+
+
+DUMP_HEAD_BYTES = 16 << 10  # the start of a dump, where mariadb-dump writes its GTID position
 
 
 class BackupError(WpfarmError):
@@ -88,20 +92,25 @@ def _write_manifest(store: Store, key: BackupKey, started: datetime, stats: Stre
 
 
 def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[str], fingerprint: str,
-                     now: datetime | None = None) -> Backup:
+                     now: datetime | None = None, server: NodeStatus | None = None) -> Backup:
     """mariadb-dump → zstd → gpg → store; then the manifest with every table's row count, counted
     before the dump and again after it: the dump's snapshot lies between the two (a live site's
     tables change meanwhile; `tables_after` holds those that did). The stream's stall deadline is
-    the client's (`db.stall_timeout`, backup.stall_timeout)."""
+    the client's (`db.stall_timeout`, backup.stall_timeout). When `server` (its status) writes
+    binary logs, the manifest records the GTID position the dump is consistent with: point-in-time
+    recovery replays the archived logs from there."""
     started = now or datetime.now(timezone.utc)
     key = BackupKey(site.name, "db", started)
+    with_gtid = server is not None and server.log_bin
     try:
         tables = db.row_counts(site.database)
         if tables is None:
             raise BackupError(f"database {site.database!r} does not exist on {db.runner.where}")
-        tail = bytearray()
+        tail, head = bytearray(), bytearray()
 
         def keep_tail(chunk: bytes) -> None:
+            if len(head) < DUMP_HEAD_BYTES:
+                head.extend(chunk[:DUMP_HEAD_BYTES - len(head)])
             tail.extend(chunk[-64:])
             del tail[:-64]
 
@@ -109,8 +118,8 @@ def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[s
             if not bytes(tail).rstrip().endswith(COMPLETION_MARKER):
                 raise BackupError("the dump stream ended without mariadb-dump's completion marker (truncated)")
 
-        stats = back_up_stream(db.dump(site.database), encrypt_argv, store, key.data_key, keep_tail, completed,
-                               stall_timeout=db.stall_timeout)
+        stats = back_up_stream(db.dump(site.database, with_gtid), encrypt_argv, store, key.data_key, keep_tail,
+                               completed, stall_timeout=db.stall_timeout)
         tools = {"mariadb-dump": _tool_version(db.runner, "mariadb-dump"), "server": db.version()}
         try:  # best effort: the dump is good whatever this says
             after = db.row_counts(site.database)
@@ -119,7 +128,13 @@ def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[s
         changed = {} if after is None else {t: after.get(t, -1) for t in set(tables) | set(after)
                                             if tables.get(t) != after.get(t)}
         content = {"database": site.database, "tables": tables, "dump_complete": True,
-                   **({"tables_after": changed} if changed else {})}
+                   **({"tables_after": changed} if changed else {}),
+                   **({"database_node": server.address, "node_state": server.state} if server else {})}
+        if with_gtid:
+            match = re.search(rb"gtid_slave_pos='([0-9,-]*)'", bytes(head))
+            if match is None:
+                raise BackupError("the dump does not say which GTID position it is consistent with")
+            content.update(gtid=match[1].decode(), gtid_domain=server.gtid_domain)
         manifest = _write_manifest(store, key, started, stats, fingerprint, db.runner, tools, content)
     except Exception as exc:
         raise BackupError(f"site {site.name}: database backup failed: {exc}") from exc

@@ -2,13 +2,13 @@
 backups, and every site's last restore drill. Each brings Alertmanager in line with what it finds
 (fire and resolve)."""
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
 from resources.alerts import AlertmanagerResource
 from resources.object_store import ObjectStoreResource
-from wpfarm_assets.backups.assets import backup_inventory, database_dump, file_archive
+from wpfarm_assets.backups.assets import backup_inventory, binlog_archive, database_dump, file_archive
 from wpfarm_assets.backups.drill import DRILL_ALERT, farm_drill_findings
 from wpfarm_assets.backups.health import (
     ALERTING,
@@ -16,11 +16,13 @@ from wpfarm_assets.backups.health import (
     NEW,
     OK,
     WARNING,
+    Finding,
     backup_age,
     backup_integrity,
     group_listing,
     sync_alerts,
 )
+from wpfarm_assets.backups.pitr import Archive, archive_age, read_archive
 from wpfarm_assets.core.config import FarmConfig
 from wpfarm_assets.core.keys import SITES
 
@@ -95,3 +97,37 @@ def backup_integrity_check(context: dg.AssetCheckExecutionContext, farm: dg.Reso
 def restore_drill_check(context: dg.AssetCheckExecutionContext, farm: dg.ResourceParam[FarmConfig],
                         object_store: ObjectStoreResource, alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
     return health_result(context, farm, farm_drill_findings(object_store.store(), farm), alertmanager, DRILL_ALERT)
+
+
+BINLOG_ALERT = "WpfarmBinlogArchive"
+
+
+def binlog_findings(archive: Archive, farm: FarmConfig, now: datetime) -> list[Finding]:
+    """The archive's age against its thresholds (a warning after three missed runs, 15 min by
+    default; critical after 60), and every gap recorded within the recovery window (critical)."""
+    age = archive_age(archive, now)
+    every = farm.database.binlog_every_minutes
+    warning, critical = max(15, 3 * every) * 60, max(60, 12 * every) * 60
+    if age is None:
+        findings = [Finding("farm", "binlog", CRITICAL, "nothing archived yet: no point-in-time recovery")]
+    else:
+        severity = CRITICAL if age > critical else WARNING if age > warning else OK
+        findings = [Finding("farm", "binlog", severity, f"archived until {archive.reach:%Y-%m-%d %H:%M:%S} UTC, "
+                            f"{age / 60:.1f} min ago (RPO)", archive.reach, round(age / 3600, 3))]
+    horizon = now - timedelta(days=farm.database.pitr_days)
+    for gap in archive.gaps:
+        if datetime.fromisoformat(gap["found_at"]) >= horizon:
+            findings.append(Finding("farm", "binlog-gap", CRITICAL,
+                                    f"{gap['lost']} were never archived (found {gap['found_at'][:19]}, after "
+                                    f"{(gap.get('archived_until') or 'the start')[:19]}): no site can be restored "
+                                    "to a time in it, nor carried across it from an older dump"))
+    return findings
+
+
+@dg.asset_check(asset=binlog_archive, name="archive_age", description="The binary-log archive's age (the farm's "
+                "RPO: warning after 15 min, critical after 60) and any gap within database.pitr_days (critical).")
+def binlog_archive_check(context: dg.AssetCheckExecutionContext, farm: dg.ResourceParam[FarmConfig],
+                         object_store: ObjectStoreResource, alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
+    archive = read_archive(object_store.store(), newest_only=True)
+    return health_result(context, farm, binlog_findings(archive, farm, datetime.now(timezone.utc)), alertmanager,
+                         BINLOG_ALERT)

@@ -8,14 +8,23 @@ import dagster as dg
 from resources.mariadb import MariaDBResource
 from resources.object_store import ObjectStoreResource
 from resources.ssh import NodeResource
-from wpfarm_assets.backups.assets import backup_inventory, database_dump, file_archive, restore_drill, retention
+from wpfarm_assets.backups.assets import (
+    backup_inventory,
+    binlog_archive,
+    database_dump,
+    file_archive,
+    restore_drill,
+    retention,
+)
 from wpfarm_assets.backups.checks import (
     backup_age_check,
     backup_integrity_check,
+    binlog_archive_check,
     database_dump_age_check,
     file_archive_age_check,
     restore_drill_check,
 )
+from wpfarm_assets.backups.pitr import PitrError, newest_before, parse_time, restore_to_time
 from wpfarm_assets.backups.restore import restore_database, restore_files
 from wpfarm_assets.core.config import FarmConfig
 
@@ -47,6 +56,13 @@ check_backup_health_job = dg.define_asset_job(
                 "(alerts fire and resolve).",
 )
 
+archive_binlogs_job = dg.define_asset_job(
+    "archive_binlogs",
+    selection=dg.AssetSelection.assets(binlog_archive) | dg.AssetSelection.checks(binlog_archive_check),
+    description="Archive the binary logs written since the last run (point-in-time recovery) and check the "
+                "archive's age and gaps (alerts fire and resolve).",
+)
+
 verify_backups_job = dg.define_asset_job(
     "verify_backups",
     selection=dg.AssetSelection.checks(backup_integrity_check),
@@ -60,6 +76,7 @@ class RestoreSiteConfig(dg.Config):
     date: str | None = None  # YYYY-MM-DD: newest good backup of that UTC day; default newest overall
     at: str | None = None  # yyyymmddThhmmssZ: exactly this backup
     to_database: str | None = None  # default: the site's own database (in place)
+    time: str | None = None  # ISO 8601 UTC (2026-12-07T14:32:05Z): the site as it was at that second
     to_path: str | None = None  # default: the site root (in place)
     path: str | None = None  # files only: just this part, relative to the site root (wp-content/uploads/2026)
     gnupg_home: str | None = None  # keyring with the farm's private key; default $GNUPGHOME
@@ -86,18 +103,34 @@ def restore_site_op(
         raise dg.Failure("at names one backup, of one kind: set kind to db or files", allow_retries=False)
     if problem and not config.force:
         raise dg.Failure(f"{problem}; refused (set force to do it anyway)", allow_retries=False)
+    if config.time and (config.date or config.at):
+        raise dg.Failure("time, date and at each choose what to restore: set one", allow_retries=False)
     on = date.fromisoformat(config.date) if config.date else None
     store = object_store.store()
     restored = {}
-    if config.kind in ("all", "db"):
-        db = mariadb.client(database_node.runner())
-        restored["db"] = restore_database(site, store, db, config.gnupg_home, config.to_database, on, config.at)
-        context.log.info(f"{site.name}: database restored from {restored['db']['backup']}")
-    if config.kind in ("all", "files"):
-        runner = storage_node.runner()
-        restored["files"] = restore_files(site, store, runner, config.gnupg_home, config.to_path, on, config.at,
-                                          object_store.repository(site.name, runner), config.path)
-        context.log.info(f"{site.name}: files restored from {restored['files']['backup']}")
+    at = config.at
+    try:
+        t = parse_time(config.time) if config.time else None
+        if config.kind in ("all", "db"):
+            db = mariadb.client(database_node.runner())
+            if t is not None:
+                restored["db"] = restore_to_time(site, store, db, config.gnupg_home, t, config.to_database,
+                                                 config.force)
+                context.log.info(f"{site.name}: database restored to {t.isoformat()}: {restored['db']['dump']} and "
+                                 f"{restored['db']['transactions_replayed']} transactions of "
+                                 f"{len(restored['db']['binlogs'])} binary log(s)")
+            else:
+                restored["db"] = restore_database(site, store, db, config.gnupg_home, config.to_database, on, at)
+                context.log.info(f"{site.name}: database restored from {restored['db']['backup']}")
+        if config.kind in ("all", "files"):
+            runner = storage_node.runner()
+            if t is not None:
+                at = newest_before(store, site.name, "files", t).stamp
+            restored["files"] = restore_files(site, store, runner, config.gnupg_home, config.to_path, on, at,
+                                              object_store.repository(site.name, runner), config.path)
+            context.log.info(f"{site.name}: files restored from {restored['files']['backup']}")
+    except PitrError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
     for r in restored.values():
         r.pop("manifest")
     context.add_output_metadata({

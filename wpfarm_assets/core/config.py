@@ -129,6 +129,14 @@ class DatabaseConfig(_Model):
     parallelism: int = Field(default=4, ge=1, le=64)
     # Galera nodes the cluster should have (ignored for a standalone server).
     nodes: int = Field(default=3, ge=1)
+    # The Galera cluster's nodes ("host:port"), in order of preference. When set, dumps, row counts
+    # and binary logs come from the first node that is Synced, never through `host` (ProxySQL may
+    # move a session between nodes); the database_tier check reads every one of them.
+    galera_nodes: list[HostPort] = []
+    # Point-in-time recovery: binary logs are archived every `binlog_every_minutes` (the RPO), and
+    # kept so that any second of the last `pitr_days` can be restored.
+    binlog_every_minutes: int = Field(default=5, ge=1, le=60)
+    pitr_days: int = Field(default=14, ge=1)
 
 
 class StorageConfig(_Model):

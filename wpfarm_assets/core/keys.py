@@ -144,3 +144,26 @@ def split_future(keys: Iterable[BackupKey], now: datetime) -> tuple[list[BackupK
     ordered = sorted(keys)
     limit = now + FUTURE_TOLERANCE
     return [k for k in ordered if k.time <= limit], [k for k in ordered if k.time > limit]
+
+
+# The farm's binary-log archive (point-in-time recovery): farm-wide, not per site, since one binary
+# log holds every site's writes. `binlogs/<archive stamp>-<nn>.binlog.zst.gpg` with its `.json`
+# manifest beside (written last), in the order they were archived; `binlogs/gaps/<stamp>.json`
+# records a GTID range that no node still had when it was due.
+BINLOGS = "binlogs/"
+BINLOG_GAPS = f"{BINLOGS}gaps/"
+BINLOG_SUFFIX = ".binlog.zst.gpg"
+_BINLOG_MANIFEST = re.compile(r"^binlogs/(?P<stamp>\d{8}T\d{6}Z)-(?P<n>\d{4})\.json$")
+
+
+def binlog_stem(archived: datetime, n: int) -> str:
+    return f"{BINLOGS}{archived.astimezone(timezone.utc).strftime(TIMESTAMP_FORMAT)}-{n:04d}"
+
+
+def binlog_manifest_keys(keys: Iterable[str]) -> list[str]:
+    """The binary-log manifests among `keys`, in the order they were archived."""
+    return sorted(k for k in keys if _BINLOG_MANIFEST.match(k))
+
+
+def binlog_gap_key(found: datetime) -> str:
+    return f"{BINLOG_GAPS}{found.astimezone(timezone.utc).strftime(TIMESTAMP_FORMAT)}.json"

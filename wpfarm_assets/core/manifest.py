@@ -51,6 +51,10 @@ class Manifest(BaseModel):
     tables: dict[str, int] | None = None  # rows per table, counted before the dump
     tables_after: dict[str, int] | None = None  # rows after it, of the tables that changed while it ran (-1: dropped)
     dump_complete: bool | None = None
+    gtid: str | None = None  # the GTID position the dump is consistent with (binary logging on)
+    gtid_domain: int | None = None  # the domain of the cluster's writes in that position
+    database_node: str | None = None  # host:port of the server the dump came from
+    node_state: str | None = None  # its state then (Synced, standalone)
     # files
     content_path: str | None = None
     files: int | None = None
@@ -76,6 +80,41 @@ class Manifest(BaseModel):
 
     @classmethod
     def from_bytes(cls, data: bytes, key: str) -> Manifest:
+        try:
+            return cls.model_validate(json.loads(data))
+        except (ValueError, ValidationError) as exc:
+            raise ManifestError(f"manifest {key} cannot be read: {exc}") from None
+
+
+class BinlogManifest(BaseModel):
+    """One archived binary log: where it came from, the GTIDs and times it covers, its object."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    format: int = MANIFEST_FORMAT
+    node: str  # host:port it was read from
+    file: str  # its name there (names differ per node; GTIDs do not)
+    domain: int  # the cluster's GTID domain
+    start_seq: int  # the domain's sequence number the file starts after (its GTID list event)
+    end_seq: int  # the furthest sequence number in the domain at its end
+    first_gtid: str | None = None  # of the cluster's domain; None: no transaction in it
+    last_gtid: str | None = None
+    transactions: int
+    first_event_at: str  # the file's first and last event: it covers every write in between
+    last_event_at: str
+    archived_at: str
+    object_key: str
+    sha256: str  # of the stored (encrypted) object
+    plaintext_bytes: int
+    stored_bytes: int
+    key_fingerprint: str
+    tools: dict[str, str] = {}
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.model_dump(exclude_none=True), indent=2, sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, key: str) -> BinlogManifest:
         try:
             return cls.model_validate(json.loads(data))
         except (ValueError, ValidationError) as exc:

@@ -1,0 +1,485 @@
+"""Point-in-time recovery: the farm's binary-log archive, and restoring a site to any second of it.
+
+The recovery point of a database is the last archived binary-log event, not the last dump. Every
+`database.binlog_every_minutes` the archive closes the current binary log on one node (FLUSH
+BINARY LOGS) and stores every closed log that holds GTIDs not archived yet, compressed and
+encrypted to the farm's key like a dump, each with a manifest written last (core/manifest.py,
+BinlogManifest). The archive is continuous by GTID, not by file name: on Galera every node writes
+the same GTID for the same write (wsrep_gtid_mode, one wsrep_gtid_domain_id), so when the node it
+read from dies the next run carries on from another node at the next GTID. A GTID range that no
+node still has is a gap: recorded, alerted on, and no restore crosses it.
+
+A restore to T takes the newest verified dump started at or before T, verifies every archived log
+it needs (sha256) before anything is written, loads the dump, then replays the site's transactions
+after the dump's GTID up to T: `mariadb-binlog --start-position/--stop-position --database=DB`,
+with byte offsets at transaction boundaries found by reading the logs (core/binlog.py). Events are
+whole seconds; T includes every transaction that started in the second T.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from resources.gpg import decrypt_argv
+from resources.mariadb import MariaDB, Node, NodeStatus
+from resources.object_store import Store
+from resources.ssh import CHUNK, LocalRunner, Watchdog, child_env, describe_failure, run
+from wpfarm_assets.backups.backup import _tool_version
+from wpfarm_assets.backups.pipeline import DECOMPRESS_ARGV, back_up_stream
+from wpfarm_assets.backups.restore import RestoreError, choose_backup, list_backups, restore_database
+from wpfarm_assets.backups.verify import read_manifest
+from wpfarm_assets.core.binlog import (
+    BinlogReader,
+    event_time,
+    parse_position,
+    seq_in,
+    statement_trap,
+)
+from wpfarm_assets.core.config import Site, validate_identifier
+from wpfarm_assets.core.errors import WpfarmError
+from wpfarm_assets.core.keys import (
+    BINLOG_GAPS,
+    BINLOG_SUFFIX,
+    BINLOGS,
+    TIMESTAMP_FORMAT,
+    BackupKey,
+    binlog_gap_key,
+    binlog_manifest_keys,
+    binlog_stem,
+)
+from wpfarm_assets.core.manifest import BinlogManifest, ManifestError
+
+READ_BACK = timedelta(hours=1)  # logs archived this long before a dump started are read for its replay
+
+
+class PitrError(WpfarmError):
+    """The binary-log archive cannot do what was asked; the message says what is missing."""
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _stamp(key: str) -> datetime:
+    return datetime.strptime(posixpath.basename(key)[:16], TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+@dataclass
+class Archive:
+    """What the store holds of the archive: manifests in archive order, and the recorded gaps."""
+
+    pieces: list[BinlogManifest] = field(default_factory=list)
+    gaps: list[dict] = field(default_factory=list)
+
+    @property
+    def newest(self) -> BinlogManifest | None:
+        return max(self.pieces, key=lambda p: (p.end_seq, p.last_event_at), default=None)
+
+    @property
+    def reach(self) -> datetime | None:
+        """The newest second the archive covers: every write up to it is archived."""
+        return max((_time(p.last_event_at) for p in self.pieces), default=None)
+
+
+def read_archive(store: Store, since: datetime | None = None, newest_only: bool = False) -> Archive:
+    """The archive's manifests (those archived from `since` on; only the newest with `newest_only`)
+    and its gap records."""
+    keys = [o.key for o in store.list(BINLOGS)]
+    manifests = binlog_manifest_keys(keys)
+    if since is not None:
+        manifests = [k for k in manifests if _stamp(k) >= since]
+    if newest_only:
+        manifests = manifests[-1:]
+    pieces = [BinlogManifest.from_bytes(store.get_bytes(k), k) for k in manifests]
+    gaps = [_json(store.get_bytes(k), k) for k in sorted(keys) if k.startswith(BINLOG_GAPS) and k.endswith(".json")]
+    return Archive(pieces, gaps)
+
+
+def _json(data: bytes, key: str) -> dict:
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise ManifestError(f"{key} cannot be read") from None
+
+
+# -------------------------------------------------------------------------------------- archiving
+
+@dataclass
+class ArchiveRun:
+    node: str
+    archived: list[BinlogManifest]
+    gap: dict | None
+    end_seq: int  # the domain's sequence number the archive has reached
+    reach: datetime | None
+    passed_over: list[str]
+
+
+def archive_binlogs(node: Node, status: NodeStatus, db: MariaDB, store: Store, encrypt_argv: list[str],
+                    fingerprint: str, now: datetime | None = None, passed_over: list[str] | None = None) -> ArchiveRun:
+    """Close the node's current binary log and archive every closed log with GTIDs the archive does
+    not hold yet (or, on the first run, every closed log the node has). `db` is the node's client
+    (its mariadb-binlog reads the logs over the replication protocol, where `db.runner` runs)."""
+    if problem := status.pitr_problem:
+        raise PitrError(f"point-in-time recovery is unavailable: {problem}")
+    now = now or datetime.now(timezone.utc)
+    domain = status.gtid_domain
+    archive = read_archive(store, newest_only=True)
+    newest = archive.newest
+    archived_seq = max([newest.end_seq if newest else -1] + [g["resumes_seq"] for g in archive.gaps
+                                                             if g["domain"] == domain])
+    logs = [name for name, _ in node.flush_binary_logs()]
+    closed = logs[:-1]  # every log but the one the flush just opened
+    gap = None
+    if newest is None:
+        todo = closed  # the first run: every closed log the node has
+    elif newest.node == node.address and newest.file in closed:
+        todo = closed[closed.index(newest.file) + 1:]  # the same node: the logs after the last archived one
+    else:  # another node (or the log is gone): from its newest log that starts at or before the archive's end
+        todo = [name for name in closed if _file_start(node, name, domain) <= archived_seq][-1:]
+        todo = closed[closed.index(todo[0]):] if todo else closed
+    if newest is not None and todo and (first := _file_start(node, todo[0], domain)) > archived_seq:
+        gap = _record_gap(store, node, domain, archived_seq, first, newest, now)
+    archived = []
+    for n, name in enumerate(todo):
+        archived.append(_archive_one(node, db, store, name, domain, encrypt_argv, fingerprint, binlog_stem(now, n), now))
+    end_seq = max([archived_seq, *(m.end_seq for m in archived)])
+    reach = max([_time(m.last_event_at) for m in archived] + ([_time(newest.last_event_at)] if newest else []),
+                default=None)
+    return ArchiveRun(node.address, archived, gap, end_seq, reach, passed_over or [])
+
+
+def _file_start(node: Node, name: str, domain: int) -> int:
+    """The domain's sequence number a binary log starts after (its GTID list event)."""
+    rows = node.rows(f"SHOW BINLOG EVENTS IN '{_log_name(name)}' LIMIT 4")
+    for row in rows:
+        if row[2] == "Gtid_list":
+            return seq_in(parse_position(row[5]), domain)
+    raise PitrError(f"binary log {name} on {node.address} has no GTID list event")
+
+
+def _log_name(name: str) -> str:
+    if not name or any(not (c.isalnum() or c in "._-") for c in name):
+        raise PitrError(f"the server named a binary log {name!r}")
+    return name
+
+
+def _record_gap(store: Store, node: Node, domain: int, archived_seq: int, resumes_seq: int,
+                newest: BinlogManifest | None, now: datetime) -> dict:
+    gap = {"domain": domain, "after_seq": archived_seq, "resumes_seq": resumes_seq, "found_at": now.isoformat(),
+           "node": node.address, "archived_until": newest.last_event_at if newest else None,
+           "lost": f"GTIDs {domain}-*-{archived_seq + 1} to {domain}-*-{resumes_seq}"}
+    store.put_bytes(binlog_gap_key(now), json.dumps(gap, indent=2).encode())
+    return gap
+
+
+def _archive_one(node: Node, db: MariaDB, store: Store, name: str, domain: int, encrypt_argv: list[str],
+                 fingerprint: str, stem: str, now: datetime) -> BinlogManifest:
+    runner = db.runner
+    folder = run(runner, ["mktemp", "-d", "/tmp/wpfarm-binlog.XXXXXXXX"]).strip()
+    try:
+        run(runner, db.binlog_fetch_argv(_log_name(name), folder), secret=db.secret, timeout=db.stall_timeout)
+        reader = BinlogReader()
+
+        def complete() -> None:
+            if reader.rotated_to is None:
+                raise PitrError(f"binary log {name} from {node.address} ends without its rotate event (truncated)")
+
+        source = runner.start(["cat", "--", posixpath.join(folder, name)])
+        key = stem + BINLOG_SUFFIX
+        stats = back_up_stream(source, encrypt_argv, store, key, reader.feed, complete, stall_timeout=db.stall_timeout)
+    finally:
+        run(runner, ["rm", "-rf", "--", folder])
+    ours = [g for g in (reader.first_gtid, reader.last_gtid) if g is not None and g.domain == domain]
+    manifest = BinlogManifest(
+        node=node.address, file=name, domain=domain,
+        start_seq=seq_in(reader.start_state or {}, domain), end_seq=seq_in(reader.end_state, domain),
+        first_gtid=str(ours[0]) if ours else None, last_gtid=str(ours[-1]) if ours else None,
+        transactions=reader.gtid_count, first_event_at=event_time(reader.first_time) or now.isoformat(),
+        last_event_at=event_time(reader.last_time) or now.isoformat(), archived_at=now.isoformat(),
+        object_key=key, sha256=stats.sha256, plaintext_bytes=stats.plaintext_bytes, stored_bytes=stats.stored_bytes,
+        key_fingerprint=fingerprint, tools={"mariadb-binlog": _tool_version(runner, "mariadb-binlog")},
+    )
+    store.put_bytes(stem + ".json", manifest.to_bytes())
+    return manifest
+
+
+# -------------------------------------------------------------------------------------- retention
+
+def binlog_retention(store: Store, sites: list[Site], pitr_days: int, now: datetime | None = None,
+                     dry_run: bool = False) -> list[str]:
+    """Delete archived logs no kept recovery window needs: those that end at or before the GTID of
+    the dump each site restores `pitr_days` ago from (the newest dump at or before then, else its
+    oldest). Never the newest log; nothing when a site has no dump with a GTID. Manifests first."""
+    now = now or datetime.now(timezone.utc)
+    horizon = now - timedelta(days=pitr_days)
+    keys = binlog_manifest_keys(o.key for o in store.list(BINLOGS))
+    if not keys or _stamp(keys[0]) >= horizon - timedelta(days=1):  # nothing old enough: no reading
+        return []
+    needed = []
+    for site in sites:
+        dumps = [k for k in list_backups(store, site.name, "db")]
+        base = [k for k in dumps if k.time <= horizon][-1:] or dumps[:1]
+        gtids = [m for m in (read_manifest(store, k) for k in base) if m.gtid is not None]
+        if not gtids:
+            return []  # a site without a dump with a GTID: its window is unknown, keep everything
+        needed.append(seq_in(parse_position(gtids[0].gtid), gtids[0].gtid_domain))
+    keep_from = min(needed, default=0)
+    doomed = []
+    for key in keys[:-1]:
+        manifest = BinlogManifest.from_bytes(store.get_bytes(key), key)
+        if manifest.end_seq < keep_from and _stamp(key) < horizon:
+            doomed += [key, manifest.object_key]
+    if doomed and not dry_run:
+        store.delete(doomed)
+    return doomed
+
+
+# -------------------------------------------------------------------------------------- restoring
+
+def parse_time(text: str) -> datetime:
+    """--time as an operator types it: ISO 8601, UTC unless it says otherwise (2026-12-07T14:32:05Z)."""
+    try:
+        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise PitrError(f"--time {text!r} is not a time: use ISO 8601, e.g. 2026-12-07T14:32:05Z (UTC)") from None
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+
+
+def _fmt(t: datetime | str | None) -> str:
+    if t is None:
+        return "-"
+    t = _time(t) if isinstance(t, str) else t
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def plan_replay(pieces: list[BinlogManifest], dump_seq: int, domain: int, t: datetime) -> list[BinlogManifest]:
+    """The archived logs a restore to `t` replays after a dump at `dump_seq`, in GTID order. A GTID
+    range missing between them (a gap), or nothing archived up to `t`, is a PitrError saying so."""
+    chosen, reached, covered = [], dump_seq, None
+    for piece in sorted((p for p in pieces if p.domain == domain), key=lambda p: (p.end_seq, p.last_event_at)):
+        if piece.start_seq > reached and _time(piece.first_event_at) <= t:
+            raise PitrError(
+                f"the binary-log archive has a gap: GTIDs {domain}-*-{reached + 1} to {domain}-*-{piece.start_seq} "
+                f"were never archived (no node still had them), between {_fmt(covered)} and "
+                f"{_fmt(piece.first_event_at)}; this dump cannot be carried past it")
+        if piece.start_seq > reached:
+            break
+        covered = max(covered or _time(piece.last_event_at), _time(piece.last_event_at))
+        if piece.end_seq > reached:
+            chosen.append(piece)
+            reached = piece.end_seq
+        if covered >= t:
+            return chosen
+    raise PitrError(f"the binary-log archive does not cover {_fmt(t)} after this dump: it reaches {_fmt(covered)}"
+                    + ("" if covered else " (no archived log continues from the dump's GTID)"))
+
+
+def newest_before(store: Store, site: str, kind: str, t: datetime) -> BackupKey:
+    """The site's newest backup of `kind` taken at or before `t` (files restored with --time)."""
+    keys = [k for k in list_backups(store, site, kind) if k.time <= t]
+    if not keys:
+        raise PitrError(f"site {site}: no {kind} backup at or before {_fmt(t)}")
+    return keys[-1]
+
+
+@dataclass
+class _Fetched:
+    manifest: BinlogManifest
+    path: str  # decrypted binary log
+    start: int | None = None  # byte offsets to replay: from the first transaction after the dump
+    stop: int | None = None  # to the first transaction after T (None: to the end)
+    transactions: int = 0
+
+
+def restore_to_time(site: Site, store: Store, db: MariaDB, gnupg_home: str | None, t: datetime,
+                    to_database: str | None = None, force: bool = False, now: datetime | None = None) -> dict:
+    """The site's database as it was at `t` (to the second), in place or in `to_database`."""
+    now = now or datetime.now(timezone.utc)
+    target = validate_identifier(to_database or site.database)
+    if t > now:
+        raise PitrError(f"--time {_fmt(t)} is in the future (it is {_fmt(now)})")
+    archive = read_archive(store, newest_only=True)
+    if archive.reach is None:
+        raise PitrError("no binary logs are archived: point-in-time recovery needs the binary-log archive "
+                        "(database.binlog_every_minutes; `wpfarm binlogs`)")
+    if t > archive.reach:
+        raise PitrError(f"the binary-log archive reaches {_fmt(archive.reach)} "
+                        f"({(now - archive.reach).total_seconds() / 60:.0f} min ago); {_fmt(t)} is after it: "
+                        "run `wpfarm binlogs` and try again")
+    dumps = [k for k in list_backups(store, site.name, "db") if k.time <= t]
+    if not dumps:
+        oldest = list_backups(store, site.name, "db")[:1]
+        raise PitrError(f"site {site.name}: {_fmt(t)} is before its oldest database backup"
+                        + (f" ({_fmt(oldest[0].time)})" if oldest else " (it has none)"))
+    refused, without_gtid = [], 0
+    for key in reversed(dumps):
+        manifest = read_manifest(store, key)
+        if manifest.gtid is None or manifest.gtid_domain is None:
+            without_gtid += 1
+            continue
+        dump_seq = seq_in(parse_position(manifest.gtid), manifest.gtid_domain)
+        pieces = read_archive(store, since=key.time - READ_BACK).pieces
+        plan = plan_replay(pieces, dump_seq, manifest.gtid_domain, t)  # a gap: no older dump crosses it either
+        try:
+            key, manifest, refused_now = choose_backup(store, site.name, "db", gnupg_home, at=key.stamp)
+        except RestoreError as exc:
+            refused.append(str(exc))
+            continue
+        refused += refused_now
+        break
+    else:
+        if without_gtid and not refused:
+            raise PitrError(f"site {site.name}: no database backup before {_fmt(t)} records a GTID position "
+                            "(binary logging was off when they were taken)")
+        raise PitrError(f"site {site.name}: no database backup before {_fmt(t)} verifies: " + "; ".join(refused))
+    with tempfile.TemporaryDirectory(prefix="wpfarm-pitr-") as folder:
+        fetched = _fetch_verified(store, plan, folder, gnupg_home, db.stall_timeout)
+        traps = _locate(fetched, dump_seq, manifest.gtid_domain, t, site.database)
+        if traps and not force:
+            raise PitrError(f"site {site.name}: {len(traps)} statement(s) in the logs would be lost or misapplied by "
+                            f"replaying only database {site.database}: " + "; ".join(traps[:3])
+                            + "; nothing restored (add --force to replay without them)")
+        restored = restore_database(site, store, db, gnupg_home, target, at=key.stamp)
+        replayed = sum(_replay(f, site.database, target, db) for f in fetched)
+    return {**restored, "database": target, "time": t, "dump": key.data_key, "dump_gtid": manifest.gtid,
+            "binlogs": [f.manifest.object_key for f in fetched], "transactions_replayed": replayed,
+            "binlog_bytes": sum(f.manifest.plaintext_bytes for f in fetched), "skipped_statements": traps,
+            "refused": refused + restored["refused"]}
+
+
+def _fetch_verified(store: Store, plan: list[BinlogManifest], folder: str, gnupg_home: str | None,
+                    stall_timeout: float) -> list[_Fetched]:
+    """Download every log of the plan and check its sha256 against its manifest (all of them before
+    anything is applied), then decrypt each into `folder`."""
+    encrypted = []
+    for n, piece in enumerate(plan):
+        path = os.path.join(folder, f"{n:05d}.gpg")
+        digest = hashlib.sha256()
+        with store.open(piece.object_key) as body, open(path, "wb") as out:
+            while chunk := body.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != piece.sha256:
+            raise PitrError(f"archived binary log {piece.object_key} does not match its manifest's sha256: "
+                            "nothing restored")
+        encrypted.append(path)
+    fetched = []
+    for piece, path in zip(plan, encrypted, strict=True):
+        plain = path[:-4] + ".binlog"
+        _decrypt(path, plain, gnupg_home, stall_timeout)
+        os.unlink(path)
+        fetched.append(_Fetched(piece, plain))
+    return fetched
+
+
+def _decrypt(source: str, target: str, gnupg_home: str | None, stall_timeout: float) -> None:
+    with open(source, "rb") as inp, open(target, "wb") as out, tempfile.TemporaryFile() as errors:
+        gpg = subprocess.Popen(decrypt_argv(gnupg_home), stdin=inp, stdout=subprocess.PIPE, stderr=errors,
+                               env=child_env())
+        zstd = subprocess.Popen(DECOMPRESS_ARGV, stdin=gpg.stdout, stdout=out, stderr=errors, env=child_env())
+        gpg.stdout.close()
+        try:
+            statuses = (gpg.wait(stall_timeout), zstd.wait(stall_timeout))
+        except subprocess.TimeoutExpired:
+            gpg.kill()
+            zstd.kill()
+            raise PitrError(f"decrypting {source} made no progress for {stall_timeout:g} s") from None
+        if any(statuses):
+            errors.seek(0)
+            raise PitrError(f"decrypting an archived binary log failed: {errors.read()[-2000:].decode(errors='replace')}")
+
+
+def _locate(fetched: list[_Fetched], dump_seq: int, domain: int, t: datetime, database: str) -> list[str]:
+    """Find in each log the byte range to replay: from the first transaction of the domain after
+    what was replayed before it, to the first transaction after `t`. Returns the statements of that
+    range that `--database` would drop or misapply."""
+    reached, traps, limit = dump_seq, [], t.timestamp() + 1
+    for f in fetched:
+        statements = []
+        reader = BinlogReader(keep_transactions=True, on_statement=statements.append)
+        with open(f.path, "rb") as inp:
+            while chunk := inp.read(CHUNK):
+                reader.feed(chunk)
+        after = [x for x in reader.transactions if x.gtid.domain == domain and x.gtid.seq > reached]
+        f.start = after[0].offset if after else None
+        late = [x for x in reader.transactions if x.time >= limit]
+        f.stop = late[0].offset if late else None
+        replay = [x for x in after if f.stop is None or x.offset < f.stop]
+        f.transactions = len(replay)
+        if replay:
+            reached = replay[-1].gtid.seq
+        chosen = {x.gtid for x in replay}
+        traps += [trap for s in statements if s.gtid in chosen and (trap := statement_trap(s, database))]
+    return traps
+
+
+def _replay(f: _Fetched, database: str, target: str, db: MariaDB) -> int:
+    """mariadb-binlog (here, on the decrypted log) | mariadb (where the database is)."""
+    if f.start is None or (f.stop is not None and f.stop <= f.start):
+        return 0
+    argv = ["mariadb-binlog", f"--start-position={f.start}", *([f"--stop-position={f.stop}"] if f.stop else []),
+            f"--database={database}", *([f"--rewrite-db={database}->{target}"] if target != database else []),
+            "--", f.path]
+    source = LocalRunner().start(argv)
+    sink = db.load(target)
+    with Watchdog(db.stall_timeout, lambda: (source.kill(), sink.kill()), "the binary-log replay") as watchdog:
+        try:
+            while chunk := source.read(CHUNK):
+                watchdog.progress()
+                sink.write(chunk)
+        except (BrokenPipeError, OSError):
+            source.kill()
+        finally:
+            sink.close_stdin()
+        problems = [describe_failure(p, status) for p in (source, sink) if (status := p.wait()) != 0]
+    if watchdog.stalled:
+        problems.insert(0, watchdog.stalled)
+    if problems:
+        raise RestoreError(f"replaying {f.manifest.object_key} into {target} failed: " + "; ".join(problems)
+                           + " (the database holds the dump and part of the logs: restore again)")
+    return f.transactions
+
+
+# ------------------------------------------------------------------------------------ the windows
+
+def recovery_window(store: Store, site: str, archive: Archive) -> tuple[datetime, datetime] | None:
+    """The oldest and newest second the site can be restored to: from its oldest dump (with a GTID)
+    that the archive continues from without a gap, to the archive's reach. None: no such dump."""
+    if archive.reach is None:
+        return None
+    start = chain_start(archive)
+    for key in list_backups(store, site, "db"):
+        try:
+            manifest = read_manifest(store, key)
+        except ManifestError:
+            continue
+        if manifest.gtid is not None and start is not None and \
+                seq_in(parse_position(manifest.gtid), manifest.gtid_domain) >= start:
+            return key.time, archive.reach
+    return None
+
+
+def chain_start(archive: Archive) -> int | None:
+    """The sequence number from which the archive runs without a gap to its newest log."""
+    start, reached = None, None
+    for piece in sorted(archive.pieces, key=lambda p: (p.end_seq, p.last_event_at)):
+        if reached is None or piece.start_seq > reached:
+            start = piece.start_seq
+        reached = max(reached or 0, piece.end_seq)
+    return start
+
+
+def archive_age(archive: Archive, now: datetime | None = None) -> float | None:
+    """Seconds since the last archived event (None: nothing archived): the RPO right now."""
+    now = now or datetime.now(timezone.utc)
+    return None if archive.reach is None else max(0.0, (now - archive.reach).total_seconds())
+
