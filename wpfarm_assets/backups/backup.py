@@ -42,7 +42,9 @@ FILE_EXCLUDES = [
 ]
 
 
-DUMP_HEAD_BYTES = 16 << 10  # the start of a dump, where mariadb-dump writes its GTID position
+# The end of a dump, kept: its completion marker, and the GTID position its snapshot is consistent
+# with (`-- SET GLOBAL gtid_slave_pos='…'`, which mariadb-dump writes last with --master-data --gtid).
+DUMP_TAIL_BYTES = 4096
 
 
 class BackupError(WpfarmError):
@@ -106,13 +108,11 @@ def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[s
         tables = db.row_counts(site.database)
         if tables is None:
             raise BackupError(f"database {site.database!r} does not exist on {db.runner.where}")
-        tail, head = bytearray(), bytearray()
+        tail = bytearray()
 
         def keep_tail(chunk: bytes) -> None:
-            if len(head) < DUMP_HEAD_BYTES:
-                head.extend(chunk[:DUMP_HEAD_BYTES - len(head)])
-            tail.extend(chunk[-64:])
-            del tail[:-64]
+            tail.extend(chunk[-DUMP_TAIL_BYTES:])
+            del tail[:-DUMP_TAIL_BYTES]
 
         def completed() -> None:
             if not bytes(tail).rstrip().endswith(COMPLETION_MARKER):
@@ -131,7 +131,7 @@ def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[s
                    **({"tables_after": changed} if changed else {}),
                    **({"database_node": server.address, "node_state": server.state} if server else {})}
         if with_gtid:
-            match = re.search(rb"gtid_slave_pos='([0-9,-]*)'", bytes(head))
+            match = re.search(rb"gtid_slave_pos='([0-9,-]*)'", bytes(tail))
             if match is None:
                 raise BackupError("the dump does not say which GTID position it is consistent with")
             content.update(gtid=match[1].decode(), gtid_domain=server.gtid_domain)

@@ -37,6 +37,7 @@ from wpfarm_assets.backups.restore import RestoreError, choose_backup, list_back
 from wpfarm_assets.backups.verify import read_manifest
 from wpfarm_assets.core.binlog import (
     BinlogReader,
+    OriginalGtidFilter,
     event_time,
     parse_position,
     seq_in,
@@ -423,7 +424,8 @@ def _locate(fetched: list[_Fetched], dump_seq: int, domain: int, t: datetime, da
 
 
 def _replay(f: _Fetched, database: str, target: str, db: MariaDB) -> int:
-    """mariadb-binlog (here, on the decrypted log) | mariadb (where the database is)."""
+    """mariadb-binlog (here, on the decrypted log) | mariadb (where the database is), without the
+    transactions' original GTIDs (OriginalGtidFilter): the server gives them new ones."""
     if f.start is None or (f.stop is not None and f.stop <= f.start):
         return 0
     argv = ["mariadb-binlog", f"--start-position={f.start}", *([f"--stop-position={f.stop}"] if f.stop else []),
@@ -431,11 +433,13 @@ def _replay(f: _Fetched, database: str, target: str, db: MariaDB) -> int:
             "--", f.path]
     source = LocalRunner().start(argv)
     sink = db.load(target)
+    original = OriginalGtidFilter()
     with Watchdog(db.stall_timeout, lambda: (source.kill(), sink.kill()), "the binary-log replay") as watchdog:
         try:
             while chunk := source.read(CHUNK):
                 watchdog.progress()
-                sink.write(chunk)
+                sink.write(original.feed(chunk))
+            sink.write(original.flush())
         except (BrokenPipeError, OSError):
             source.kill()
         finally:

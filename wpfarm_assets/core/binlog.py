@@ -215,3 +215,38 @@ def statement_trap(statement: Statement, database: str) -> str | None:
         gtid = f" (GTID {statement.gtid})" if statement.gtid else ""
         return f"a statement run {where} changes {database}{gtid}: {statement.text[:120]!r}"
     return None
+
+
+# mariadb-binlog gives every transaction its original GTID and server id (executable comments such
+# as `/*M!100001 SET @@session.gtid_seq_no=67*//*!*/;`). Replayed as they are, they would write old
+# GTIDs into the server's binary log again and move its GTID state backwards: the archive would
+# take the next new writes for ones it already holds. A replay drops them, so the server gives
+# the replayed transactions new GTIDs of its own, like any other write.
+_ORIGINAL_GTID = re.compile(rb"(?m)^/\*M!100001 SET @@session\.(?:gtid_seq_no|gtid_domain_id|server_id)=\d+\*/"
+                            rb"/\*!\*/;\n")
+
+
+class OriginalGtidFilter:
+    """Removes the statements that replay a transaction under its original GTID from mariadb-binlog's
+    output, as it streams (lines are kept whole across chunks)."""
+
+    def __init__(self) -> None:
+        self._carry = b""
+        self.removed = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._carry + chunk
+        cut = data.rfind(b"\n") + 1
+        self._carry = data[cut:]
+        return self._filter(data[:cut])
+
+    def flush(self) -> bytes:
+        data, self._carry = self._carry, b""
+        return self._filter(data)
+
+    def _filter(self, data: bytes) -> bytes:
+        if b"/*M!100001 SET @@session." not in data:
+            return data
+        data, n = _ORIGINAL_GTID.subn(b"", data)
+        self.removed += n
+        return data
