@@ -22,6 +22,7 @@ from services import (
     SSHService,
     docker_swarm,
     free_port,
+    galera_cluster,
     gluster_volume,
     mariadb_server,
     prometheus,
@@ -44,6 +45,15 @@ def db() -> MariaDB:
     client = MariaDB(LocalRunner(), "127.0.0.1", 3306, "root", None)
     client.version()  # fails loudly if the server is not running
     return client
+
+
+@pytest.fixture(scope="session")
+def galera():
+    """A real 3-node MariaDB Galera cluster (tests/services.py), shared by the session's Galera tests:
+    binary logs on every node, one GTID domain for the cluster's writes. A test that stops a node
+    starts it again."""
+    with galera_cluster() as cluster:
+        yield cluster
 
 
 @dataclass(frozen=True)

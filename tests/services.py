@@ -1,6 +1,7 @@
 """Real services the tests start on loopback and stop afterwards (the fixtures are in conftest.py):
 a Docker engine with a one-node Swarm, glusterd with a volume, Redis master + replica + Sentinel,
-Varnish with the farm's VCL, Prometheus. Each waits until it answers before the tests use it.
+Varnish with the farm's VCL, Prometheus, a 3-node MariaDB Galera cluster. Each waits until it answers
+before the tests use it.
 """
 
 from __future__ import annotations
@@ -102,6 +103,123 @@ def mariadb_server():
             yield port, proc.pid
             os.kill(proc.pid, 18)  # SIGCONT: a test that stopped it must not leave it unable to stop
     finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class GaleraCluster:
+    """Three MariaDB Galera nodes on loopback (see galera_cluster()); node i has SQL port ports[i]."""
+
+    base: Path
+    ports: list[int]
+    domain_id: int  # the cluster's wsrep_gtid_domain_id; node i's own gtid_domain_id is 11 + i
+    procs: list  # the running mariadbd of each node (a Popen), replaced by start()
+
+    @property
+    def nodes(self) -> list[str]:
+        return [f"127.0.0.1:{port}" for port in self.ports]
+
+    def pids(self) -> list[int | None]:
+        return [proc.pid if proc and proc.poll() is None else None for proc in self.procs]
+
+    def sql(self, i: int, statement: str, user: str = "root", timeout: float = 60) -> str:
+        out = subprocess.run(["mariadb", "-h127.0.0.1", f"-P{self.ports[i]}", f"-u{user}", "-N", "-B", "-e", statement],
+                             capture_output=True, text=True, timeout=timeout)
+        if out.returncode != 0:
+            raise RuntimeError(f"node {i}: {statement}: {out.stderr.strip()}")
+        return out.stdout
+
+    def status(self, i: int) -> dict[str, str]:
+        """The node's wsrep_* status variables; {} while it does not answer."""
+        try:
+            rows = self.sql(i, "SHOW GLOBAL STATUS LIKE 'wsrep%'", timeout=10).splitlines()
+        except (RuntimeError, subprocess.TimeoutExpired):
+            return {}
+        return dict(row.split("\t", 1) for row in rows if "\t" in row)
+
+    def synced(self, i: int, size: int = 3) -> bool:
+        status = self.status(i)
+        return status.get("wsrep_local_state_comment") == "Synced" and status.get("wsrep_cluster_size") == str(size)
+
+    def kill(self, i: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.procs[i].pid, 9)  # mariadbd and any SST script it started
+        self.procs[i].wait()
+
+    def start(self, i: int, timeout: float = 120, new_cluster: bool = False) -> None:
+        """(Re)start node i; after a crash, from the position InnoDB recovers (so it can rejoin by IST)."""
+        argv = ["/usr/sbin/mariadbd", f"--defaults-file={self.base / f'node{i}/my.cnf'}", "--user=mysql"]
+        if new_cluster:
+            argv.append("--wsrep-new-cluster")
+        elif (self.base / f"node{i}/data/ibdata1").exists():
+            # (the recovery run itself leaves a binlog file holding only a Stop event)
+            out = subprocess.run([*argv, "--wsrep-recover"], capture_output=True, text=True, timeout=60)
+            recovered = [line.split("Recovered position: ")[1] for line in out.stderr.splitlines()
+                         if "Recovered position: " in line]
+            argv += [f"--wsrep-start-position={recovered[-1].strip()}"] if recovered else []
+        with open(self.base / f"node{i}/mariadbd.log", "ab") as log:
+            self.procs[i] = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+        wait_for(lambda: self.synced(i, len([p for p in self.pids() if p])), f"Galera node {i} Synced", timeout,
+                 self.procs[i])
+
+
+@contextlib.contextmanager
+def galera_cluster(domain_id: int = 100):
+    """A 3-node MariaDB Galera cluster (rsync SST, binlogs on, wsrep_gtid_mode=ON) on loopback; ready when
+    every node is Synced in a cluster of 3 (about 12 s here). root has no password over TCP."""
+    base = scratch_dir("wpfarm-galera-")
+    ports = [free_port() for _ in range(3)]
+    gcomm = [free_port() for _ in range(3)]
+    cluster = GaleraCluster(base, ports, domain_id, [None] * 3)
+    try:
+        for i in range(3):
+            node = base / f"node{i}"
+            (node / "data").mkdir(parents=True)
+            provider = (f"base_port={gcomm[i]}; gmcast.listen_addr=tcp://127.0.0.1:{gcomm[i]}; "
+                        f"ist.recv_addr=127.0.0.1:{free_port()}; gcache.size=32M; evs.keepalive_period=PT0.5S; "
+                        "evs.inactive_check_period=PT0.5S; evs.suspect_timeout=PT2S; evs.inactive_timeout=PT4S; "
+                        "evs.install_timeout=PT4S; pc.announce_timeout=PT1S")
+            (node / "my.cnf").write_text(f"""[mysqld]
+datadir={node / 'data'}
+port={ports[i]}
+bind-address=127.0.0.1
+socket={node / 'mysqld.sock'}
+pid-file={node / 'mysqld.pid'}
+skip-name-resolve
+innodb_buffer_pool_size=64M
+innodb_log_file_size=16M
+innodb_flush_log_at_trx_commit=2
+innodb_autoinc_lock_mode=2
+binlog_format=ROW
+log_bin=binlog
+log_slave_updates=ON
+server_id={i + 1}
+gtid_domain_id={11 + i}
+wsrep_on=ON
+wsrep_provider=/usr/lib/galera/libgalera_smm.so
+wsrep_cluster_name=wpfarm-test
+wsrep_cluster_address=gcomm://{','.join(f'127.0.0.1:{p}' for p in gcomm)}
+wsrep_provider_options="{provider}"
+wsrep_node_name=node{i}
+wsrep_node_address=127.0.0.1
+wsrep_sst_method=rsync
+wsrep_sst_receive_address=127.0.0.1:{free_port()}
+wsrep_gtid_mode=ON
+wsrep_gtid_domain_id={domain_id}
+""")
+        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={base / 'node0/data'}", "--user=mysql",
+                        "--auth-root-authentication-method=normal"], check=True, capture_output=True, timeout=120)
+        subprocess.run(["chown", "-R", "mysql:mysql", str(base)], check=True)
+        cluster.start(0, new_cluster=True)
+        for i in (1, 2):
+            cluster.start(i)  # no data yet: joins by a full rsync SST from a running node
+        wait_for(lambda: all(cluster.synced(i) for i in range(3)), "Galera cluster of 3 Synced", 60)
+        yield cluster
+    finally:
+        for proc in filter(None, cluster.procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
+            proc.wait()
         shutil.rmtree(base, ignore_errors=True)
 
 

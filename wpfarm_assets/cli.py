@@ -206,6 +206,7 @@ def status(config: FarmConfig) -> int:
     site with nothing to check yet is NEW, counted apart. Exit 1 if any is warning or critical."""
     from wpfarm_assets.backups.drill import farm_drill_findings
     from wpfarm_assets.backups.health import ALERTING, NEW, OK, backup_age, group_listing, record_sites
+    from wpfarm_assets.backups.pitr import binlog_findings, pitr_findings, pitr_on, read_archive
 
     store = store_of(config)
     now = datetime.now(timezone.utc)
@@ -218,8 +219,12 @@ def status(config: FarmConfig) -> int:
     findings = backup_age([s.name for s in config.sites], listing, now,
                           config.alerts.warning_after_hours, config.alerts.critical_after_hours)
     drills = {f.site: f for f in farm_drill_findings(store, config, now)}
+    archive = read_archive(store) if pitr_on(config, store) else None
+    windows = {f.site: f for f in pitr_findings(store, [s.name for s in config.sites], archive, now)} if archive else {}
     findings = [f for site in sorted({f.site for f in findings}) for f in
-                [*(g for g in findings if g.site == site), drills[site]]]
+                [*(g for g in findings if g.site == site), drills[site], *([windows[site]] if windows else [])]]
+    if archive is not None:  # the farm's recovery point, and any gap in the archive
+        findings += binlog_findings(archive, config, now)
     width = max([len(f.site) for f in findings] + [4])
     print(f"{'SITE':{width}}  KIND   NEWEST (UTC)          AGE h  STATE     DETAIL")
     for f in findings:
@@ -232,6 +237,8 @@ def status(config: FarmConfig) -> int:
           f"{sum(f.severity == 'critical' for f in bad)} critical "
           f"(backups: warning after {config.alerts.warning_after_hours:g} h, critical after "
           f"{config.alerts.critical_after_hours:g} h; drills: due every {config.drill.every_days} days)")
+    if archive is not None:
+        print(f"RPO: {next(f.reason for f in findings if f.kind == 'binlog')}")
     return 1 if bad else 0
 
 

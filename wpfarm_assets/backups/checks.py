@@ -2,7 +2,7 @@
 backups, and every site's last restore drill. Each brings Alertmanager in line with what it finds
 (fire and resolve)."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import dagster as dg
 
@@ -16,24 +16,23 @@ from wpfarm_assets.backups.health import (
     NEW,
     OK,
     WARNING,
-    Finding,
     backup_age,
     backup_integrity,
     group_listing,
     sync_alerts,
 )
-from wpfarm_assets.backups.pitr import Archive, archive_age, read_archive
+from wpfarm_assets.backups.pitr import binlog_findings, read_archive
 from wpfarm_assets.core.config import FarmConfig
 from wpfarm_assets.core.keys import SITES
 
 
 def health_result(context, farm: FarmConfig, findings: list, alertmanager: AlertmanagerResource,
-                  alertname: str) -> dg.AssetCheckResult:
+                  alertname: str, ok_text: str | None = None) -> dg.AssetCheckResult:
     """The check result for a set of findings, after bringing Alertmanager in line with them."""
     link = f"{farm.alerts.dagster_url.rstrip('/')}/runs/{context.run.run_id}"
     alerts = sync_alerts(alertmanager, alertname, findings, link)
     return findings_result(findings, {"alerts_firing": alerts["firing"], "alerts_resolved": alerts["resolved"]}
-                           if alertmanager.url else {"alerts": "off (no alerts.alertmanager_url)"})
+                           if alertmanager.url else {"alerts": "off (no alerts.alertmanager_url)"}, ok_text)
 
 
 def age_findings(farm: FarmConfig, object_store: ObjectStoreResource) -> list:
@@ -49,7 +48,7 @@ def backup_age_check(context: dg.AssetCheckExecutionContext, farm: dg.ResourcePa
     return health_result(context, farm, age_findings(farm, object_store), alertmanager, "WpfarmBackupStale")
 
 
-def findings_result(findings: list, extra: dict | None = None) -> dg.AssetCheckResult:
+def findings_result(findings: list, extra: dict | None = None, ok_text: str | None = None) -> dg.AssetCheckResult:
     """The check result for findings: failed (ERROR with a critical one, else WARN) listing the sites
     that are not ok as a table; new sites are counted apart."""
     bad = [f for f in findings if f.severity in ALERTING]
@@ -64,7 +63,7 @@ def findings_result(findings: list, extra: dict | None = None) -> dg.AssetCheckR
         passed=not bad,
         severity=dg.AssetCheckSeverity.ERROR if counts[CRITICAL] else dg.AssetCheckSeverity.WARN,
         metadata={**counts, "not_ok": table, **(extra or {})},
-        description=", ".join(f"{f.site} {f.kind}: {f.reason}" for f in bad[:20]) or (
+        description=", ".join(f"{f.site} {f.kind}: {f.reason}" for f in bad[:20]) or ok_text or (
             "every site is fine" + (f" ({counts[NEW]} new: nothing to check yet)" if counts[NEW] else "")),
     )
 
@@ -102,32 +101,10 @@ def restore_drill_check(context: dg.AssetCheckExecutionContext, farm: dg.Resourc
 BINLOG_ALERT = "WpfarmBinlogArchive"
 
 
-def binlog_findings(archive: Archive, farm: FarmConfig, now: datetime) -> list[Finding]:
-    """The archive's age against its thresholds (a warning after three missed runs, 15 min by
-    default; critical after 60), and every gap recorded within the recovery window (critical)."""
-    age = archive_age(archive, now)
-    every = farm.database.binlog_every_minutes
-    warning, critical = max(15, 3 * every) * 60, max(60, 12 * every) * 60
-    if age is None:
-        findings = [Finding("farm", "binlog", CRITICAL, "nothing archived yet: no point-in-time recovery")]
-    else:
-        severity = CRITICAL if age > critical else WARNING if age > warning else OK
-        findings = [Finding("farm", "binlog", severity, f"archived until {archive.reach:%Y-%m-%d %H:%M:%S} UTC, "
-                            f"{age / 60:.1f} min ago (RPO)", archive.reach, round(age / 3600, 3))]
-    horizon = now - timedelta(days=farm.database.pitr_days)
-    for gap in archive.gaps:
-        if datetime.fromisoformat(gap["found_at"]) >= horizon:
-            findings.append(Finding("farm", "binlog-gap", CRITICAL,
-                                    f"{gap['lost']} were never archived (found {gap['found_at'][:19]}, after "
-                                    f"{(gap.get('archived_until') or 'the start')[:19]}): no site can be restored "
-                                    "to a time in it, nor carried across it from an older dump"))
-    return findings
-
-
 @dg.asset_check(asset=binlog_archive, name="archive_age", description="The binary-log archive's age (the farm's "
                 "RPO: warning after 15 min, critical after 60) and any gap within database.pitr_days (critical).")
 def binlog_archive_check(context: dg.AssetCheckExecutionContext, farm: dg.ResourceParam[FarmConfig],
                          object_store: ObjectStoreResource, alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
     archive = read_archive(object_store.store(), newest_only=True)
-    return health_result(context, farm, binlog_findings(archive, farm, datetime.now(timezone.utc)), alertmanager,
-                         BINLOG_ALERT)
+    findings = binlog_findings(archive, farm, datetime.now(timezone.utc))
+    return health_result(context, farm, findings, alertmanager, BINLOG_ALERT, findings[0].reason)

@@ -5,7 +5,7 @@ from datetime import date
 
 import dagster as dg
 
-from resources.mariadb import MariaDBResource
+from resources.mariadb import MariaDBResource, NodeError
 from resources.object_store import ObjectStoreResource
 from resources.ssh import NodeResource
 from wpfarm_assets.backups.assets import (
@@ -112,7 +112,9 @@ def restore_site_op(
     try:
         t = parse_time(config.time) if config.time else None
         if config.kind in ("all", "db"):
-            db = mariadb.client(database_node.runner())
+            db, _, passed = mariadb.source(database_node.runner(), farm.database.galera_nodes)
+            for reason in passed:
+                context.log.warning(f"passed over {reason}")
             if t is not None:
                 restored["db"] = restore_to_time(site, store, db, config.gnupg_home, t, config.to_database,
                                                  config.force)
@@ -129,7 +131,7 @@ def restore_site_op(
             restored["files"] = restore_files(site, store, runner, config.gnupg_home, config.to_path, on, at,
                                               object_store.repository(site.name, runner), config.path)
             context.log.info(f"{site.name}: files restored from {restored['files']['backup']}")
-    except PitrError as exc:
+    except (PitrError, NodeError) as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
     for r in restored.values():
         r.pop("manifest")

@@ -32,6 +32,7 @@ from resources.mariadb import MariaDB, Node, NodeStatus
 from resources.object_store import Store
 from resources.ssh import CHUNK, LocalRunner, Watchdog, child_env, describe_failure, run
 from wpfarm_assets.backups.backup import _tool_version
+from wpfarm_assets.backups.health import CRITICAL, OK, WARNING, Finding
 from wpfarm_assets.backups.pipeline import DECOMPRESS_ARGV, back_up_stream
 from wpfarm_assets.backups.restore import RestoreError, choose_backup, list_backups, restore_database
 from wpfarm_assets.backups.verify import read_manifest
@@ -43,7 +44,7 @@ from wpfarm_assets.core.binlog import (
     seq_in,
     statement_trap,
 )
-from wpfarm_assets.core.config import Site, validate_identifier
+from wpfarm_assets.core.config import FarmConfig, Site, validate_identifier
 from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.keys import (
     BINLOG_GAPS,
@@ -191,8 +192,10 @@ def _archive_one(node: Node, db: MariaDB, store: Store, name: str, domain: int, 
         reader = BinlogReader()
 
         def complete() -> None:
-            if reader.rotated_to is None:
-                raise PitrError(f"binary log {name} from {node.address} ends without its rotate event (truncated)")
+            # Not "ends with a rotate event": a log an SST rotated has one stamped 0, which
+            # mariadb-binlog leaves out of its copy.
+            if not reader.complete:
+                raise PitrError(f"the copy of binary log {name} from {node.address} ends inside an event (truncated)")
 
         source = runner.start(["cat", "--", posixpath.join(folder, name)])
         key = stem + BINLOG_SUFFIX
@@ -267,13 +270,13 @@ def plan_replay(pieces: list[BinlogManifest], dump_seq: int, domain: int, t: dat
     range missing between them (a gap), or nothing archived up to `t`, is a PitrError saying so."""
     chosen, reached, covered = [], dump_seq, None
     for piece in sorted((p for p in pieces if p.domain == domain), key=lambda p: (p.end_seq, p.last_event_at)):
-        if piece.start_seq > reached and _time(piece.first_event_at) <= t:
-            raise PitrError(
-                f"the binary-log archive has a gap: GTIDs {domain}-*-{reached + 1} to {domain}-*-{piece.start_seq} "
-                f"were never archived (no node still had them), between {_fmt(covered)} and "
-                f"{_fmt(piece.first_event_at)}; this dump cannot be carried past it")
         if piece.start_seq > reached:
-            break
+            where = "in" if _time(piece.first_event_at) > t else "before"
+            raise PitrError(
+                f"{_fmt(t)} lies {where} a gap of the binary-log archive: GTIDs {domain}-*-{reached + 1} to "
+                f"{domain}-*-{piece.start_seq} were never archived (no node still had them), written between "
+                f"{_fmt(covered)} and {_fmt(piece.first_event_at)}; restore to a time before the gap, or after the "
+                "first dump taken after it")
         covered = max(covered or _time(piece.last_event_at), _time(piece.last_event_at))
         if piece.end_seq > reached:
             chosen.append(piece)
@@ -487,3 +490,46 @@ def archive_age(archive: Archive, now: datetime | None = None) -> float | None:
     now = now or datetime.now(timezone.utc)
     return None if archive.reach is None else max(0.0, (now - archive.reach).total_seconds())
 
+
+
+def binlog_findings(archive: Archive, farm: FarmConfig, now: datetime) -> list[Finding]:
+    """The archive's age against its thresholds (warning after 15 min or three missed runs,
+    critical after 60 or twelve), and every gap recorded within database.pitr_days (critical)."""
+    age = archive_age(archive, now)
+    every = farm.database.binlog_every_minutes
+    warning, critical = max(15, 3 * every) * 60, max(60, 12 * every) * 60
+    if age is None:
+        findings = [Finding("farm", "binlog", CRITICAL, "nothing archived yet: no point-in-time recovery")]
+    else:
+        severity = CRITICAL if age > critical else WARNING if age > warning else OK
+        findings = [Finding("farm", "binlog", severity, f"archived until {_fmt(archive.reach)}, {age / 60:.1f} min "
+                            f"ago (the RPO now; warning after {warning // 60} min, critical after {critical // 60})",
+                            archive.reach, round(age / 3600, 3))]
+    horizon = now - timedelta(days=farm.database.pitr_days)
+    for gap in archive.gaps:
+        if _time(gap["found_at"]) >= horizon:
+            findings.append(Finding("farm", "binlog-gap", CRITICAL,
+                                    f"{gap['lost']} were never archived (no node still had them; found "
+                                    f"{_fmt(gap['found_at'])}, archived until {_fmt(gap.get('archived_until'))}): "
+                                    "no site can be restored to a time in the gap, nor carried across it"))
+    return findings
+
+
+def pitr_findings(store: Store, sites: list[str], archive: Archive, now: datetime) -> list[Finding]:
+    """Per site, its recovery window (`archive` read whole): any second from its oldest dump that the
+    archive continues from, to the archive's reach; a site with no such dump is a warning."""
+    findings = []
+    for site in sites:
+        window = recovery_window(store, site, archive)
+        if window is None:
+            findings.append(Finding(site, "pitr", WARNING, "no dump with a GTID position that the binary-log archive "
+                                    "continues from: point-in-time recovery from the next dump on"))
+        else:
+            findings.append(Finding(site, "pitr", OK, f"any second from {_fmt(window[0])} to {_fmt(window[1])}",
+                                    window[1], round((now - window[1]).total_seconds() / 3600, 3)))
+    return findings
+
+
+def pitr_on(farm: FarmConfig, store: Store) -> bool:
+    """Whether the farm has point-in-time recovery: Galera nodes configured, or logs archived."""
+    return bool(farm.database.galera_nodes) or any(True for _ in store.list(BINLOGS))

@@ -102,7 +102,7 @@ class BinlogReader:
         self.gtid_count = 0
         self.first_time: int | None = None
         self.last_time: int | None = None
-        self.rotated_to: str | None = None  # a closed file ends with a rotate event naming the next
+        self.rotated_to: str | None = None  # the rotate event closing the file names the next one
         self.bytes = 0
         self._buffer = bytearray()
         self._offset = 0  # file offset of the start of _buffer
@@ -183,6 +183,11 @@ class BinlogReader:
             self.on_statement(Statement(self._current, database, text))
         elif kind == XID_EVENT:
             self._current = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether what was read ends at an event boundary (a copy cut short ends inside an event)."""
+        return self._magic and not self._buffer and not self._skip
 
     @property
     def end_state(self) -> dict[int, Gtid]:

@@ -1,0 +1,207 @@
+"""Point-in-time recovery on a real 3-node Galera cluster (tests/services.py, one per session):
+dumps from a Synced node with their GTID and no global lock, the binary-log archive continuous by
+GTID across a killed node, a gap when logs are purged before they were archived, and restores to a
+second that equal the database as it was (CHECKSUM TABLE of every table)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from resources.mariadb import MariaDB
+from resources.ssh import LocalRunner
+from wpfarm_assets.cli import main
+from wpfarm_assets.core.manifest import BinlogManifest
+
+
+def client(galera, i: int) -> MariaDB:
+    host, port = galera.nodes[i].rsplit(":", 1)
+    return MariaDB(LocalRunner(), host, int(port), "root", None)
+
+
+def a_second_later() -> datetime:
+    """A moment T with every write before it in an earlier second, and none after it in the same one."""
+    time.sleep(1.1)
+    t = datetime.now(timezone.utc).replace(microsecond=0)
+    time.sleep(1.1)
+    return t
+
+
+def post(database: str, title: str) -> str:
+    return (f"INSERT INTO {database}.wp_posts (post_title, post_content, post_excerpt, to_ping, pinged, "
+            f"post_content_filtered) VALUES ('{title}', 'body of {title}', '', '', '', '')")
+
+
+def archived(farm) -> list[BinlogManifest]:
+    return [BinlogManifest.from_bytes(p.read_bytes(), str(p)) for p in sorted((farm.workdir / "backups/binlogs").glob("*.json"))]
+
+
+@pytest.fixture
+def galera_farm(galera, make_farm, dagster_home):
+    """Two WordPress-shaped sites on the cluster (made through node 1), dumped and archived from
+    the first Synced node of database.galera_nodes."""
+    return make_farm(2, server=client(galera, 0), sections={"database": {"galera_nodes": galera.nodes}})
+
+
+def test_a_mistake_through_one_node_is_undone_to_the_second_from_the_archive(galera, galera_farm, capsys):
+    farm, db = galera_farm, client(galera, 0)
+    a, b = farm.sites[0], farm.sites[1]
+    assert main(["backup"]) == 0  # the nightly dump (and files)
+    dump = json.loads(next((farm.workdir / "backups/sites" / a["name"] / "db").glob("*.json")).read_text())
+    assert dump["database_node"] == galera.nodes[0] and dump["node_state"] == "Synced"
+    assert dump["gtid"].startswith(f"{galera.domain_id}-") or f",{galera.domain_id}-" in dump["gtid"]
+    assert dump["gtid_domain"] == galera.domain_id
+
+    for n in range(5):  # the day's writes, through node 2
+        galera.sql(1, post(a["database"], f"order {n}") + f"; UPDATE {a['database']}.wp_options SET option_value = "
+                   f"'{n}' WHERE option_name = 'blogname'; " + post(b["database"], f"b order {n}"))
+    t = a_second_later()
+    at_t = db.checksums(a["database"])
+    galera.sql(2, f"DELETE FROM {a['database']}.wp_posts")  # the mistake, through node 3
+    galera.sql(1, post(b["database"], "b after the mistake"))
+    b_now = db.checksums(b["database"])
+    assert db.checksums(a["database"]) != at_t
+
+    assert main(["binlogs"]) == 0
+    out = capsys.readouterr().out
+    assert f"from {galera.nodes[0]}:" in out and "ok: archived until" in out
+
+    assert main(["restore", "--gnupg-home", farm.keyring.home, a["name"], "--time", t.isoformat().replace("+00:00", "Z"), "--kind", "db"]) == 0
+    out = capsys.readouterr().out
+    assert "restored into" in out and "transaction(s) from" in out
+    for node in range(3):  # every table as it was at T, on every node; the other site untouched
+        assert client(galera, node).checksums(a["database"]) == at_t
+    assert db.checksums(b["database"]) == b_now
+
+    # The replay gave the replayed transactions new GTIDs: the next archive carries on from them.
+    galera.sql(1, post(a["database"], "after the restore"))
+    assert main(["binlogs"]) == 0
+    pieces = archived(farm)
+    assert all(later.start_seq <= earlier.end_seq for earlier, later in zip(pieces, pieces[1:], strict=False))
+    assert pieces[-1].end_seq > pieces[0].end_seq
+
+
+def test_the_archive_carries_on_from_another_node_when_its_node_is_killed(galera, galera_farm, capsys):
+    farm = galera_farm
+    a = farm.sites[0]
+    assert main(["backup", a["name"]]) == 0
+    assert main(["binlogs"]) == 0
+    galera.sql(1, post(a["database"], "before the kill"))
+    try:
+        galera.kill(0)  # the node the archive reads from
+        galera.sql(1, post(a["database"], "while node 1 is down"))
+        t = a_second_later()
+        at_t = client(galera, 1).checksums(a["database"])
+        galera.sql(2, f"DELETE FROM {a['database']}.wp_comments")
+        capsys.readouterr()
+        assert main(["binlogs"]) == 0
+        out = capsys.readouterr().out
+        assert f"from {galera.nodes[1]}:" in out and f"passed over database node {galera.nodes[0]}" in out
+        assert "GAP" not in out
+        pieces = archived(farm)
+        assert {p.node for p in pieces} == {galera.nodes[0], galera.nodes[1]}
+        for earlier, later in zip(pieces, pieces[1:], strict=False):  # continuous by GTID across the switch
+            assert later.start_seq <= earlier.end_seq
+        assert not list((farm.workdir / "backups/binlogs/gaps").glob("*.json"))
+        assert main(["restore", "--gnupg-home", farm.keyring.home, a["name"], "--time", t.isoformat(), "--kind", "db"]) == 0
+        assert client(galera, 1).checksums(a["database"]) == at_t
+    finally:
+        galera.start(0)
+
+
+def test_logs_purged_on_every_node_before_they_were_archived_are_a_gap(galera, galera_farm, capsys):
+    farm = galera_farm
+    a = farm.sites[0]
+    assert main(["backup", a["name"]]) == 0
+    galera.sql(1, post(a["database"], "archived"))
+    before_gap = a_second_later()
+    assert main(["binlogs"]) == 0  # the archive reaches past before_gap
+    galera.sql(1, post(a["database"], "lost with the purged logs"))
+    in_gap = a_second_later()
+    for node in range(3):
+        galera.sql(node, "FLUSH BINARY LOGS")
+        current = galera.sql(node, "SHOW MASTER STATUS").split("\t")[0]
+        galera.sql(node, f"PURGE BINARY LOGS TO '{current}'")
+    galera.sql(1, post(a["database"], "after the gap"))
+    capsys.readouterr()
+    assert main(["binlogs"]) == 1  # archived what there is, and the check is critical
+    out = capsys.readouterr().out
+    assert "GAP: GTIDs" in out and "were never archived" in out and "ERROR:" in out, out
+    assert main(["status"]) == 1
+    assert "binlog-gap" in capsys.readouterr().out
+    assert main(["restore", "--gnupg-home", farm.keyring.home, a["name"], "--time", in_gap.isoformat(), "--kind", "db", "--to-database",
+                 f"{a['database']}_r"]) == 1
+    assert "gap" in capsys.readouterr().err
+    assert not client(galera, 0).database_exists(f"{a['database']}_r")
+    # Before the gap, the site still comes back.
+    assert main(["restore", "--gnupg-home", farm.keyring.home, a["name"], "--time", before_gap.isoformat(), "--kind", "db", "--to-database",
+                 f"{a['database']}_r"]) == 0
+    client(galera, 0).drop_database(f"{a['database']}_r")
+
+
+def test_a_dump_under_write_load_takes_no_global_lock_and_never_stalls_the_writers(galera, make_farm,
+                                                                                    dagster_home, tmp_path):
+    """A bigger site dumped while another node takes a steady stream of writes: no FLUSH TABLES WITH
+    READ LOCK in the general log; the writes never wait more than a second."""
+    from wpfarm_assets.demo import DemoSize
+
+    farm = make_farm(1, server=client(galera, 0), size=DemoSize(posts=3000, uploads=1),
+                     sections={"database": {"galera_nodes": galera.nodes}})
+    site = farm.sites[0]
+    log = Path("/var/tmp") / f"wpfarm-general-{site['database']}.log"
+    galera.sql(0, f"SET GLOBAL general_log_file = '{log}'; SET GLOBAL general_log = ON; FLUSH STATUS")
+    stop, waits = threading.Event(), []
+
+    def writer():
+        writes = client(galera, 2)
+        while not stop.is_set():
+            started = time.monotonic()
+            writes.query(post(site["database"], "load"))
+            waits.append(time.monotonic() - started)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        assert main(["backup", site["name"]]) == 0
+    finally:
+        stop.set()
+        thread.join(30)
+        galera.sql(0, "SET GLOBAL general_log = OFF")
+    general = log.read_text(errors="replace")
+    log.unlink()
+    assert "mariadb-dump" in general or "binlog_snapshot" in general  # the dump's session is in the log
+    assert "WITH READ LOCK" not in general.upper()
+    assert "CONSISTENT SNAPSHOT" in general.upper()
+    assert len(waits) > 20 and max(waits) < 1.0, (len(waits), max(waits))
+    paused = float(galera.status(0).get("wsrep_flow_control_paused", "0"))
+    print(f"writes during the dump: {len(waits)}, slowest {max(waits) * 1000:.0f} ms, flow control paused {paused:.4f}")
+
+
+def test_pitr_refusals_are_one_clear_line_and_restore_nothing(galera, galera_farm, capsys):
+    farm = galera_farm
+    a = farm.sites[0]
+    scratch = f"{a['database']}_r"
+    assert main(["restore", "--gnupg-home", farm.keyring.home, a["name"], "--time", "yesterday at five", "--kind", "db"]) == 2
+    assert "is not a time: use ISO 8601" in capsys.readouterr().err
+    assert main(["restore", "--gnupg-home", farm.keyring.home, a["name"], "--time", "2026-12-07T14:32:05Z", "--at", "20261207T143205Z"]) == 2
+    assert "give one" in capsys.readouterr().err
+    assert main(["backup", a["name"]]) == 0
+    assert main(["binlogs"]) == 0
+    capsys.readouterr()
+    future = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    assert main(["restore", "--gnupg-home", farm.keyring.home, a["name"], "--time", future, "--kind", "db", "--to-database", scratch]) == 1
+    assert "is in the future" in capsys.readouterr().err
+    assert main(["restore", "--gnupg-home", farm.keyring.home, a["name"], "--time", "2020-01-01T00:00:00Z", "--kind", "db", "--to-database", scratch]) == 1
+    assert "before its oldest database backup" in capsys.readouterr().err
+    galera.sql(1, post(a["database"], "not archived yet"))
+    time.sleep(1.1)
+    beyond = datetime.now(timezone.utc).isoformat()
+    assert main(["restore", "--gnupg-home", farm.keyring.home, a["name"], "--time", beyond, "--kind", "db", "--to-database", scratch]) == 1
+    assert "the binary-log archive reaches" in capsys.readouterr().err
+    assert not client(galera, 0).database_exists(scratch)
