@@ -247,6 +247,9 @@ def binlogs(config: FarmConfig) -> int:
     what was archived, how far the archive reaches, and its check. Exit 1 if either failed."""
     from wpfarm_assets.backups.assets import binlog_archive
 
+    if not config.database.pitr_enabled:
+        raise ConfigError("point-in-time recovery is not configured: set database.galera_nodes (Galera), or "
+                          "database.pitr: true for a standalone server that writes binary logs")
     result = run_job("archive_binlogs", config, instance())
     for event in result.get_asset_materialization_events():
         meta = {k: v.value for k, v in event.materialization.metadata.items()}

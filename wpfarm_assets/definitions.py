@@ -113,19 +113,21 @@ def target_kinds(asset: dg.AssetsDefinition, config: FarmConfig) -> dg.AssetsDef
 
 def build_definitions(config: FarmConfig) -> dg.Definitions:
     absent = not_configured(config)  # infrastructure this farm gives no way to check: not in the graph
+    pitr = config.database.pitr_enabled  # the binary-log archive, when the farm has point-in-time recovery
     return dg.Definitions(
         assets=wired_past([*infrastructure_assets, site_provisioning,
                            *(target_kinds(a, config) for a in (database_dump, file_archive, retention)),
-                           restore_drill, backup_inventory, target_kinds(binlog_archive, config)], set(absent)),
+                           restore_drill, backup_inventory, *([target_kinds(binlog_archive, config)] if pitr else [])],
+                          set(absent)),
         asset_checks=[backup_age_check, backup_integrity_check, restore_drill_check, database_dump_age_check,
-                      file_archive_age_check, binlog_archive_check],
+                      file_archive_age_check, *([binlog_archive_check] if pitr else [])],
         jobs=[back_up_sites_job, apply_retention_job, check_backup_health_job, verify_backups_job, drill_sites_job,
-              archive_binlogs_job,
+              *([archive_binlogs_job] if pitr else []),
               check_infrastructure_job(absent), restore_site, provision_farm, provision_sites_job],
         schedules=[build_daily_backup_schedule(config.backup.schedule, config.backup.sites_per_run),
                    build_restore_drill_schedule(config.drill.schedule), backup_health_schedule,
                    verify_backups_schedule, infrastructure_schedule,
-                   build_binlog_schedule(config.database.binlog_every_minutes)],
+                   *([build_binlog_schedule(config.database.binlog_every_minutes)] if pitr else [])],
         sensors=[site_inventory_sensor, *([swarm_node_sensor] if "swarm_nodes" not in absent else []),
                  retention_after_backup, retention_after_failed_backup,
                  run_failure_alert],

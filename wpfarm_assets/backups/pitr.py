@@ -271,7 +271,7 @@ def plan_replay(pieces: list[BinlogManifest], dump_seq: int, domain: int, t: dat
     chosen, reached, covered = [], dump_seq, None
     for piece in sorted((p for p in pieces if p.domain == domain), key=lambda p: (p.end_seq, p.last_event_at)):
         if piece.start_seq > reached:
-            where = "in" if _time(piece.first_event_at) > t else "before"
+            where = "in" if _time(piece.first_event_at) > t else "after"
             raise PitrError(
                 f"{_fmt(t)} lies {where} a gap of the binary-log archive: GTIDs {domain}-*-{reached + 1} to "
                 f"{domain}-*-{piece.start_seq} were never archived (no node still had them), written between "

@@ -137,6 +137,13 @@ class DatabaseConfig(_Model):
     # kept so that any second of the last `pitr_days` can be restored.
     binlog_every_minutes: int = Field(default=5, ge=1, le=60)
     pitr_days: int = Field(default=14, ge=1)
+    # Point-in-time recovery (the binlog_archive asset and its schedule): on by default with
+    # galera_nodes; `true` for a standalone server that writes binary logs, `false` to leave it out.
+    pitr: bool | None = None
+
+    @property
+    def pitr_enabled(self) -> bool:
+        return self.pitr if self.pitr is not None else bool(self.galera_nodes)
 
 
 class StorageConfig(_Model):
