@@ -11,11 +11,13 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from resources.mariadb import MariaDB
 from resources.ssh import LocalRunner
-from wpfarm_assets.cli import main
+from wpfarm_assets.cli import instance, main, run_job
+from wpfarm_assets.core.config import load_config
 from wpfarm_assets.core.manifest import BinlogManifest
 
 
@@ -110,6 +112,12 @@ def test_the_archive_carries_on_from_another_node_when_its_node_is_killed(galera
         assert not list((farm.workdir / "backups/binlogs/gaps").glob("*.json"))
         assert main(["restore", "--gnupg-home", farm.keyring.home, a["name"], "--time", t.isoformat(), "--kind", "db"]) == 0
         assert client(galera, 1).checksums(a["database"]) == at_t
+        # The database tier reads every node: the dead one is named, the tier still serves.
+        tier = run_job("check_infrastructure", load_config(), instance()).get_asset_check_evaluations()
+        database = next(e for e in tier if e.asset_key.to_user_string() == "database_tier")
+        assert not database.passed and database.severity == dg.AssetCheckSeverity.WARN
+        assert f"node {galera.nodes[0]} does not answer" in database.description
+        assert "cluster has 2 of 3 nodes" in database.description
     finally:
         galera.start(0)
 
@@ -205,3 +213,27 @@ def test_pitr_refusals_are_one_clear_line_and_restore_nothing(galera, galera_far
     assert main(["restore", "--gnupg-home", farm.keyring.home, a["name"], "--time", beyond, "--kind", "db", "--to-database", scratch]) == 1
     assert "the binary-log archive reaches" in capsys.readouterr().err
     assert not client(galera, 0).database_exists(scratch)
+
+
+def test_a_node_without_the_replication_privilege_or_without_binary_logs_is_one_clear_line(
+        galera, make_farm, dagster_home, monkeypatch, capsys):
+    farm = make_farm(1, server=client(galera, 0), sections={"database": {"galera_nodes": galera.nodes,
+                                                                         "user": "wpfarm_norepl"}})
+    galera.sql(0, "CREATE USER IF NOT EXISTS 'wpfarm_norepl'@'127.0.0.1' IDENTIFIED BY 'norepl-pw'; "
+                  "GRANT SELECT, RELOAD, BINLOG MONITOR ON *.* TO 'wpfarm_norepl'@'127.0.0.1'")
+    monkeypatch.setenv("WPFARM_DB_PASSWORD", "norepl-pw")
+    assert main(["binlogs"]) == 1
+    err = capsys.readouterr().err
+    assert "REPLICATION SLAVE" in err and "norepl-pw" not in err
+    assert not list((farm.workdir / "backups").rglob("binlogs/*.json"))  # nothing half-archived
+
+    monkeypatch.delenv("WPFARM_DB_PASSWORD")
+    standalone = make_farm(1, sections={"database": {"pitr": True}})  # the machine's server: log_bin off
+    assert main(["backup"]) == 0
+    capsys.readouterr()
+    assert main(["binlogs"]) == 1
+    assert "binary logging is off on 127.0.0.1:3306" in capsys.readouterr().err
+    site = standalone.sites[0]
+    assert main(["restore", "--gnupg-home", standalone.keyring.home, site["name"], "--time",
+                 datetime.now(timezone.utc).isoformat(), "--kind", "db", "--to-database", f"{site['database']}_r"]) == 1
+    assert "no binary logs are archived" in capsys.readouterr().err

@@ -26,3 +26,28 @@ def test_a_desynced_node_or_a_short_cluster_warns():
     assert not desynced.failures and desynced.warnings == ["node is Donor/Desynced, not Synced"]
     short = judge_database({**SYNCED, "wsrep_cluster_size": "2"}, 3)
     assert short.warnings == ["cluster has 2 of 3 nodes"]
+
+
+def galera_node(address: str, state: str = "Synced", size: int = 3, paused: float = 0.0, log_bin: bool = True):
+    from resources.mariadb import NodeStatus
+
+    return NodeStatus(address=address, state=state, cluster_size=size, flow_control_paused=paused, log_bin=log_bin,
+                      log_slave_updates=True, binlog_format="ROW", gtid_domain=100, wsrep_gtid_mode=True,
+                      gtid_binlog_pos="100-1-9")
+
+
+def test_galera_nodes_are_judged_one_by_one():
+    from wpfarm_assets.infrastructure.tiers import judge_galera
+
+    healthy = judge_galera({"a:1": galera_node("a:1"), "b:1": galera_node("b:1"), "c:1": galera_node("c:1")}, 3, True)
+    assert not healthy.failures and not healthy.warnings and healthy.facts["cluster_size"] == "3"
+    degraded = judge_galera({"a:1": "Can't connect (error 2003)", "b:1": galera_node("b:1", "Donor/Desynced", 2),
+                             "c:1": galera_node("c:1", size=2, paused=0.4, log_bin=False)}, 3, True)
+    assert not degraded.failures
+    assert degraded.warnings == [
+        "node a:1 does not answer: Can't connect (error 2003)", "node b:1 is Donor/Desynced, not Synced",
+        "flow control paused node c:1 40% of the time (a slow node holds back every write)",
+        "point-in-time recovery unavailable from c:1: binary logging is off on c:1 (log_bin)",
+        "cluster has 2 of 3 nodes"]
+    down = judge_galera({"a:1": "refused", "b:1": galera_node("b:1", "Joining", 2)}, 3, False)
+    assert down.failures == ["no node of database.galera_nodes is Synced: dumps and binary logs cannot be read"]

@@ -31,12 +31,14 @@ from wpfarm_assets.infrastructure.tiers import (
     TierHealth,
     cache_health,
     database_health,
+    galera_health,
     monitoring_health,
     storage_health,
 )
 
 HEALTHY, MATCHES = "healthy", "matches_topology"
-VOLATILE = {"uptime", "threads_connected"}  # facts that change on every look, not with the tier's state
+# Facts that change on every look, not with the tier's state (per node: "flow_control_paused/<node>").
+VOLATILE = {"uptime", "threads_connected", "flow_control_paused"}
 
 
 def not_configured(config: FarmConfig) -> dict[str, str]:
@@ -58,7 +60,7 @@ def not_configured(config: FarmConfig) -> dict[str, str]:
 def checked(key: str, check: str, facts: dict, passed: bool, severity: dg.AssetCheckSeverity, description: str,
             check_metadata: dict | None = None) -> dg.MaterializeResult:
     """What was found, with a data version that is a digest of it (unchanged state: same version)."""
-    state = {k: str(v) for k, v in facts.items() if k not in VOLATILE}
+    state = {k: str(v) for k, v in facts.items() if k.split("/")[0] not in VOLATILE}
     version = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
     return dg.MaterializeResult(
         asset_key=key, metadata=facts, data_version=dg.DataVersion(version),
@@ -146,7 +148,13 @@ def swarm_nodes(farm: dg.ResourceParam[FarmConfig], swarm: SwarmResource):
 
 @infrastructure("database_tier", HEALTHY, {"mariadb"}, deps=("swarm_nodes",))
 def database_tier(farm: dg.ResourceParam[FarmConfig], mariadb: MariaDBResource, database_node: NodeResource):
-    """The database tier as the backups see it: MariaDB reachable, and (on Galera) Primary, ready, Synced."""
+    """The database tier as the backups see it: MariaDB reachable, and (on Galera) Primary, ready, Synced;
+    with database.galera_nodes, every node: its state, flow control, binary logging and GTID mode."""
+    if farm.database.galera_nodes:
+        health = galera_health([mariadb.node(a) for a in farm.database.galera_nodes], farm.database.nodes,
+                               farm.database.pitr_enabled)
+        yield from tier_result("database", health)
+        return
     db = mariadb.client(database_node.runner())
     try:
         health = database_health(db, farm.database.nodes)

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from xml.etree import ElementTree
 
-from resources.mariadb import MariaDB
+from resources.mariadb import MariaDB, Node, NodeError, NodeStatus
 from resources.redis import RedisError, RedisResource
 from resources.ssh import Runner, run
 from wpfarm_assets.core.config import CacheConfig, StorageConfig
@@ -58,6 +58,46 @@ def database_health(db: MariaDB, expected_nodes: int) -> TierHealth:
     health = judge_database(status, expected_nodes)
     health.facts["version"] = db.version()
     return health
+
+
+def judge_galera(nodes: dict[str, NodeStatus | str], expected_nodes: int, pitr: bool) -> TierHealth:
+    """Judge every node of database.galera_nodes: its status, or why it could not be read. No node
+    that can serve is a failure; a node down, donor or joining, flow control pausing the cluster,
+    or (with point-in-time recovery on) binary logs that cannot serve it are warnings saying why."""
+    health = TierHealth({"mode": "galera"})
+    serving = [s for s in nodes.values() if not isinstance(s, str) and s.usable]
+    for address, status in nodes.items():
+        if isinstance(status, str):
+            health.facts[address] = f"unreachable: {status}"
+            health.warnings.append(f"node {address} does not answer: {status}")
+            continue
+        health.facts[address] = (f"{status.state}, cluster of {status.cluster_size}, binlog "
+                                 f"{'ON' if status.log_bin else 'OFF'} {status.binlog_format}, wsrep_gtid_mode "
+                                 f"{'ON' if status.wsrep_gtid_mode else 'OFF'}")
+        health.facts[f"flow_control_paused/{address}"] = f"{status.flow_control_paused:.3f}"
+        if not status.usable:
+            health.warnings.append(f"node {address} is {status.state}, not Synced")
+        if status.flow_control_paused > 0.1:
+            health.warnings.append(f"flow control paused node {address} {status.flow_control_paused:.0%} of the time "
+                                   "(a slow node holds back every write)")
+        if pitr and (problem := status.pitr_problem):
+            health.warnings.append(f"point-in-time recovery unavailable from {address}: {problem}")
+    if not serving:
+        health.failures.append("no node of database.galera_nodes is Synced: dumps and binary logs cannot be read")
+    elif (size := max(s.cluster_size for s in serving)) < expected_nodes:
+        health.warnings.append(f"cluster has {size} of {expected_nodes} nodes")
+    health.facts["cluster_size"] = str(max((s.cluster_size for s in serving), default=0))
+    return health
+
+
+def galera_health(nodes: list[Node], expected_nodes: int, pitr: bool) -> TierHealth:
+    statuses: dict[str, NodeStatus | str] = {}
+    for node in nodes:
+        try:
+            statuses[node.address] = node.status()
+        except NodeError as exc:
+            statuses[node.address] = str(exc).split(": ", 1)[-1]
+    return judge_galera(statuses, expected_nodes, pitr)
 
 
 def http_status(url: str, timeout: float = 5) -> str | None:
