@@ -43,8 +43,9 @@ from wpfarm_assets.core.binlog import parse_position, seq_in
 from wpfarm_assets.core.config import Site
 from wpfarm_assets.demo import DemoSize, create_site_database, make_gpg_key
 
-# What an operator's stock chain needs on Galera too: a node refuses `SET @@session.server_id`.
-STRIP_ORIGINAL_GTIDS = r"/^\/\*M!100001 SET @@session\.(gtid_seq_no|gtid_domain_id|server_id)=[0-9]+\*\/\/\*!\*\/;$/d"
+# What an operator's stock chain needs on Galera too: a node refuses any `SET @@SESSION.server_id`.
+STRIP_ORIGINAL_GTIDS = (r"/^\/\*M!100001 SET @@session\.(gtid_seq_no|gtid_domain_id|server_id)=[0-9]+\*\/\/\*!\*\/;$/d;"
+                        r"/^\/\*!100001 SET @@SESSION\.(SERVER_ID|GTID_DOMAIN_ID)=@@GLOBAL\.(SERVER_ID|GTID_DOMAIN_ID) \*\/;$/d")
 
 
 def post(database: str, n: int) -> str:

@@ -76,11 +76,11 @@ class MariaDB:
         """The option file with the password, for a command run with `SECRET_FILE` in its argv."""
         return self._secret
 
-    def binlog_fetch_argv(self, name: str, folder: str) -> list[str]:
-        """mariadb-binlog reading one binary log from the server (the replication protocol, which
-        needs REPLICATION SLAVE) into `folder`/`name`, byte for byte."""
+    def binlog_fetch_argv(self, names: list[str], folder: str) -> list[str]:
+        """mariadb-binlog reading binary logs from the server (the replication protocol, which needs
+        REPLICATION SLAVE) into `folder`/<name>, byte for byte."""
         return self._argv("mariadb-binlog") + ["--read-from-remote-server", "--raw", f"--result-file={folder}/",
-                                               "--", name]
+                                               "--", *names]
 
     def load(self, database: str) -> Process:
         """A `mariadb` client reading SQL on stdin into `database`."""
@@ -188,13 +188,16 @@ class MariaDBResource(dg.ConfigurableResource):
         status, when it answers: a standalone server with binary logging also gives GTIDs)."""
         if galera_nodes:
             node, status, passed = choose_node([self.node(a) for a in galera_nodes])
+            node.close()
             return self.client(runner, node.address), status, passed
         status = None  # over SSH, host is the node's own address: the node's client tools alone reach it
         if runner.where == "local":
+            node = self.node(f"{self.host}:{self.port}")
             try:
-                status = self.node(f"{self.host}:{self.port}").status()
+                status = node.status()
             except NodeError:
                 pass  # the dump itself says why, as it always did
+            node.close()
         return self.client(runner), status, []
 
 
@@ -246,6 +249,7 @@ class Node:
         host, _, port = address.rpartition(":")
         self.address, self.host, self.port = address, host, int(port)
         self.user, self._password, self.timeout = user, password or "", timeout
+        self._conn = None
 
     def _connect(self):
         try:
@@ -256,17 +260,32 @@ class Node:
             raise NodeError(f"database node {self.address}: {_reason(exc)}") from None
 
     def rows(self, *statements: str) -> list[tuple]:
-        """The rows of the last statement, each run in turn on one connection."""
-        conn = self._connect()
+        """The rows of the last statement, each run in turn on the node's connection (opened on first
+        use, kept until `close`; a failed statement closes it)."""
+        if self._conn is None:
+            self._conn = self._connect()
         try:
-            with conn.cursor() as cursor:
+            with self._conn.cursor() as cursor:
                 for statement in statements:
                     cursor.execute(statement)
                 return list(cursor.fetchall())
         except pymysql.MySQLError as exc:
+            self.close()
             raise NodeError(f"database node {self.address}: {_reason(exc)}") from None
-        finally:
-            conn.close()
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except pymysql.MySQLError:
+                pass  # a connection the server already dropped
+            self._conn = None
 
     def status(self) -> NodeStatus:
         variables = dict(self.rows(
@@ -319,5 +338,6 @@ def choose_node(nodes: list[Node]) -> tuple[Node, NodeStatus, list[str]]:
             continue
         if status.usable:
             return node, status, passed
+        node.close()
         passed.append(f"database node {node.address}: {status.state}")
     raise NodeError("no database node can serve: " + "; ".join(passed))

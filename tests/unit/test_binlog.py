@@ -93,13 +93,15 @@ def test_statements_that_the_database_filter_would_drop_are_found(database, text
 def test_the_original_gtids_are_dropped_from_a_replay_across_chunk_boundaries():
     text = (b"# at 4\n/*M!100001 SET @@session.gtid_domain_id=100*//*!*/;\n/*M!100001 SET @@session.server_id=1*//*!*/;\n"
             b"/*M!100001 SET @@session.gtid_seq_no=67*//*!*/;\nSTART TRANSACTION\n/*!*/;\n"
-            b"INSERT INTO t VALUES ('/*M!100001 SET @@session.gtid_seq_no=5*//*!*/;')\nCOMMIT/*!*/;\n")
+            b"INSERT INTO t VALUES ('/*M!100001 SET @@session.gtid_seq_no=5*//*!*/;')\nCOMMIT/*!*/;\n"
+            b"/*!100001 SET @@SESSION.SERVER_ID=@@GLOBAL.SERVER_ID */;\n"
+            b"/*!100001 SET @@SESSION.GTID_DOMAIN_ID=@@GLOBAL.GTID_DOMAIN_ID */;\n")
     for size in (1, 5, 13, len(text)):
         f = OriginalGtidFilter()
         out = b"".join(f.feed(text[i:i + size]) for i in range(0, len(text), size)) + f.flush()
-        assert b"@@session.gtid_seq_no=67" not in out and b"server_id=1" not in out
+        assert b"@@session.gtid_seq_no=67" not in out and b"server_id=1" not in out and b"SERVER_ID" not in out
         assert b"START TRANSACTION\n/*!*/;\n" in out and b"VALUES ('/*M!100001 SET @@session.gtid_seq_no=5" in out
-        assert f.removed == 3
+        assert f.removed == 5 and out.endswith(b"COMMIT/*!*/;\n")
 
 
 def piece(start: int, end: int, first: int, last: int, n: int = 0) -> BinlogManifest:

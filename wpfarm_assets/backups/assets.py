@@ -354,7 +354,8 @@ def binlog_archive(
     lag = {}
     for address in farm.database.galera_nodes or [run.node]:
         try:
-            node = mariadb.node(address).status()
+            with mariadb.node(address) as connection:
+                node = connection.status()
             lag[address] = {"state": node.state, "transactions_behind_archive": max(
                 0, seq_in(parse_position(node.gtid_binlog_pos), status.gtid_domain) - run.end_seq)}
         except WpfarmError as exc:

@@ -132,7 +132,15 @@ def archive_binlogs(node: Node, status: NodeStatus, db: MariaDB, store: Store, e
     (its mariadb-binlog reads the logs over the replication protocol, where `db.runner` runs)."""
     if problem := status.pitr_problem:
         raise PitrError(f"point-in-time recovery is unavailable: {problem}")
-    now = now or datetime.now(timezone.utc)
+    try:
+        return _archive(node, status, db, store, encrypt_argv, fingerprint, now or datetime.now(timezone.utc),
+                        passed_over or [])
+    finally:
+        node.close()
+
+
+def _archive(node: Node, status: NodeStatus, db: MariaDB, store: Store, encrypt_argv: list[str], fingerprint: str,
+             now: datetime, passed_over: list[str]) -> ArchiveRun:
     domain = status.gtid_domain
     archive = read_archive(store, newest_only=True)
     newest = archive.newest
@@ -151,12 +159,20 @@ def archive_binlogs(node: Node, status: NodeStatus, db: MariaDB, store: Store, e
     if newest is not None and todo and (first := _file_start(node, todo[0], domain)) > archived_seq:
         gap = _record_gap(store, node, domain, archived_seq, first, newest, now)
     archived = []
-    for n, name in enumerate(todo):
-        archived.append(_archive_one(node, db, store, name, domain, encrypt_argv, fingerprint, binlog_stem(now, n), now))
+    if todo:  # one remote read of every log due, into a folder where the node's client runs
+        folder = run(db.runner, ["mktemp", "-d", "/tmp/wpfarm-binlog.XXXXXXXX"]).strip()
+        try:
+            run(db.runner, db.binlog_fetch_argv([_log_name(name) for name in todo], folder), secret=db.secret,
+                timeout=db.stall_timeout)
+            for n, name in enumerate(todo):
+                archived.append(_archive_one(node, db, store, posixpath.join(folder, name), domain, encrypt_argv,
+                                             fingerprint, binlog_stem(now, n), now))
+        finally:
+            run(db.runner, ["rm", "-rf", "--", folder])
     end_seq = max([archived_seq, *(m.end_seq for m in archived)])
     reach = max([_time(m.last_event_at) for m in archived] + ([_time(newest.last_event_at)] if newest else []),
                 default=None)
-    return ArchiveRun(node.address, archived, gap, end_seq, reach, passed_over or [])
+    return ArchiveRun(node.address, archived, gap, end_seq, reach, passed_over)
 
 
 def _file_start(node: Node, name: str, domain: int) -> int:
@@ -183,25 +199,21 @@ def _record_gap(store: Store, node: Node, domain: int, archived_seq: int, resume
     return gap
 
 
-def _archive_one(node: Node, db: MariaDB, store: Store, name: str, domain: int, encrypt_argv: list[str],
+def _archive_one(node: Node, db: MariaDB, store: Store, path: str, domain: int, encrypt_argv: list[str],
                  fingerprint: str, stem: str, now: datetime) -> BinlogManifest:
-    runner = db.runner
-    folder = run(runner, ["mktemp", "-d", "/tmp/wpfarm-binlog.XXXXXXXX"]).strip()
-    try:
-        run(runner, db.binlog_fetch_argv(_log_name(name), folder), secret=db.secret, timeout=db.stall_timeout)
-        reader = BinlogReader()
+    """One copied log → zstd → gpg → store, read on the way (BinlogReader); then its manifest."""
+    name = posixpath.basename(path)
+    reader = BinlogReader()
 
-        def complete() -> None:
-            # Not "ends with a rotate event": a log an SST rotated has one stamped 0, which
-            # mariadb-binlog leaves out of its copy.
-            if not reader.complete:
-                raise PitrError(f"the copy of binary log {name} from {node.address} ends inside an event (truncated)")
+    def complete() -> None:
+        # Not "ends with a rotate event": a log an SST rotated has one stamped 0, which
+        # mariadb-binlog leaves out of its copy.
+        if not reader.complete:
+            raise PitrError(f"the copy of binary log {name} from {node.address} ends inside an event (truncated)")
 
-        source = runner.start(["cat", "--", posixpath.join(folder, name)])
-        key = stem + BINLOG_SUFFIX
-        stats = back_up_stream(source, encrypt_argv, store, key, reader.feed, complete, stall_timeout=db.stall_timeout)
-    finally:
-        run(runner, ["rm", "-rf", "--", folder])
+    key = stem + BINLOG_SUFFIX
+    stats = back_up_stream(db.runner.start(["cat", "--", path]), encrypt_argv, store, key, reader.feed, complete,
+                           stall_timeout=db.stall_timeout)
     ours = [g for g in (reader.first_gtid, reader.last_gtid) if g is not None and g.domain == domain]
     manifest = BinlogManifest(
         node=node.address, file=name, domain=domain,
@@ -210,7 +222,7 @@ def _archive_one(node: Node, db: MariaDB, store: Store, name: str, domain: int, 
         transactions=reader.gtid_count, first_event_at=event_time(reader.first_time) or now.isoformat(),
         last_event_at=event_time(reader.last_time) or now.isoformat(), archived_at=now.isoformat(),
         object_key=key, sha256=stats.sha256, plaintext_bytes=stats.plaintext_bytes, stored_bytes=stats.stored_bytes,
-        key_fingerprint=fingerprint, tools={"mariadb-binlog": _tool_version(runner, "mariadb-binlog")},
+        key_fingerprint=fingerprint, tools={"mariadb-binlog": _tool_version(db.runner, "mariadb-binlog")},
     )
     store.put_bytes(stem + ".json", manifest.to_bytes())
     return manifest

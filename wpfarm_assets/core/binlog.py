@@ -226,9 +226,11 @@ def statement_trap(statement: Statement, database: str) -> str | None:
 # as `/*M!100001 SET @@session.gtid_seq_no=67*//*!*/;`). Replayed as they are, they would write old
 # GTIDs into the server's binary log again and move its GTID state backwards: the archive would
 # take the next new writes for ones it already holds. A replay drops them, so the server gives
-# the replayed transactions new GTIDs of its own, like any other write.
-_ORIGINAL_GTID = re.compile(rb"(?m)^/\*M!100001 SET @@session\.(?:gtid_seq_no|gtid_domain_id|server_id)=\d+\*/"
-                            rb"/\*!\*/;\n")
+# the replayed transactions new GTIDs of its own, like any other write. (A Galera node refuses any
+# SET of the session's server_id, even to its own: replayed as it is, the stream stops there.)
+_ORIGINAL_GTID = re.compile(rb"(?m)^(?:/\*M!100001 SET @@session\.(?:gtid_seq_no|gtid_domain_id|server_id)=\d+\*/"
+                            rb"/\*!\*/;|/\*!100001 SET @@SESSION\.(?:SERVER_ID=@@GLOBAL\.SERVER_ID|"
+                            rb"GTID_DOMAIN_ID=@@GLOBAL\.GTID_DOMAIN_ID) \*/;)\n")
 
 
 class OriginalGtidFilter:
@@ -250,7 +252,7 @@ class OriginalGtidFilter:
         return self._filter(data)
 
     def _filter(self, data: bytes) -> bytes:
-        if b"/*M!100001 SET @@session." not in data:
+        if b"100001 SET @@" not in data:
             return data
         data, n = _ORIGINAL_GTID.subn(b"", data)
         self.removed += n

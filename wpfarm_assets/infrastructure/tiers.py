@@ -93,10 +93,11 @@ def judge_galera(nodes: dict[str, NodeStatus | str], expected_nodes: int, pitr: 
 def galera_health(nodes: list[Node], expected_nodes: int, pitr: bool) -> TierHealth:
     statuses: dict[str, NodeStatus | str] = {}
     for node in nodes:
-        try:
-            statuses[node.address] = node.status()
-        except NodeError as exc:
-            statuses[node.address] = str(exc).split(": ", 1)[-1]
+        with node:
+            try:
+                statuses[node.address] = node.status()
+            except NodeError as exc:
+                statuses[node.address] = str(exc).split(": ", 1)[-1]
     return judge_galera(statuses, expected_nodes, pitr)
 
 
