@@ -403,7 +403,8 @@ def demo(args: argparse.Namespace) -> int:
     scratch_db, scratch_dir = f"wp_{args.prefix}_restore_check", workdir / "restore-check"
     shutil.rmtree(scratch_dir, ignore_errors=True)
     db.drop_database(scratch_db)
-    ns = argparse.Namespace(site=site.name, kind="all", path=None, date=None, at=None, force=False, to_database=scratch_db,
+    ns = argparse.Namespace(site=site.name, kind="all", path=None, date=None, at=None, time=None, force=False,
+                            to_database=scratch_db,
                             to_path=str(scratch_dir), gnupg_home=str(gnupg))
     if restore(ns, config) != 0:
         return 1
@@ -419,9 +420,59 @@ def demo(args: argparse.Namespace) -> int:
     drilled = drill([], config) == 0
     print("\nthe checks the schedules run (so that the UI opens on a farm with history):")
     checked = all([run_job(job, config, inst).success for job in ("check_backup_health", "verify_backups")])
+    print("\npoint-in-time recovery (a MariaDB of the demo's own that writes binary logs, in "
+          f"{workdir / 'pitr'}):")
+    recovered = demo_pitr(workdir / "pitr", str(gnupg), fingerprint, args.prefix)
     print(f"\nweb UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} WPFARM_CONFIG={path} {password_hint}"
           f"{Path(sys.executable).parent / 'dagster'} dev -m wpfarm_assets.definitions")
-    return 0 if tables_equal and files_equal and drilled and checked and infrastructure else 1
+    return 0 if tables_equal and files_equal and drilled and checked and infrastructure and recovered else 1
+
+
+def demo_pitr(workdir: Path, gnupg: str, fingerprint: str, prefix: str) -> bool:
+    """One site on a server with binary logs: its nightly dump, an order, then a mistake; the
+    archive; the site restored to the second between them. Prints its state at each step."""
+    import time
+
+    import yaml
+
+    from wpfarm_assets.demo import DemoSize, binlog_server, create_site_content, create_site_database
+
+    name, database = f"pitr.{prefix}.wpfarm.test", f"wp_{prefix}_pitr"
+    with binlog_server(workdir / "mariadb") as db:
+        create_site_database(db, database, name, DemoSize(), seed=7)
+        content = create_site_content(workdir / "sites" / name, name, DemoSize(posts=10, uploads=1), seed=7)
+        path = workdir / "farm.yaml"
+        path.write_text(yaml.safe_dump({
+            "database": {"host": db.host, "port": db.port, "user": db.user, "pitr": True},
+            "backup": {"target": f"file://{workdir / 'backups'}", "gpg_recipient": fingerprint, "gpg_home": gnupg},
+            "drill": {"scratch_root": str(workdir / "drills"), "gnupg_home": gnupg},
+            "sites": [{"name": name, "database": database, "content_path": str(content)}]}, sort_keys=False))
+        config = load_config(path)
+
+        def state(when: str) -> None:
+            posts, newest = db.query(f"SELECT COUNT(*), (SELECT post_title FROM {database}.wp_posts WHERE post_type = "
+                                     f"'post' ORDER BY ID DESC LIMIT 1) FROM {database}.wp_posts WHERE post_type = 'post'")[0]
+            print(f"  {when}: {posts} posts, the newest {newest!r}")
+
+        if backup([], config) != 0 or binlogs(config) != 0:  # last night's dump, and the archive so far
+            return False
+        db.query(f"INSERT INTO {database}.wp_posts (post_title, post_content, post_excerpt, to_ping, pinged, "
+                 "post_content_filtered, post_type) VALUES ('Order #1001', 'two mugs', '', '', '', '', 'post')")
+        time.sleep(1.1)
+        moment = datetime.now(timezone.utc).replace(microsecond=0)
+        at_moment = db.checksums(database)
+        state(f"{moment:%H:%M:%S}, after a new order")
+        time.sleep(1.1)
+        db.query(f"DELETE FROM {database}.wp_posts WHERE post_type = 'post'")  # a plugin gone wrong
+        state("then a plugin deletes every post")
+        ns = argparse.Namespace(site=name, kind="db", path=None, date=None, at=None, time=moment.isoformat(),
+                                force=False, to_database=None, to_path=None, gnupg_home=gnupg)
+        if binlogs(config) != 0 or restore(ns, config) != 0:
+            return False
+        state(f"restored to {moment:%H:%M:%S}")
+        equal = db.checksums(database) == at_moment
+        print(f"{name}: per-table checksums {'EQUAL' if equal else 'DIFFER'} to the moment before the mistake")
+        return equal
 
 
 def site_create(args: argparse.Namespace, config: FarmConfig) -> int:

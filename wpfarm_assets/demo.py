@@ -7,14 +7,18 @@ must leave out (cache/, upgrade/, a backup plugin's folder, logs). Sizes are con
 
 from __future__ import annotations
 
+import contextlib
 import random
+import socket
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from resources.mariadb import MariaDB
+from resources.ssh import CommandError, LocalRunner
 
 WORDS = (
     "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore "
@@ -214,3 +218,41 @@ def make_gpg_key(home: Path, name: str = "wpfarm demo backup key") -> str:
                        check=True, capture_output=True)
         listed = subprocess.run(base + ["--with-colons", "--list-secret-keys", name], capture_output=True, text=True, check=True)
     return next(line.split(":")[9] for line in listed.stdout.splitlines() if line.startswith("fpr:"))
+
+
+@contextlib.contextmanager
+def binlog_server(folder: Path, timeout: float = 60):
+    """A MariaDB server of the demo's own that writes binary logs (the machine's server may not), in
+    `folder` (kept between runs), on a free loopback port; stopped when the block ends."""
+    data = folder / "data"
+    if not (data / "mysql").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
+                        "--auth-root-authentication-method=normal"], check=True, capture_output=True, timeout=120)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = ["mariadbd", "--no-defaults", f"--datadir={data}", f"--port={port}", "--bind-address=127.0.0.1",
+            f"--socket={folder / 'mysqld.sock'}", f"--pid-file={folder / 'mysqld.pid'}", "--user=root",
+            f"--log-bin={data / 'binlog'}", "--binlog-format=ROW", "--server-id=1", "--innodb-buffer-pool-size=64M"]
+    with open(folder / "mariadbd.log", "ab") as log:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
+    db = MariaDB(LocalRunner(), "127.0.0.1", port, "root", None)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                db.query("SELECT 1")
+                break
+            except CommandError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the demo's MariaDB did not start (see {folder / 'mariadbd.log'})") from None
+                time.sleep(0.3)
+        yield db
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
