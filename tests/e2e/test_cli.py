@@ -51,8 +51,12 @@ def test_demo_backs_up_twenty_sites_and_restores_one_identically_then_site_creat
         runs = re.findall(r"^run \S+: (\w+).*: (success|FAILED)$", done.stdout, re.M)
         assert runs == [(job, "success") for job in (
             "check_infrastructure", "provision_sites", "back_up_sites", "apply_retention", "restore_site",
-            "drill_sites", "check_backup_health", "verify_backups")], done.stdout
+            "drill_sites", "check_backup_health", "verify_backups",
+            # point-in-time recovery on the demo's own server with binary logs
+            "back_up_sites", "apply_retention", "archive_binlogs", "archive_binlogs", "restore_site")], done.stdout
         assert "per-table checksums EQUAL" in done.stdout and "EQUAL (vs" in done.stdout
+        assert "per-table checksums EQUAL to the moment before the mistake" in done.stdout
+        assert re.search(r"then a plugin deletes every post: 0 posts", done.stdout)
         assert done.stdout.count(" PASSED  RTO ") == 20  # every site drilled
         sites = tmp_path / "demo" / "backups" / "sites"
         assert len(list(sites.glob("*/db/*.json"))) == len(list(sites.glob("*/files/*.json"))) == 20

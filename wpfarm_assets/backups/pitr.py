@@ -232,31 +232,36 @@ def _archive_one(node: Node, db: MariaDB, store: Store, path: str, domain: int, 
 
 def binlog_retention(store: Store, sites: list[Site], pitr_days: int, now: datetime | None = None,
                      dry_run: bool = False) -> list[str]:
-    """Delete archived logs no kept recovery window needs: those that end at or before the GTID of
-    the dump each site restores `pitr_days` ago from (the newest dump at or before then, else its
-    oldest). Never the newest log; nothing when a site has no dump with a GTID. Manifests first."""
+    """Delete the archived logs no kept recovery window needs: archived more than `pitr_days` ago,
+    and ending at or before the GTID of the dump each site would restore `pitr_days` ago from (its
+    newest dump at or before then, else its oldest). Never the newest log. Sites without a dump with
+    a GTID (no point-in-time recovery yet) do not hold logs back. Manifests first, then the logs."""
     now = now or datetime.now(timezone.utc)
     horizon = now - timedelta(days=pitr_days)
     keys = binlog_manifest_keys(o.key for o in store.list(BINLOGS))
-    if not keys or _stamp(keys[0]) >= horizon - timedelta(days=1):  # nothing old enough: no reading
+    if len(keys) < 2 or _stamp(keys[0]) >= horizon:  # nothing old enough: nothing read
         return []
     needed = []
     for site in sites:
-        dumps = [k for k in list_backups(store, site.name, "db")]
-        base = [k for k in dumps if k.time <= horizon][-1:] or dumps[:1]
-        gtids = [m for m in (read_manifest(store, k) for k in base) if m.gtid is not None]
-        if not gtids:
-            return []  # a site without a dump with a GTID: its window is unknown, keep everything
-        needed.append(seq_in(parse_position(gtids[0].gtid), gtids[0].gtid_domain))
-    keep_from = min(needed, default=0)
-    doomed = []
+        dumps = [(k, m) for k in list_backups(store, site.name, "db")
+                 if (m := read_manifest(store, k)).gtid is not None and m.gtid_domain is not None]
+        base = [d for d in dumps if d[0].time <= horizon][-1:] or dumps[:1]
+        needed += [seq_in(parse_position(m.gtid), m.gtid_domain) for _, m in base]
+    if not needed:
+        return []
+    keep_from = min(needed)
+    manifests, logs = [], []
     for key in keys[:-1]:
+        if _stamp(key) >= horizon:
+            break
         manifest = BinlogManifest.from_bytes(store.get_bytes(key), key)
-        if manifest.end_seq < keep_from and _stamp(key) < horizon:
-            doomed += [key, manifest.object_key]
-    if doomed and not dry_run:
-        store.delete(doomed)
-    return doomed
+        if manifest.end_seq <= keep_from:
+            manifests.append(key)
+            logs.append(manifest.object_key)
+    if manifests and not dry_run:
+        store.delete(manifests)
+        store.delete(logs)
+    return manifests + logs
 
 
 # -------------------------------------------------------------------------------------- restoring
