@@ -193,6 +193,10 @@ def drill(names: list[str], config: FarmConfig) -> int:
         proven = (f"{record.get('tables', 0)} tables, {record.get('rows', 0)} rows, {record.get('files', 0)} files, "
                   f"{record['bytes_restored']:,} bytes")
         timing = (f"(database {record.get('db_seconds', 0):.1f} s, files {record.get('files_seconds', 0):.1f} s)")
+        if "pitr_seconds" in record:
+            timing += (f" + binary logs to {record['pitr_reach'][11:19]}: {record['pitr_transactions']} transactions, "
+                       f"{record['pitr_binlog_bytes'] / 1e6:.1f} MB in {record['pitr_seconds']:.1f} s "
+                       f"({record['pitr_seconds_per_mb']:.2f} s/MB)")
         if record["passed"]:
             print(f"{name:{width}}  PASSED  RTO {record['rto_seconds']:.1f} s {timing}  proven: {proven}")
         else:  # no RTO: nothing was recovered

@@ -6,6 +6,7 @@ second that equal the database as it was (CHECKSUM TABLE of every table)."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -86,6 +87,12 @@ def test_a_mistake_through_one_node_is_undone_to_the_second_from_the_archive(gal
     pieces = archived(farm)
     assert all(later.start_seq <= earlier.end_seq for earlier, later in zip(pieces, pieces[1:], strict=False))
     assert pieces[-1].end_seq > pieces[0].end_seq
+
+    # A drill replays the site's logs on top of its dump, to the archive's end: the PITR RTO.
+    capsys.readouterr()
+    assert main(["drill", a["name"]]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"PASSED .* binary logs to \d\d:\d\d:\d\d: \d+ transactions, .* s/MB\)", out), out
 
 
 def test_the_archive_carries_on_from_another_node_when_its_node_is_killed(galera, galera_farm, capsys):

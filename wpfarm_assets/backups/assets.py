@@ -284,6 +284,9 @@ def drill_metadata(record: dict) -> dict:
         "rows": record.get("rows", 0),
         "files": record.get("files", 0),
         "backups_used": dg.MetadataValue.json(record["backups"]),
+        **({"pitr_seconds": record["pitr_seconds"], "pitr_seconds_per_mb": record["pitr_seconds_per_mb"],
+            "pitr_transactions": record["pitr_transactions"], "pitr_binlog_bytes": record["pitr_binlog_bytes"]}
+           if "pitr_seconds" in record else {}),
     }
 
 

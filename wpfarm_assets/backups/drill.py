@@ -29,6 +29,7 @@ from resources.object_store import Store, StoreError
 from resources.restic import Repository
 from resources.ssh import Runner, run
 from wpfarm_assets.backups.health import CRITICAL, NEW, OK, WARNING, Finding, sync_alerts
+from wpfarm_assets.backups.pitr import replay_to_end
 from wpfarm_assets.backups.restore import list_backups, restore_database, restore_files
 from wpfarm_assets.core.config import DRILL_DATABASE_PREFIX, FarmConfig, Site
 from wpfarm_assets.core.errors import WpfarmError
@@ -179,6 +180,9 @@ def drill_site(site: Site, store: Store, db: MariaDB, runner: Runner, repository
                 if kind == "db":
                     restored = restore_database(site, store, db, gnupg_home, to_database=database, at=stamp)
                     found, proven = prove_database(db, database, restored["manifest"])
+                    if not found:  # and the archived binary logs on top, to the archive's end (PITR RTO)
+                        proven.update(replay_to_end(site, store, db, gnupg_home, restored["manifest"],
+                                                    backups[-1].time, database))
                 else:
                     restored = restore_files(site, store, runner, gnupg_home, to_path=scratch, at=stamp,
                                              repository=repository)

@@ -18,12 +18,15 @@ whole seconds; T includes every transaction that started in the second T.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import posixpath
 import subprocess
 import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -56,7 +59,7 @@ from wpfarm_assets.core.keys import (
     binlog_manifest_keys,
     binlog_stem,
 )
-from wpfarm_assets.core.manifest import BinlogManifest, ManifestError
+from wpfarm_assets.core.manifest import BinlogManifest, Manifest, ManifestError
 
 READ_BACK = timedelta(hours=1)  # logs archived this long before a dump started are read for its replay
 
@@ -362,12 +365,11 @@ def restore_to_time(site: Site, store: Store, db: MariaDB, gnupg_home: str | Non
             raise PitrError(f"site {site.name}: no database backup before {_fmt(t)} records a GTID position "
                             "(binary logging was off when they were taken)")
         raise PitrError(f"site {site.name}: no database backup before {_fmt(t)} verifies: " + "; ".join(refused))
-    with tempfile.TemporaryDirectory(prefix="wpfarm-pitr-") as folder:
-        fetched = _fetch_verified(store, plan, folder, gnupg_home, db.stall_timeout)
-        traps = _locate(fetched, dump_seq, manifest.gtid_domain, t, site.database)
+    with fetched_logs(store, plan, dump_seq, manifest.gtid_domain, t, gnupg_home, site.database,
+                      db.stall_timeout) as (fetched, traps):
         if traps and not force:
-            raise PitrError(f"site {site.name}: {len(traps)} statement(s) in the logs would be lost or misapplied by "
-                            f"replaying only database {site.database}: " + "; ".join(traps[:3])
+            raise PitrError(f"site {site.name}: {len(traps)} statement(s) in the logs would be lost by replaying only "
+                            f"database {site.database}: " + "; ".join(traps[:3])
                             + "; nothing restored (add --force to replay without them)")
         restored = restore_database(site, store, db, gnupg_home, target, at=key.stamp)
         replayed = sum(_replay(f, site.database, target, db) for f in fetched)
@@ -375,6 +377,37 @@ def restore_to_time(site: Site, store: Store, db: MariaDB, gnupg_home: str | Non
             "binlogs": [f.manifest.object_key for f in fetched], "transactions_replayed": replayed,
             "binlog_bytes": sum(f.manifest.plaintext_bytes for f in fetched), "skipped_statements": traps,
             "refused": refused + restored["refused"]}
+
+
+@contextlib.contextmanager
+def fetched_logs(store: Store, plan: list[BinlogManifest], dump_seq: int, domain: int, t: datetime,
+                 gnupg_home: str | None, database: str, stall_timeout: float) -> Iterator[tuple[list[_Fetched], list[str]]]:
+    """The plan's logs in a scratch folder, each verified and decrypted, with the byte ranges to
+    replay found, and the statements the `--database` filter would drop; the folder goes after."""
+    with tempfile.TemporaryDirectory(prefix="wpfarm-pitr-") as folder:
+        fetched = _fetch_verified(store, plan, folder, gnupg_home, stall_timeout)
+        yield fetched, _locate(fetched, dump_seq, domain, t, database)
+
+
+def replay_to_end(site: Site, store: Store, db: MariaDB, gnupg_home: str | None, dump: Manifest, dumped: datetime,
+                  target: str) -> dict:
+    """What a restore drill adds once the dump is in `target`: the site's archived logs from the
+    dump to the archive's end, replayed into it; the time it took per MB of log (the PITR RTO).
+    Nothing ({}) when the dump has no GTID or nothing is archived after it."""
+    reach = read_archive(store, newest_only=True).reach
+    if dump.gtid is None or dump.gtid_domain is None or reach is None or reach <= dumped:
+        return {}
+    started = time.monotonic()
+    dump_seq = seq_in(parse_position(dump.gtid), dump.gtid_domain)
+    plan = plan_replay(read_archive(store, since=dumped - READ_BACK).pieces, dump_seq, dump.gtid_domain, reach)
+    with fetched_logs(store, plan, dump_seq, dump.gtid_domain, reach, gnupg_home, site.database,
+                      db.stall_timeout) as (fetched, traps):
+        replayed = sum(_replay(f, site.database, target, db) for f in fetched)
+    seconds = time.monotonic() - started
+    size = sum(f.manifest.plaintext_bytes for f in fetched)
+    return {"pitr_seconds": round(seconds, 3), "pitr_binlog_bytes": size, "pitr_transactions": replayed,
+            "pitr_seconds_per_mb": round(seconds / max(size / 1e6, 1e-6), 3), "pitr_reach": reach.isoformat(),
+            "pitr_skipped_statements": traps}
 
 
 def _fetch_verified(store: Store, plan: list[BinlogManifest], folder: str, gnupg_home: str | None,
