@@ -230,11 +230,11 @@ def status(config: FarmConfig) -> int:
     if archive is not None:  # the farm's recovery point, and any gap in the archive
         findings += binlog_findings(archive, config, now)
     width = max([len(f.site) for f in findings] + [4])
-    print(f"{'SITE':{width}}  KIND   NEWEST (UTC)          AGE h  STATE     DETAIL")
+    print(f"{'SITE':{width}}  KIND        NEWEST (UTC)          AGE h  STATE     DETAIL")
     for f in findings:
         newest = f.newest.strftime("%Y-%m-%d %H:%M:%S") if f.newest else "-"
         age = f"{f.age_hours:.1f}" if f.age_hours is not None else "-"
-        print(f"{f.site:{width}}  {f.kind:5}  {newest:20}  {age:>5}  {f.severity.upper():8}  {f.reason}")
+        print(f"{f.site:{width}}  {f.kind:10}  {newest:20}  {age:>5}  {f.severity.upper():8}  {f.reason}")
     bad = [f for f in findings if f.severity in ALERTING]
     print(f"\n{sum(f.severity == OK for f in findings)} ok, {sum(f.severity == NEW for f in findings)} new "
           f"(nothing to check yet), {sum(f.severity == 'warning' for f in bad)} warning, "

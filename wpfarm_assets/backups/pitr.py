@@ -33,6 +33,7 @@ from datetime import datetime, timedelta, timezone
 from resources.gpg import decrypt_argv
 from resources.mariadb import MariaDB, Node, NodeStatus
 from resources.object_store import Store
+from resources.restic import QUIET_COMMAND_FACTOR
 from resources.ssh import CHUNK, LocalRunner, Watchdog, child_env, describe_failure, run
 from wpfarm_assets.backups.backup import _tool_version
 from wpfarm_assets.backups.health import CRITICAL, OK, WARNING, Finding
@@ -166,7 +167,7 @@ def _archive(node: Node, status: NodeStatus, db: MariaDB, store: Store, encrypt_
         folder = run(db.runner, ["mktemp", "-d", "/tmp/wpfarm-binlog.XXXXXXXX"]).strip()
         try:
             run(db.runner, db.binlog_fetch_argv([_log_name(name) for name in todo], folder), secret=db.secret,
-                timeout=db.stall_timeout)
+                timeout=db.stall_timeout * QUIET_COMMAND_FACTOR)  # it writes files, nothing on its output
             for n, name in enumerate(todo):
                 archived.append(_archive_one(node, db, store, posixpath.join(folder, name), domain, encrypt_argv,
                                              fingerprint, binlog_stem(now, n), now))
@@ -442,11 +443,11 @@ def _decrypt(source: str, target: str, gnupg_home: str | None, stall_timeout: fl
         zstd = subprocess.Popen(DECOMPRESS_ARGV, stdin=gpg.stdout, stdout=out, stderr=errors, env=child_env())
         gpg.stdout.close()
         try:
-            statuses = (gpg.wait(stall_timeout), zstd.wait(stall_timeout))
+            statuses = (gpg.wait(stall_timeout * QUIET_COMMAND_FACTOR), zstd.wait(stall_timeout))
         except subprocess.TimeoutExpired:
             gpg.kill()
             zstd.kill()
-            raise PitrError(f"decrypting {source} made no progress for {stall_timeout:g} s") from None
+            raise PitrError(f"decrypting {source} did not end within {stall_timeout * QUIET_COMMAND_FACTOR:g} s") from None
         if any(statuses):
             errors.seek(0)
             raise PitrError(f"decrypting an archived binary log failed: {errors.read()[-2000:].decode(errors='replace')}")
