@@ -169,6 +169,9 @@ def test_logs_purged_on_every_node_before_they_were_archived_are_a_gap(galera, g
     # Before the gap, the site still comes back.
     assert main(["restore", "--gnupg-home", farm.keyring.home, a["name"], "--time", before_gap.isoformat(), "--kind", "db", "--to-database",
                  f"{a['database']}_r"]) == 0
+    titles = client(galera, 0).query(f"SELECT post_title FROM {a['database']}_r.wp_posts WHERE post_title LIKE 'body%' "
+                                     "OR post_title IN ('archived', 'lost with the purged logs')")
+    assert titles == [["archived"]]
     client(galera, 0).drop_database(f"{a['database']}_r")
 
 
@@ -257,3 +260,40 @@ def test_a_node_without_the_replication_privilege_or_without_binary_logs_is_one_
     assert main(["restore", "--gnupg-home", standalone.keyring.home, site["name"], "--time",
                  datetime.now(timezone.utc).isoformat(), "--kind", "db", "--to-database", f"{site['database']}_r"]) == 1
     assert "no binary logs are archived" in capsys.readouterr().err
+
+
+def test_statements_a_replay_would_drop_or_run_against_another_database_stop_the_restore(galera, galera_farm, capsys):
+    farm, db = galera_farm, client(galera, 0)
+    a, b = farm.sites[0], farm.sites[1]
+    assert main(["backup"]) == 0
+    # Run in site a's database but emptying a table of site b: kept by `--database`, and it would run as written.
+    galera.sql(1, f"USE {a['database']}; TRUNCATE TABLE {b['database']}.wp_links; " + post(a["database"], "x"))
+    t = a_second_later()
+    assert main(["binlogs"]) == 0
+    capsys.readouterr()
+    b_before = db.checksums(b["database"])
+    galera.sql(1, post(b["database"], "b goes on"))
+    b_now = db.checksums(b["database"])
+    for target in ([], ["--to-database", f"{a['database']}_r"]):
+        assert main(["restore", "--gnupg-home", farm.keyring.home, a["name"], "--time", t.isoformat(), "--kind", "db",
+                     "--force", *target]) == 1
+        err = capsys.readouterr().err
+        assert f"names {b['database']}, which its replay would change" in err and "nothing restored" in err, err
+    assert db.checksums(b["database"]) == b_now != b_before
+    assert not db.database_exists(f"{a['database']}_r")
+
+    # Run in site b's database but creating a table of site a: `--database` would leave it out.
+    assert main(["backup", a["name"]]) == 0  # a dump after the TRUNCATE: it is not replayed any more
+    galera.sql(1, post(a["database"], "after the dump"))
+    galera.sql(1, f"USE {b['database']}; CREATE TABLE {a['database']}.wp_extra (i int)")
+    t = a_second_later()
+    assert main(["binlogs"]) == 0
+    capsys.readouterr()
+    scratch = f"{a['database']}_r"
+    assert main(["restore", "--gnupg-home", farm.keyring.home, a["name"], "--time", t.isoformat(), "--kind", "db",
+                 "--to-database", scratch]) == 1
+    assert "would be left out" in capsys.readouterr().err and not db.database_exists(scratch)
+    assert main(["restore", "--gnupg-home", farm.keyring.home, a["name"], "--time", t.isoformat(), "--kind", "db",
+                 "--to-database", scratch, "--force"]) == 0
+    assert db.query(f"SELECT COUNT(*) FROM {scratch}.wp_posts WHERE post_title = 'after the dump'") == [["1"]]
+    db.drop_database(scratch)

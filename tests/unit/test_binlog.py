@@ -11,9 +11,11 @@ from wpfarm_assets.core.binlog import (
     FORMAT_DESCRIPTION_EVENT,
     GTID_EVENT,
     GTID_LIST_EVENT,
+    LOST,
     MAGIC,
     QUERY_EVENT,
     ROTATE_EVENT,
+    UNSAFE,
     XID_EVENT,
     BinlogError,
     BinlogReader,
@@ -75,19 +77,22 @@ def test_a_copy_cut_inside_an_event_is_not_complete_and_garbage_is_refused():
         BinlogReader().feed(b"<html>not found</html>")
 
 
-@pytest.mark.parametrize("database,text,trap", [
-    ("", "CREATE TABLE wp_a.t (i int)", True),  # --database=wp_a would drop it
-    ("other", "ALTER TABLE `wp_a`.`wp_posts` ADD x int", True),
-    ("wp_a", "CREATE TABLE t (i int)", False),
-    ("", "CREATE TABLE wp_ab.t (i int)", False),  # another database whose name starts the same
-    ("", "CREATE TABLE xwp_a.t (i int)", False),
-    ("", "BEGIN", False),
+@pytest.mark.parametrize("database,text,others,trap", [
+    ("", "CREATE TABLE wp_a.t (i int)", set(), LOST),  # --database=wp_a would drop it
+    ("other", "ALTER TABLE `wp_a`.`wp_posts` ADD x int", set(), LOST),
+    ("wp_a", "CREATE TABLE t (i int)", {"wp_b", "mysql"}, None),
+    ("", "CREATE TABLE wp_ab.t (i int)", set(), None),  # another database whose name starts the same
+    ("", "CREATE TABLE xwp_a.t (i int)", set(), None),
+    ("", "BEGIN", set(), None),
+    ("wp_a", "TRUNCATE TABLE wp_b.wp_options", {"wp_b"}, UNSAFE),  # kept, and it would empty another site's table
+    ("wp_a", "DROP TABLE `wp_a`.`wp_links`", {"wp_a"}, UNSAFE),  # into another database: the rewrite misses it
+    ("wp_a", "DROP TABLE `wp_a`.`wp_links`", set(), None),  # in place: it is the site's own
 ])
-def test_statements_that_the_database_filter_would_drop_are_found(database, text, trap):
-    found = statement_trap(Statement(Gtid(100, 1, 9), database, text), "wp_a")
-    assert (found is not None) == trap
+def test_statements_that_the_replay_would_drop_or_misapply_are_found(database, text, others, trap):
+    found = statement_trap(Statement(Gtid(100, 1, 9), database, text), "wp_a", frozenset(others))
+    assert (found and found[0]) == trap
     if trap:
-        assert "100-1-9" in found
+        assert "100-1-9" in found[1]
 
 
 def test_the_original_gtids_are_dropped_from_a_replay_across_chunk_boundaries():
@@ -122,6 +127,8 @@ def test_a_replay_takes_the_logs_from_the_dump_to_t_across_a_node_switch():
     assert [p.file for p in plan_replay(pieces, 12, 100, at(250))] == ["binlog.000002", "binlog.000003"]
     assert [p.file for p in plan_replay(pieces, 5, 100, at(50))] == ["binlog.000001"]
     assert plan_replay(pieces, 40, 100, at(399)) == []  # nothing written since the dump, and the archive says so
+    with pytest.raises(PitrError, match="does not cover"):  # the last log's last second may go on in the next one
+        plan_replay(pieces, 40, 100, at(400))
 
 
 def test_a_gap_or_an_archive_that_stops_short_is_refused_naming_it():
@@ -139,6 +146,7 @@ def test_times_and_positions_parse_as_an_operator_types_them():
     assert parse_time("2026-12-07T14:32:05Z") == datetime(2026, 12, 7, 14, 32, 5, tzinfo=timezone.utc)
     assert parse_time("2026-12-07 15:32:05+01:00") == datetime(2026, 12, 7, 14, 32, 5, tzinfo=timezone.utc)
     assert parse_time("2026-12-07 14:32:05").utcoffset() == timedelta(0)  # no zone: UTC, as everywhere
+    assert parse_time("2026-12-07T14:32:05.700Z").microsecond == 0  # a second: every write that began in it
     with pytest.raises(PitrError, match="ISO 8601"):
         parse_time("yesterday at five")
     assert parse_position("[100-2-5,100-1-9,12-2-1]") == {100: Gtid(100, 1, 9), 12: Gtid(12, 2, 1)}

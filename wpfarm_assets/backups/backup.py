@@ -118,6 +118,7 @@ def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[s
             if not bytes(tail).rstrip().endswith(COMPLETION_MARKER):
                 raise BackupError("the dump stream ended without mariadb-dump's completion marker (truncated)")
 
+        snapshot_at = datetime.now(timezone.utc)  # the row counts take a while on a big site: the dump starts now
         stats = back_up_stream(db.dump(site.database, with_gtid), encrypt_argv, store, key.data_key, keep_tail,
                                completed, stall_timeout=db.stall_timeout)
         tools = {"mariadb-dump": _tool_version(db.runner, "mariadb-dump"), "server": db.version()}
@@ -134,7 +135,7 @@ def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[s
             match = re.search(rb"gtid_slave_pos='([0-9,-]*)'", bytes(tail))
             if match is None:
                 raise BackupError("the dump does not say which GTID position it is consistent with")
-            content.update(gtid=match[1].decode(), gtid_domain=server.gtid_domain)
+            content.update(gtid=match[1].decode(), gtid_domain=server.gtid_domain, snapshot_at=snapshot_at.isoformat())
         manifest = _write_manifest(store, key, started, stats, fingerprint, db.runner, tools, content)
     except Exception as exc:
         raise BackupError(f"site {site.name}: database backup failed: {exc}") from exc

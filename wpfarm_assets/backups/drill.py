@@ -153,7 +153,8 @@ def prove_files(runner: Runner, scratch: str, content: str, manifest: Manifest) 
 
 
 def drill_site(site: Site, store: Store, db: MariaDB, runner: Runner, repository: Repository,
-               gnupg_home: str | None, scratch_root: str, now: datetime | None = None) -> dict:
+               gnupg_home: str | None, scratch_root: str, now: datetime | None = None,
+               farm_databases: frozenset[str] = frozenset()) -> dict:
     """Drill one site (see the module) on this machine (`runner`: local); write and return its
     record. Raises DrillError naming every cause when anything could not be restored or proven; the
     scratch database and folder are gone either way, and so are other drills' older than
@@ -182,7 +183,7 @@ def drill_site(site: Site, store: Store, db: MariaDB, runner: Runner, repository
                     found, proven = prove_database(db, database, restored["manifest"])
                     if not found:  # and the archived binary logs on top, to the archive's end (PITR RTO)
                         proven.update(replay_to_end(site, store, db, gnupg_home, restored["manifest"],
-                                                    backups[-1].time, database))
+                                                    backups[-1].time, database, farm_databases))
                 else:
                     restored = restore_files(site, store, runner, gnupg_home, to_path=scratch, at=stamp,
                                              repository=repository)

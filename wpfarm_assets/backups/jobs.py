@@ -111,13 +111,15 @@ def restore_site_op(
     at = config.at
     try:
         t = parse_time(config.time) if config.time else None
+        if t is not None and config.kind in ("all", "files"):  # before the database is touched
+            at = newest_before(store, site.name, "files", t).stamp
         if config.kind in ("all", "db"):
             db, _, passed = mariadb.source(database_node.runner(), farm.database.galera_nodes)
             for reason in passed:
                 context.log.warning(f"passed over {reason}")
             if t is not None:
                 restored["db"] = restore_to_time(site, store, db, config.gnupg_home, t, config.to_database,
-                                                 config.force)
+                                                 config.force, farm_databases=farm.databases)
                 context.log.info(f"{site.name}: database restored to {t.isoformat()}: {restored['db']['dump']} and "
                                  f"{restored['db']['transactions_replayed']} transactions of "
                                  f"{len(restored['db']['binlogs'])} binary log(s)")
@@ -126,8 +128,6 @@ def restore_site_op(
                 context.log.info(f"{site.name}: database restored from {restored['db']['backup']}")
         if config.kind in ("all", "files"):
             runner = storage_node.runner()
-            if t is not None:
-                at = newest_before(store, site.name, "files", t).stamp
             restored["files"] = restore_files(site, store, runner, config.gnupg_home, config.to_path, on, at,
                                               object_store.repository(site.name, runner), config.path)
             context.log.info(f"{site.name}: files restored from {restored['files']['backup']}")

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import subprocess
 import tempfile
 import time
@@ -41,6 +42,8 @@ from wpfarm_assets.backups.pipeline import DECOMPRESS_ARGV, back_up_stream
 from wpfarm_assets.backups.restore import RestoreError, choose_backup, list_backups, restore_database
 from wpfarm_assets.backups.verify import read_manifest
 from wpfarm_assets.core.binlog import (
+    LOST,
+    UNSAFE,
     BinlogReader,
     OriginalGtidFilter,
     event_time,
@@ -48,7 +51,7 @@ from wpfarm_assets.core.binlog import (
     seq_in,
     statement_trap,
 )
-from wpfarm_assets.core.config import FarmConfig, Site, validate_identifier
+from wpfarm_assets.core.config import SYSTEM_DATABASES, FarmConfig, Site, validate_identifier
 from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.keys import (
     BINLOG_GAPS,
@@ -63,6 +66,8 @@ from wpfarm_assets.core.keys import (
 from wpfarm_assets.core.manifest import BinlogManifest, Manifest, ManifestError
 
 READ_BACK = timedelta(hours=1)  # logs archived this long before a dump started are read for its replay
+SECOND = timedelta(seconds=1)  # binary-log events are stamped in whole seconds
+FETCH_BATCH_BYTES = 1 << 30  # logs copied at once to the node's /tmp before they are stored (a first run may be big)
 
 
 class PitrError(WpfarmError):
@@ -92,8 +97,14 @@ class Archive:
 
     @property
     def reach(self) -> datetime | None:
-        """The newest second the archive covers: every write up to it is archived."""
+        """The newest archived event's time (its log's rotate): the recovery point."""
         return max((_time(p.last_event_at) for p in self.pieces), default=None)
+
+    @property
+    def last_second(self) -> datetime | None:
+        """The newest second whose every write is archived: the one before the reach (writes in the
+        reach's own second after the rotate are in the next log)."""
+        return None if self.reach is None else self.reach - SECOND
 
 
 def read_archive(store: Store, since: datetime | None = None, newest_only: bool = False) -> Archive:
@@ -150,7 +161,8 @@ def _archive(node: Node, status: NodeStatus, db: MariaDB, store: Store, encrypt_
     newest = archive.newest
     archived_seq = max([newest.end_seq if newest else -1] + [g["resumes_seq"] for g in archive.gaps
                                                              if g["domain"] == domain])
-    logs = [name for name, _ in node.flush_binary_logs()]
+    listed = node.flush_binary_logs()
+    logs, sizes = [name for name, _ in listed], dict(listed)
     closed = logs[:-1]  # every log but the one the flush just opened
     gap = None
     if newest is None:
@@ -158,34 +170,57 @@ def _archive(node: Node, status: NodeStatus, db: MariaDB, store: Store, encrypt_
     elif newest.node == node.address and newest.file in closed:
         todo = closed[closed.index(newest.file) + 1:]  # the same node: the logs after the last archived one
     else:  # another node (or the log is gone): from its newest log that starts at or before the archive's end
-        todo = [name for name in closed if _file_start(node, name, domain) <= archived_seq][-1:]
+        todo = [name for name in closed if (start := _file_start(node, name, domain)) is not None
+                and start <= archived_seq][-1:]
         todo = closed[closed.index(todo[0]):] if todo else closed
-    if newest is not None and todo and (first := _file_start(node, todo[0], domain)) > archived_seq:
+    first = _file_start(node, todo[0], domain) if newest is not None and todo else None
+    if first is not None and first > archived_seq:
         gap = _record_gap(store, node, domain, archived_seq, first, newest, now)
     archived = []
-    if todo:  # one remote read of every log due, into a folder where the node's client runs
+    for batch in _batches(todo, sizes):  # a remote read of up to FETCH_BATCH_BYTES of logs at a time
         folder = run(db.runner, ["mktemp", "-d", "/tmp/wpfarm-binlog.XXXXXXXX"]).strip()
         try:
-            run(db.runner, db.binlog_fetch_argv([_log_name(name) for name in todo], folder), secret=db.secret,
+            run(db.runner, db.binlog_fetch_argv([_log_name(name) for name in batch], folder), secret=db.secret,
                 timeout=db.stall_timeout * QUIET_COMMAND_FACTOR)  # it writes files, nothing on its output
-            for n, name in enumerate(todo):
+            for name in batch:
                 archived.append(_archive_one(node, db, store, posixpath.join(folder, name), domain, encrypt_argv,
-                                             fingerprint, binlog_stem(now, n), now))
+                                             fingerprint, binlog_stem(now, len(archived)), now))
         finally:
-            run(db.runner, ["rm", "-rf", "--", folder])
+            try:
+                run(db.runner, ["rm", "-rf", "--", folder])
+            except WpfarmError:
+                pass  # the node is gone (the error that matters is already on its way); /tmp is cleaned there
     end_seq = max([archived_seq, *(m.end_seq for m in archived)])
     reach = max([_time(m.last_event_at) for m in archived] + ([_time(newest.last_event_at)] if newest else []),
                 default=None)
     return ArchiveRun(node.address, archived, gap, end_seq, reach, passed_over)
 
 
-def _file_start(node: Node, name: str, domain: int) -> int:
-    """The domain's sequence number a binary log starts after (its GTID list event)."""
-    rows = node.rows(f"SHOW BINLOG EVENTS IN '{_log_name(name)}' LIMIT 4")
+def _batches(names: list[str], sizes: dict[str, int]) -> Iterator[list[str]]:
+    batch, total = [], 0
+    for name in names:
+        if batch and total + sizes.get(name, 0) > FETCH_BATCH_BYTES:
+            yield batch
+            batch, total = [], 0
+        batch.append(name)
+        total += sizes.get(name, 0)
+    if batch:
+        yield batch
+
+
+def _file_start(node: Node, name: str, domain: int) -> int | None:
+    """The domain's sequence number a binary log starts after: its GTID list event's, or (a list
+    without the domain, as after RESET MASTER) the one before its first GTID in the domain among
+    its first events; None: not known (no GTID of the domain there)."""
+    rows = node.rows(f"SHOW BINLOG EVENTS IN '{_log_name(name)}' LIMIT 2000")
     for row in rows:
         if row[2] == "Gtid_list":
-            return seq_in(parse_position(row[5]), domain)
-    raise PitrError(f"binary log {name} on {node.address} has no GTID list event")
+            position = parse_position(row[5])
+            if domain in position:
+                return position[domain].seq
+        elif row[2] == "Gtid" and (found := re.search(rf"\b{domain}-\d+-(\d+)", row[5])):
+            return int(found[1]) - 1
+    return None
 
 
 def _log_name(name: str) -> str:
@@ -221,7 +256,8 @@ def _archive_one(node: Node, db: MariaDB, store: Store, path: str, domain: int, 
     ours = [g for g in (reader.first_gtid, reader.last_gtid) if g is not None and g.domain == domain]
     manifest = BinlogManifest(
         node=node.address, file=name, domain=domain,
-        start_seq=seq_in(reader.start_state or {}, domain), end_seq=seq_in(reader.end_state, domain),
+        start_seq=start if (start := reader.start_seq(domain)) is not None else seq_in(reader.end_state, domain),
+        end_seq=seq_in(reader.end_state, domain),
         first_gtid=str(ours[0]) if ours else None, last_gtid=str(ours[-1]) if ours else None,
         transactions=reader.gtid_count, first_event_at=event_time(reader.first_time) or now.isoformat(),
         last_event_at=event_time(reader.last_time) or now.isoformat(), archived_at=now.isoformat(),
@@ -248,7 +284,7 @@ def binlog_retention(store: Store, sites: list[Site], pitr_days: int, now: datet
     needed = []
     for site in sites:
         dumps = [(k, m) for k in list_backups(store, site.name, "db")
-                 if (m := read_manifest(store, k)).gtid is not None and m.gtid_domain is not None]
+                 if (m := _readable(store, k)) is not None and m.gtid is not None and m.gtid_domain is not None]
         base = [d for d in dumps if d[0].time <= horizon][-1:] or dumps[:1]
         needed += [seq_in(parse_position(m.gtid), m.gtid_domain) for _, m in base]
     if not needed:
@@ -268,6 +304,13 @@ def binlog_retention(store: Store, sites: list[Site], pitr_days: int, now: datet
     return manifests + logs
 
 
+def _readable(store: Store, key: BackupKey) -> Manifest | None:
+    try:
+        return read_manifest(store, key)
+    except ManifestError:
+        return None  # an unreadable dump holds nothing back; the integrity check reports it
+
+
 # -------------------------------------------------------------------------------------- restoring
 
 def parse_time(text: str) -> datetime:
@@ -276,7 +319,8 @@ def parse_time(text: str) -> datetime:
         t = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise PitrError(f"--time {text!r} is not a time: use ISO 8601, e.g. 2026-12-07T14:32:05Z (UTC)") from None
-    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    # Events are stamped in whole seconds: T is a second, and includes every write that began in it.
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).replace(microsecond=0)
 
 
 def _fmt(t: datetime | str | None) -> str:
@@ -291,6 +335,8 @@ def plan_replay(pieces: list[BinlogManifest], dump_seq: int, domain: int, t: dat
     range missing between them (a gap), or nothing archived up to `t`, is a PitrError saying so."""
     chosen, reached, covered = [], dump_seq, None
     for piece in sorted((p for p in pieces if p.domain == domain), key=lambda p: (p.end_seq, p.last_event_at)):
+        if piece.end_seq < reached:
+            continue  # all before the point the chain has reached: says nothing of the time after it
         if piece.start_seq > reached:
             where = "in" if _time(piece.first_event_at) > t else "after"
             raise PitrError(
@@ -302,7 +348,7 @@ def plan_replay(pieces: list[BinlogManifest], dump_seq: int, domain: int, t: dat
         if piece.end_seq > reached:
             chosen.append(piece)
             reached = piece.end_seq
-        if covered >= t:
+        if covered >= t + SECOND:  # a log's last second may go on in the next log (its rotate came mid-second)
             return chosen
     raise PitrError(f"the binary-log archive does not cover {_fmt(t)} after this dump: it reaches {_fmt(covered)}"
                     + ("" if covered else " (no archived log continues from the dump's GTID)"))
@@ -326,8 +372,10 @@ class _Fetched:
 
 
 def restore_to_time(site: Site, store: Store, db: MariaDB, gnupg_home: str | None, t: datetime,
-                    to_database: str | None = None, force: bool = False, now: datetime | None = None) -> dict:
-    """The site's database as it was at `t` (to the second), in place or in `to_database`."""
+                    to_database: str | None = None, force: bool = False, now: datetime | None = None,
+                    farm_databases: frozenset[str] = frozenset()) -> dict:
+    """The site's database as it was at `t` (to the second), in place or in `to_database`.
+    `farm_databases`: every site's database (a replay must not touch the others)."""
     now = now or datetime.now(timezone.utc)
     target = validate_identifier(to_database or site.database)
     if t > now:
@@ -336,9 +384,9 @@ def restore_to_time(site: Site, store: Store, db: MariaDB, gnupg_home: str | Non
     if archive.reach is None:
         raise PitrError("no binary logs are archived: point-in-time recovery needs the binary-log archive "
                         "(database.binlog_every_minutes; `wpfarm binlogs`)")
-    if t > archive.reach:
-        raise PitrError(f"the binary-log archive reaches {_fmt(archive.reach)} "
-                        f"({(now - archive.reach).total_seconds() / 60:.0f} min ago); {_fmt(t)} is after it: "
+    if t > archive.last_second:
+        raise PitrError(f"the binary-log archive reaches {_fmt(archive.last_second)} "
+                        f"({(now - archive.last_second).total_seconds() / 60:.0f} min ago); {_fmt(t)} is after it: "
                         "run `wpfarm binlogs` and try again")
     dumps = [k for k in list_backups(store, site.name, "db") if k.time <= t]
     if not dumps:
@@ -347,9 +395,15 @@ def restore_to_time(site: Site, store: Store, db: MariaDB, gnupg_home: str | Non
                         + (f" ({_fmt(oldest[0].time)})" if oldest else " (it has none)"))
     refused, without_gtid = [], 0
     for key in reversed(dumps):
-        manifest = read_manifest(store, key)
+        try:
+            manifest = read_manifest(store, key)
+        except ManifestError as exc:
+            refused.append(str(exc))
+            continue
         if manifest.gtid is None or manifest.gtid_domain is None:
             without_gtid += 1
+            continue
+        if _time(manifest.snapshot_at or manifest.started_at) > t:  # its snapshot came after T
             continue
         dump_seq = seq_in(parse_position(manifest.gtid), manifest.gtid_domain)
         pieces = read_archive(store, since=key.time - READ_BACK).pieces
@@ -367,48 +421,71 @@ def restore_to_time(site: Site, store: Store, db: MariaDB, gnupg_home: str | Non
                             "(binary logging was off when they were taken)")
         raise PitrError(f"site {site.name}: no database backup before {_fmt(t)} verifies: " + "; ".join(refused))
     with fetched_logs(store, plan, dump_seq, manifest.gtid_domain, t, gnupg_home, site.database,
-                      db.stall_timeout) as (fetched, traps):
-        if traps and not force:
-            raise PitrError(f"site {site.name}: {len(traps)} statement(s) in the logs would be lost by replaying only "
-                            f"database {site.database}: " + "; ".join(traps[:3])
-                            + "; nothing restored (add --force to replay without them)")
+                      others_of(site, target, farm_databases), db.stall_timeout) as (fetched, traps):
+        if problem := replay_problem(traps, site, force):
+            raise PitrError(problem)
         restored = restore_database(site, store, db, gnupg_home, target, at=key.stamp)
         replayed = sum(_replay(f, site.database, target, db) for f in fetched)
     return {**restored, "database": target, "time": t, "dump": key.data_key, "dump_gtid": manifest.gtid,
             "binlogs": [f.manifest.object_key for f in fetched], "transactions_replayed": replayed,
-            "binlog_bytes": sum(f.manifest.plaintext_bytes for f in fetched), "skipped_statements": traps,
+            "binlog_bytes": sum(f.manifest.plaintext_bytes for f in fetched),
+            "skipped_statements": [text for _, text in traps],
             "refused": refused + restored["refused"]}
 
 
 @contextlib.contextmanager
 def fetched_logs(store: Store, plan: list[BinlogManifest], dump_seq: int, domain: int, t: datetime,
-                 gnupg_home: str | None, database: str, stall_timeout: float) -> Iterator[tuple[list[_Fetched], list[str]]]:
+                 gnupg_home: str | None, database: str, others: frozenset[str], stall_timeout: float
+                 ) -> Iterator[tuple[list[_Fetched], list[tuple[str, str]]]]:
     """The plan's logs in a scratch folder, each verified and decrypted, with the byte ranges to
-    replay found, and the statements the `--database` filter would drop; the folder goes after."""
+    replay found, and the statements the replay would drop or misapply; the folder goes after."""
     with tempfile.TemporaryDirectory(prefix="wpfarm-pitr-") as folder:
         fetched = _fetch_verified(store, plan, folder, gnupg_home, stall_timeout)
-        yield fetched, _locate(fetched, dump_seq, domain, t, database)
+        yield fetched, _locate(fetched, dump_seq, domain, t, database, others)
+
+
+def replay_problem(traps: list[tuple[str, str]], site: Site, force: bool) -> str | None:
+    """Why the replay must not go ahead: any statement it would misapply (never), or one it would
+    leave out (unless `force`)."""
+    unsafe = [text for kind, text in traps if kind == UNSAFE]
+    lost = [text for kind, text in traps if kind == LOST]
+    if unsafe:
+        return (f"site {site.name}: {len(unsafe)} statement(s) in the logs would change another database if "
+                "replayed: " + "; ".join(unsafe[:3]) + "; nothing restored (restore to a time before them, "
+                "or from a dump taken after them)")
+    if lost and not force:
+        return (f"site {site.name}: {len(lost)} statement(s) in the logs would be left out: " + "; ".join(lost[:3])
+                + "; nothing restored (add --force to replay without them)")
+    return None
+
+
+def others_of(site: Site, target: str, farm_databases: frozenset[str]) -> frozenset[str]:
+    """The databases a replay of `site` must not touch: the farm's other sites', the server's own,
+    and the site's own when the replay goes into another database."""
+    return frozenset(farm_databases - {site.database}) | SYSTEM_DATABASES | (
+        {site.database} if target != site.database else frozenset())
 
 
 def replay_to_end(site: Site, store: Store, db: MariaDB, gnupg_home: str | None, dump: Manifest, dumped: datetime,
-                  target: str) -> dict:
+                  target: str, farm_databases: frozenset[str] = frozenset()) -> dict:
     """What a restore drill adds once the dump is in `target`: the site's archived logs from the
     dump to the archive's end, replayed into it; the time it took per MB of log (the PITR RTO).
     Nothing ({}) when the dump has no GTID or nothing is archived after it."""
-    reach = read_archive(store, newest_only=True).reach
+    reach = read_archive(store, newest_only=True).last_second
     if dump.gtid is None or dump.gtid_domain is None or reach is None or reach <= dumped:
         return {}
     started = time.monotonic()
     dump_seq = seq_in(parse_position(dump.gtid), dump.gtid_domain)
     plan = plan_replay(read_archive(store, since=dumped - READ_BACK).pieces, dump_seq, dump.gtid_domain, reach)
     with fetched_logs(store, plan, dump_seq, dump.gtid_domain, reach, gnupg_home, site.database,
-                      db.stall_timeout) as (fetched, traps):
+                      others_of(site, target, farm_databases), db.stall_timeout) as (fetched, traps):
+        if problem := replay_problem(traps, site, force=False):
+            raise PitrError(f"binary logs not replayed: {problem}")
         replayed = sum(_replay(f, site.database, target, db) for f in fetched)
     seconds = time.monotonic() - started
     size = sum(f.manifest.plaintext_bytes for f in fetched)
     return {"pitr_seconds": round(seconds, 3), "pitr_binlog_bytes": size, "pitr_transactions": replayed,
-            "pitr_seconds_per_mb": round(seconds / max(size / 1e6, 1e-6), 3), "pitr_reach": reach.isoformat(),
-            "pitr_skipped_statements": traps}
+            "pitr_seconds_per_mb": round(seconds / max(size / 1e6, 1e-6), 3), "pitr_reach": reach.isoformat()}
 
 
 def _fetch_verified(store: Store, plan: list[BinlogManifest], folder: str, gnupg_home: str | None,
@@ -445,18 +522,20 @@ def _decrypt(source: str, target: str, gnupg_home: str | None, stall_timeout: fl
         try:
             statuses = (gpg.wait(stall_timeout * QUIET_COMMAND_FACTOR), zstd.wait(stall_timeout))
         except subprocess.TimeoutExpired:
-            gpg.kill()
-            zstd.kill()
+            for proc in (gpg, zstd):
+                proc.kill()
+                proc.wait()
             raise PitrError(f"decrypting {source} did not end within {stall_timeout * QUIET_COMMAND_FACTOR:g} s") from None
         if any(statuses):
             errors.seek(0)
             raise PitrError(f"decrypting an archived binary log failed: {errors.read()[-2000:].decode(errors='replace')}")
 
 
-def _locate(fetched: list[_Fetched], dump_seq: int, domain: int, t: datetime, database: str) -> list[str]:
+def _locate(fetched: list[_Fetched], dump_seq: int, domain: int, t: datetime, database: str,
+            others: frozenset[str]) -> list[tuple[str, str]]:
     """Find in each log the byte range to replay: from the first transaction of the domain after
-    what was replayed before it, to the first transaction after `t`. Returns the statements of that
-    range that `--database` would drop or misapply."""
+    what was replayed before it, to the first transaction that began after the second `t`. Returns
+    the statements of that range that the replay would drop or misapply (statement_trap)."""
     reached, traps, limit = dump_seq, [], t.timestamp() + 1
     for f in fetched:
         statements = []
@@ -473,7 +552,7 @@ def _locate(fetched: list[_Fetched], dump_seq: int, domain: int, t: datetime, da
         if replay:
             reached = replay[-1].gtid.seq
         chosen = {x.gtid for x in replay}
-        traps += [trap for s in statements if s.gtid in chosen and (trap := statement_trap(s, database))]
+        traps += [trap for s in statements if s.gtid in chosen and (trap := statement_trap(s, database, others))]
     return traps
 
 
@@ -516,13 +595,10 @@ def recovery_window(store: Store, site: str, archive: Archive) -> tuple[datetime
         return None
     start = chain_start(archive)
     for key in list_backups(store, site, "db"):
-        try:
-            manifest = read_manifest(store, key)
-        except ManifestError:
-            continue
-        if manifest.gtid is not None and start is not None and \
+        manifest = _readable(store, key)
+        if manifest is not None and manifest.gtid is not None and start is not None and \
                 seq_in(parse_position(manifest.gtid), manifest.gtid_domain) >= start:
-            return key.time, archive.reach
+            return key.time, archive.last_second
     return None
 
 

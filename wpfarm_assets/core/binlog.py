@@ -111,6 +111,7 @@ class BinlogReader:
         self._current: Gtid | None = None
         self._magic = False
         self._furthest: dict[int, Gtid] = {}
+        self.first_seen: dict[int, Gtid] = {}  # each domain's first GTID in the file
 
     def feed(self, chunk: bytes) -> None:
         self.bytes += len(chunk)
@@ -168,6 +169,7 @@ class BinlogReader:
             self.last_gtid = gtid
             if domain not in self._furthest or seq > self._furthest[domain].seq:
                 self._furthest[domain] = gtid
+            self.first_seen.setdefault(domain, gtid)
             self.gtid_count += 1
             if self.keep_transactions:
                 self.transactions.append(Transaction(offset, timestamp, gtid))
@@ -183,6 +185,13 @@ class BinlogReader:
             self.on_statement(Statement(self._current, database, text))
         elif kind == XID_EVENT:
             self._current = None
+
+    def start_seq(self, domain: int) -> int | None:
+        """The domain's sequence number the file starts after: its GTID list's, or (a list without
+        the domain, as after RESET MASTER) the one before its first GTID in the domain; None: unknown."""
+        if self.start_state and domain in self.start_state:
+            return self.start_state[domain].seq
+        return self.first_seen[domain].seq - 1 if domain in self.first_seen else None
 
     @property
     def complete(self) -> bool:
@@ -212,13 +221,26 @@ def names_database(text: str, database: str) -> bool:
     return re.search(rf"(`{quoted}`|(?<![\w$`]){quoted})\s*\.", text, re.IGNORECASE) is not None
 
 
-def statement_trap(statement: Statement, database: str) -> str | None:
-    """Why `mariadb-binlog --database=DATABASE` would mishandle this statement event, or None:
-    run in another database (or none) but naming this one, it would be dropped."""
-    if statement.database != database and names_database(statement.text, database):
-        where = f"in database {statement.database!r}" if statement.database else "with no database selected"
-        gtid = f" (GTID {statement.gtid})" if statement.gtid else ""
-        return f"a statement run {where} changes {database}{gtid}: {statement.text[:120]!r}"
+LOST, UNSAFE = "lost", "unsafe"
+
+
+def statement_trap(statement: Statement, database: str, others: frozenset[str] = frozenset()) -> tuple[str, str] | None:
+    """What a replay of `database` alone (`mariadb-binlog --database=DATABASE`) would do wrong with
+    this statement event, or None:
+    - LOST: run in another database (or none) but naming this one, the filter drops it;
+    - UNSAFE: run in this database, so kept, but naming one of `others` (another site's database, a
+      system database, or this one when the replay goes elsewhere: --rewrite-db rewrites only the
+      USE, never a `db`.table in the text): replayed, it would change that database."""
+    gtid = f" (GTID {statement.gtid})" if statement.gtid else ""
+    text = repr(statement.text[:120])
+    if statement.database != database:
+        if names_database(statement.text, database):
+            where = f"in database {statement.database!r}" if statement.database else "with no database selected"
+            return LOST, f"a statement run {where} changes {database}{gtid}, and a replay of {database} leaves it out: {text}"
+        return None
+    named = sorted(d for d in others if names_database(statement.text, d))
+    if named:
+        return UNSAFE, f"a statement of {database}{gtid} names {', '.join(named)}, which its replay would change: {text}"
     return None
 
 

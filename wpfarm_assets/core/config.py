@@ -370,6 +370,11 @@ class FarmConfig(_Model):
                 return f"--to-path {to_path} is inside the site root of {owner}: restoring there overwrites it"
         return None
 
+    @property
+    def databases(self) -> frozenset[str]:
+        """Every site's database."""
+        return frozenset(s.database for s in self.sites)
+
     def site(self, name: str) -> Site:
         for site in self.sites:
             if site.name == name:

@@ -52,6 +52,7 @@ class Manifest(BaseModel):
     tables_after: dict[str, int] | None = None  # rows after it, of the tables that changed while it ran (-1: dropped)
     dump_complete: bool | None = None
     gtid: str | None = None  # the GTID position the dump is consistent with (binary logging on)
+    snapshot_at: str | None = None  # just before mariadb-dump started: its snapshot is no older
     gtid_domain: int | None = None  # the domain of the cluster's writes in that position
     database_node: str | None = None  # host:port of the server the dump came from
     node_state: str | None = None  # its state then (Synced, standalone)
