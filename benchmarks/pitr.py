@@ -223,10 +223,13 @@ def dump_under_load(bench: Bench, megabytes: int) -> dict:
     site = bench.site("dump", size)
     log = Path("/var/tmp") / f"wpfarm-bench-general-{os.getpid()}.log"  # a folder the server (user mysql) can write
     bench.cluster.sql(0, f"SET GLOBAL general_log_file = '{log}'; SET GLOBAL general_log = ON")
-    for i in range(3):  # the site's load applied everywhere first: its apply would stall the writer, not the dump
-        deadline = time.monotonic() + 600
-        while bench.cluster.status(i).get("wsrep_local_recv_queue") != "0" and time.monotonic() < deadline:
-            time.sleep(0.5)
+    # The site's load (one big transaction) applied on every node first: its apply on node 3 would
+    # stall the writer there, whatever the dump does.
+    deadline = time.monotonic() + 900
+    while len({bench.cluster.status(i).get("wsrep_last_committed") for i in range(3)}) > 1:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the cluster did not apply the site's load within 15 minutes")
+        time.sleep(0.5)
     writer = Writer(bench.client(2), site.database, 0.05)
     writer.start()
     time.sleep(2)
