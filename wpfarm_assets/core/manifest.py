@@ -8,6 +8,7 @@ is a `ManifestError` naming its key.
 from __future__ import annotations
 
 import json
+from typing import Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -20,8 +21,23 @@ class ManifestError(WpfarmError):
     """A manifest that cannot be read; the message names its key."""
 
 
-class Manifest(BaseModel):
+class Record(BaseModel):
+    """A manifest as stored: JSON, fields a newer wpfarm adds kept, written and read in one way."""
+
     model_config = ConfigDict(extra="allow", frozen=True)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.model_dump(exclude_none=True), indent=2, sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, key: str) -> Self:
+        try:
+            return cls.model_validate(json.loads(data))
+        except (ValueError, ValidationError) as exc:
+            raise ManifestError(f"manifest {key} cannot be read: {exc}") from None
+
+
+class Manifest(Record):
 
     format: int = MANIFEST_FORMAT
     site: str
@@ -76,21 +92,10 @@ class Manifest(BaseModel):
         """What the backup is, in words an operator can look up: the object key, or the snapshot."""
         return f"snapshot {self.snapshot_id[:8]} in {self.repository}" if self.is_snapshot else self.object_key
 
-    def to_bytes(self) -> bytes:
-        return json.dumps(self.model_dump(exclude_none=True), indent=2, sort_keys=True).encode()
-
-    @classmethod
-    def from_bytes(cls, data: bytes, key: str) -> Manifest:
-        try:
-            return cls.model_validate(json.loads(data))
-        except (ValueError, ValidationError) as exc:
-            raise ManifestError(f"manifest {key} cannot be read: {exc}") from None
 
 
-class BinlogManifest(BaseModel):
+class BinlogManifest(Record):
     """One archived binary log: where it came from, the GTIDs and times it covers, its object."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
 
     format: int = MANIFEST_FORMAT
     node: str  # host:port it was read from
@@ -110,13 +115,3 @@ class BinlogManifest(BaseModel):
     stored_bytes: int
     key_fingerprint: str
     tools: dict[str, str] = {}
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(self.model_dump(exclude_none=True), indent=2, sort_keys=True).encode()
-
-    @classmethod
-    def from_bytes(cls, data: bytes, key: str) -> BinlogManifest:
-        try:
-            return cls.model_validate(json.loads(data))
-        except (ValueError, ValidationError) as exc:
-            raise ManifestError(f"manifest {key} cannot be read: {exc}") from None
