@@ -153,22 +153,7 @@ def test_a_failed_run_alerts(make_farm, dagster_home, db, alertmanager):
     assert any(a["job"] == "back_up_sites" and a["severity"] == "warning" for a in firing)
 
 
-def test_status_shows_the_never_backed_up_site_and_the_fresh_one(make_farm, dagster_home, capsys):
-    farm = make_farm(2)
-    fresh, never = farm.sites[0]["name"], farm.sites[1]["name"]
-    assert main(["backup", fresh]) == 0  # also records both sites as added now
-    record = Path(load_config().backup.target[len("file://"):]) / site_record_key(never)
-    old = time.time() - 30 * 3600
-    os.utime(record, (old, old))  # the site joined 30 hours ago
-    capsys.readouterr()
-    assert main(["status"]) == 1
-    lines = {tuple(line.split()[:2]): line for line in capsys.readouterr().out.splitlines() if line.startswith(("s0-", "s1-"))}
-    for kind in ("db", "files"):
-        assert "OK" in lines[fresh, kind] and "newest backup 0.0 h old" in lines[fresh, kind]
-        assert "CRITICAL" in lines[never, kind] and "never backed up" in lines[never, kind]
-
-
-def test_status_shows_a_site_never_backed_up_as_new_not_ok(make_farm, dagster_home, capsys):
+def test_status_shows_a_site_never_backed_up_as_new_then_critical_a_day_on(make_farm, dagster_home, capsys):
     farm = make_farm(2)
     backed_up, new = farm.sites[0]["name"], farm.sites[1]["name"]
     assert main(["backup", backed_up]) == 0  # the new site is recorded as added now, not backed up
@@ -178,6 +163,7 @@ def test_status_shows_a_site_never_backed_up_as_new_not_ok(make_farm, dagster_ho
     lines = {tuple(line.split()[:2]): line for line in out.splitlines() if line.startswith(("s0-", "s1-"))}
     for kind in ("db", "files"):
         assert lines[backed_up, kind].split()[5] == "OK", lines[backed_up, kind]
+        assert "newest backup 0.0 h old" in lines[backed_up, kind], lines[backed_up, kind]
         assert lines[new, kind].split()[4] == "NEW" and "no backup yet" in lines[new, kind], lines[new, kind]
     assert lines[new, "drill"].split()[4] == "NEW" and lines[backed_up, "drill"].split()[4] == "NEW"
     assert "2 ok, 4 new (nothing to check yet), 0 warning, 0 critical" in out
@@ -190,6 +176,16 @@ def test_status_shows_a_site_never_backed_up_as_new_not_ok(make_farm, dagster_ho
     assert main(["status"]) == 0
     added = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("added.test.example")]
     assert [row[4] for row in added] == ["NEW", "NEW", "NEW"], added
+
+    # Thirty hours on, the site still never backed up is critical; the fresh one still OK.
+    record = Path(load_config().backup.target[len("file://"):]) / site_record_key(new)
+    old = time.time() - 30 * 3600
+    os.utime(record, (old, old))  # the site joined 30 hours ago
+    assert main(["status"]) == 1
+    lines = {tuple(line.split()[:2]): line for line in capsys.readouterr().out.splitlines() if line.startswith(("s0-", "s1-"))}
+    for kind in ("db", "files"):
+        assert "OK" in lines[backed_up, kind] and "newest backup 0.0 h old" in lines[backed_up, kind]
+        assert "CRITICAL" in lines[new, kind] and "never backed up" in lines[new, kind]
 
 
 def test_alertmanager_config_and_prometheus_rules_pass_their_own_tools():

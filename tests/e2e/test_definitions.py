@@ -58,14 +58,20 @@ def test_definitions_hold_the_site_assets_jobs_and_sensor(make_farm, monkeypatch
 
 def test_dagster_cli_validates_the_code_location_and_lists_what_is_upstream_of_the_site_assets(dagster_home):
     dagster = [str(Path(sys.executable).parent / "dagster")]
-    subprocess.run([*dagster, "definitions", "validate", "-m", "wpfarm_assets.definitions"], cwd=ROOT, check=True,
-                   capture_output=True)
     # The example farm (every tier configured) with a DigitalOcean token: the whole lineage, as an operator types it.
     env = {**os.environ, "WPFARM_CONFIG": str(ROOT / "configs" / "farm.yaml"), "DIGITALOCEAN_TOKEN": "token"}
-    for asset, tier in (("database_dump", "database_tier"), ("file_archive", "storage_tier")):
-        listed = subprocess.run([*dagster, "asset", "list", "-m", "wpfarm_assets.definitions", "--select", f"+key:{asset}"],
-                                cwd=ROOT, check=True, capture_output=True, text=True, env=env).stdout.split()
-        assert sorted(listed) == sorted([asset, "droplets", "swarm_nodes", tier, "site_provisioning"])
+    lineage = (("database_dump", "database_tier"), ("file_archive", "storage_tier"))
+    commands = [([*dagster, "definitions", "validate", "-m", "wpfarm_assets.definitions"], None)] + [
+        ([*dagster, "asset", "list", "-m", "wpfarm_assets.definitions", "--select", f"+key:{asset}"], env)
+        for asset, _ in lineage]
+    # The three commands at once (each is mostly Python starting up), each checked as subprocess.run(check=True) would.
+    procs = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_)
+             for argv, env_ in commands]
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, (proc.args, out, err)
+    for (asset, tier), (out, _) in zip(lineage, outputs[1:], strict=True):
+        assert sorted(out.split()) == sorted([asset, "droplets", "swarm_nodes", tier, "site_provisioning"])
 
 
 def test_nightly_schedule_covers_every_site_in_runs_of_the_configured_size(make_farm, dagster_home):

@@ -86,14 +86,24 @@ def farm_with_trouble(make_farm, dagster_home, db, tmp_path, digitalocean):
     db.drop_database(new["database"])  # provisioning made it
 
 
+# Dagster's backfill daemon looks at the backfills every 30 s (DEFAULT_DAEMON_INTERVAL_SECONDS, which no
+# setting changes): once to launch a backfill's runs, once more to mark it completed. As conftest's
+# Alertmanager flushes its groups in 1 s, the daemon here loops every 2 s; nothing else about it changes.
+DAEMON_LOOP = "import dagster._daemon.controller as controller\ncontroller.DEFAULT_DAEMON_INTERVAL_SECONDS = 2\n"
+
+
 @pytest.fixture
 def web_ui(farm_with_trouble, dagster_home):
     port = free_port()
     dagster = Path(sys.executable).parent / "dagster"
     log = open(dagster_home / "dagster-dev.log", "wb")
+    hooks = dagster_home / "python-hooks"  # imported by every Python process `dagster dev` starts
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(DAEMON_LOOP)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen([str(dagster), "dev", "-m", "wpfarm_assets.definitions", "-h", "127.0.0.1", "-p", str(port)],
                             cwd=Path(__file__).resolve().parents[2], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, env=os.environ.copy())
+                            start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -107,7 +117,7 @@ def web_ui(farm_with_trouble, dagster_home):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=10)  # it stops in a few seconds; the test is over, no need to wait longer
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

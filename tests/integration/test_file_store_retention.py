@@ -5,10 +5,12 @@ of, and the pruned repository is about the size of a fresh one holding only the 
 from benchmarks.retention_year import year_of_backups
 
 
-def test_six_weeks_of_daily_snapshots_under_retention(tmp_path):
-    report = year_of_backups(tmp_path, days=42, daily=5, weekly=3, monthly=2)
+def test_five_weeks_of_daily_snapshots_under_retention(tmp_path):
+    # Jan 1 to Feb 4: three days, two ISO weeks before them, January's newest (a month boundary) and,
+    # the monthly rule being short, the oldest.
+    report = year_of_backups(tmp_path, days=35, daily=3, weekly=2, monthly=2)
     print(report)
-    assert report.kept == report.predicted == 10  # 5 + 3 + 2: the tiers never overlap
+    assert report.kept == report.predicted == 7  # 3 + 2 + 2: the tiers never overlap
     assert report.snapshots == report.kept  # the repository holds exactly the kept manifests' snapshots
     assert report.restored_equal == report.kept
     # Pruned: what expired is gone (each day's 200 KB upload was unique), and what is left is what a
