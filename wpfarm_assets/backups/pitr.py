@@ -377,6 +377,7 @@ def restore_to_time(site: Site, store: Store, db: MariaDB, gnupg_home: str | Non
     """The site's database as it was at `t` (to the second), in place or in `to_database`.
     `farm_databases`: every site's database (a replay must not touch the others)."""
     now = now or datetime.now(timezone.utc)
+    t = t.replace(microsecond=0)  # a second: every write that began in it
     target = validate_identifier(to_database or site.database)
     if t > now:
         raise PitrError(f"--time {_fmt(t)} is in the future (it is {_fmt(now)})")
