@@ -142,8 +142,12 @@ def test_the_archive_carries_on_from_another_node_when_its_node_is_killed(galera
         galera.start(0)
 
 
-def test_logs_purged_on_every_node_before_they_were_archived_are_a_gap(galera, galera_farm, capsys):
-    farm = galera_farm
+def test_logs_purged_on_every_node_before_they_were_archived_are_a_gap(galera, make_farm, dagster_home, alertmanager,
+                                                                      capsys):
+    from resources.alerts import AlertmanagerResource
+
+    farm = make_farm(1, server=client(galera, 0), alerts={"alertmanager_url": alertmanager},
+                     sections={"database": {"galera_nodes": galera.nodes}})
     a = farm.sites[0]
     assert main(["backup", a["name"]]) == 0
     galera.sql(1, post(a["database"], "archived"))
@@ -160,6 +164,8 @@ def test_logs_purged_on_every_node_before_they_were_archived_are_a_gap(galera, g
     assert main(["binlogs"]) == 1  # archived what there is, and the check is critical
     out = capsys.readouterr().out
     assert "GAP: GTIDs" in out and "were never archived" in out and "ERROR:" in out, out
+    firing = AlertmanagerResource(url=alertmanager).firing("WpfarmBinlogArchive")
+    assert [(f["kind"], f["severity"]) for f in firing] == [("binlog-gap", "critical")]
     assert main(["status"]) == 1
     assert "binlog-gap" in capsys.readouterr().out
     assert main(["restore", "--gnupg-home", farm.keyring.home, a["name"], "--time", in_gap.isoformat(), "--kind", "db", "--to-database",
