@@ -107,7 +107,7 @@ def rpo(bench: Bench, every: float, minutes: float) -> dict:
     writer.start()
     ages, runs, ends = [], [], time.monotonic() + minutes * 60
     next_run = time.monotonic()
-    reach = read_archive(store, newest_only=True).reach
+    reach = read_archive(store, ends_only=True).reach
     while time.monotonic() < ends:
         if time.monotonic() >= next_run:
             started = time.monotonic()

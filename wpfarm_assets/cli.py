@@ -223,7 +223,7 @@ def status(config: FarmConfig) -> int:
     findings = backup_age([s.name for s in config.sites], listing, now,
                           config.alerts.warning_after_hours, config.alerts.critical_after_hours)
     drills = {f.site: f for f in farm_drill_findings(store, config, now)}
-    archive = read_archive(store) if pitr_on(config, store) else None
+    archive = read_archive(store, ends_only=True) if pitr_on(config, store) else None
     windows = {f.site: f for f in pitr_findings(store, [s.name for s in config.sites], archive, now)} if archive else {}
     findings = [f for site in sorted({f.site for f in findings}) for f in
                 [*(g for g in findings if g.site == site), drills[site], *([windows[site]] if windows else [])]]

@@ -151,3 +151,14 @@ def test_times_and_positions_parse_as_an_operator_types_them():
         parse_time("yesterday at five")
     assert parse_position("[100-2-5,100-1-9,12-2-1]") == {100: Gtid(100, 1, 9), 12: Gtid(12, 2, 1)}
     assert parse_position("") == {}
+
+
+def test_the_chain_starts_at_the_oldest_log_or_where_the_newest_gap_resumes():
+    from wpfarm_assets.backups.pitr import Archive, chain_start
+
+    pieces = [piece(0, 10, 0, 100, 1), piece(20, 30, 200, 300, 2)]
+    assert chain_start(Archive(pieces, [])) == 0
+    gaps = [{"domain": 100, "after_seq": 10, "resumes_seq": 20}, {"domain": 7, "after_seq": 0, "resumes_seq": 99}]
+    assert chain_start(Archive(pieces, gaps)) == 20  # a gap in another domain says nothing of this one
+    assert chain_start(Archive([], gaps)) is None
+    assert Archive(pieces, []).last_second == at(299)  # the reach's own second may go on in the next log

@@ -105,6 +105,6 @@ BINLOG_ALERT = "WpfarmBinlogArchive"
                 "RPO: warning after 15 min, critical after 60) and any gap within database.pitr_days (critical).")
 def binlog_archive_check(context: dg.AssetCheckExecutionContext, farm: dg.ResourceParam[FarmConfig],
                          object_store: ObjectStoreResource, alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
-    archive = read_archive(object_store.store(), newest_only=True)
+    archive = read_archive(object_store.store(), ends_only=True)
     findings = binlog_findings(archive, farm, datetime.now(timezone.utc))
     return health_result(context, farm, findings, alertmanager, BINLOG_ALERT, findings[0].reason)

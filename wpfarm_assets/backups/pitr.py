@@ -107,15 +107,16 @@ class Archive:
         return None if self.reach is None else self.reach - SECOND
 
 
-def read_archive(store: Store, since: datetime | None = None, newest_only: bool = False) -> Archive:
-    """The archive's manifests (those archived from `since` on; only the newest with `newest_only`)
-    and its gap records."""
+def read_archive(store: Store, since: datetime | None = None, ends_only: bool = False) -> Archive:
+    """The archive's manifests (those archived from `since` on; with `ends_only` the oldest and the
+    newest alone: enough for its reach and, with the gap records, where its chain starts) and its
+    gap records."""
     keys = [o.key for o in store.list(BINLOGS)]
     manifests = binlog_manifest_keys(keys)
     if since is not None:
         manifests = [k for k in manifests if _stamp(k) >= since]
-    if newest_only:
-        manifests = manifests[-1:]
+    if ends_only:
+        manifests = sorted(set(manifests[:1] + manifests[-1:]))
     pieces = [BinlogManifest.from_bytes(store.get_bytes(k), k) for k in manifests]
     gaps = [_json(store.get_bytes(k), k) for k in sorted(keys) if k.startswith(BINLOG_GAPS) and k.endswith(".json")]
     return Archive(pieces, gaps)
@@ -157,7 +158,7 @@ def archive_binlogs(node: Node, status: NodeStatus, db: MariaDB, store: Store, e
 def _archive(node: Node, status: NodeStatus, db: MariaDB, store: Store, encrypt_argv: list[str], fingerprint: str,
              now: datetime, passed_over: list[str]) -> ArchiveRun:
     domain = status.gtid_domain
-    archive = read_archive(store, newest_only=True)
+    archive = read_archive(store, ends_only=True)
     newest = archive.newest
     archived_seq = max([newest.end_seq if newest else -1] + [g["resumes_seq"] for g in archive.gaps
                                                              if g["domain"] == domain])
@@ -381,7 +382,7 @@ def restore_to_time(site: Site, store: Store, db: MariaDB, gnupg_home: str | Non
     target = validate_identifier(to_database or site.database)
     if t > now:
         raise PitrError(f"--time {_fmt(t)} is in the future (it is {_fmt(now)})")
-    archive = read_archive(store, newest_only=True)
+    archive = read_archive(store, ends_only=True)
     if archive.reach is None:
         raise PitrError("no binary logs are archived: point-in-time recovery needs the binary-log archive "
                         "(database.binlog_every_minutes; `wpfarm binlogs`)")
@@ -472,7 +473,7 @@ def replay_to_end(site: Site, store: Store, db: MariaDB, gnupg_home: str | None,
     """What a restore drill adds once the dump is in `target`: the site's archived logs from the
     dump to the archive's end, replayed into it; the time it took per MB of log (the PITR RTO).
     Nothing ({}) when the dump has no GTID or nothing is archived after it."""
-    reach = read_archive(store, newest_only=True).last_second
+    reach = read_archive(store, ends_only=True).last_second
     if dump.gtid is None or dump.gtid_domain is None or reach is None or reach <= dumped:
         return {}
     started = time.monotonic()
@@ -604,13 +605,12 @@ def recovery_window(store: Store, site: str, archive: Archive) -> tuple[datetime
 
 
 def chain_start(archive: Archive) -> int | None:
-    """The sequence number from which the archive runs without a gap to its newest log."""
-    start, reached = None, None
-    for piece in sorted(archive.pieces, key=lambda p: (p.end_seq, p.last_event_at)):
-        if reached is None or piece.start_seq > reached:
-            start = piece.start_seq
-        reached = max(reached or 0, piece.end_seq)
-    return start
+    """The sequence number from which the archive runs without a gap to its newest log: its oldest
+    log's start, or where the newest recorded gap resumes (every discontinuity is recorded as one)."""
+    if not archive.pieces:
+        return None
+    oldest = min(archive.pieces, key=lambda p: (p.end_seq, p.last_event_at))
+    return max([oldest.start_seq] + [g["resumes_seq"] for g in archive.gaps if g["domain"] == oldest.domain])
 
 
 def archive_age(archive: Archive, now: datetime | None = None) -> float | None:
