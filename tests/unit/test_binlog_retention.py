@@ -58,3 +58,15 @@ def test_nothing_goes_without_a_dump_with_a_gtid_or_inside_the_window(tmp_path):
     dump(store, "a", NOW - timedelta(days=1), 1000)  # its only GTID dump is recent: its oldest is the base
     assert len(binlog_retention(store, SITES, pitr_days=14, now=NOW, dry_run=True)) == 8  # never the newest log
     assert len(list(store.list("binlogs/"))) == 10  # dry run
+
+
+def test_a_log_without_its_manifest_goes_once_a_day_old(tmp_path):
+    store = LocalStore(tmp_path)
+    kept = log(store, NOW - timedelta(hours=30), 0, 10)
+    dead = binlog_stem(NOW - timedelta(hours=30), 1)  # a run killed between the log and its manifest
+    young = binlog_stem(NOW - timedelta(hours=2), 0)  # maybe a run still going
+    for stem in (dead, young):
+        store.put_bytes(stem + BINLOG_SUFFIX, b"log")
+    assert binlog_retention(store, SITES, pitr_days=14, now=NOW) == [dead + BINLOG_SUFFIX]
+    assert sorted(o.key for o in store.list("binlogs/")) == sorted(
+        [kept + ".json", kept + BINLOG_SUFFIX, young + BINLOG_SUFFIX])

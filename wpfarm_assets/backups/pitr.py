@@ -276,12 +276,20 @@ def binlog_retention(store: Store, sites: list[Site], pitr_days: int, now: datet
     """Delete the archived logs no kept recovery window needs: archived more than `pitr_days` ago,
     and ending at or before the GTID of the dump each site would restore `pitr_days` ago from (its
     newest dump at or before then, else its oldest). Never the newest log. Sites without a dump with
-    a GTID (no point-in-time recovery yet) do not hold logs back. Manifests first, then the logs."""
+    a GTID (no point-in-time recovery yet) do not hold logs back. Manifests first, then the logs;
+    and logs without a manifest (a run killed between the two) a day old."""
     now = now or datetime.now(timezone.utc)
     horizon = now - timedelta(days=pitr_days)
-    keys = binlog_manifest_keys(o.key for o in store.list(BINLOGS))
+    listed = [o.key for o in store.list(BINLOGS)]
+    keys = binlog_manifest_keys(listed)
+    # A log stored by a run that died before its manifest: not a backup, removed once a day old.
+    manifested = {k[:-len(".json")] for k in keys}
+    orphans = [k for k in listed if k.endswith(BINLOG_SUFFIX) and k[:-len(BINLOG_SUFFIX)] not in manifested
+               and _stamp(k) < now - timedelta(days=1)]
+    if orphans and not dry_run:
+        store.delete(orphans)
     if len(keys) < 2 or _stamp(keys[0]) >= horizon:  # nothing old enough: nothing read
-        return []
+        return orphans
     needed = []
     for site in sites:
         dumps = [(k, m) for k in list_backups(store, site.name, "db")
@@ -289,7 +297,7 @@ def binlog_retention(store: Store, sites: list[Site], pitr_days: int, now: datet
         base = [d for d in dumps if d[0].time <= horizon][-1:] or dumps[:1]
         needed += [seq_in(parse_position(m.gtid), m.gtid_domain) for _, m in base]
     if not needed:
-        return []
+        return orphans
     keep_from = min(needed)
     manifests, logs = [], []
     for key in keys[:-1]:
@@ -302,7 +310,7 @@ def binlog_retention(store: Store, sites: list[Site], pitr_days: int, now: datet
     if manifests and not dry_run:
         store.delete(manifests)
         store.delete(logs)
-    return manifests + logs
+    return orphans + manifests + logs
 
 
 def _readable(store: Store, key: BackupKey) -> Manifest | None:
