@@ -25,6 +25,8 @@ HEADER = struct.Struct("<IBIIIH")  # timestamp, type, server id, event length, n
 QUERY_EVENT, ROTATE_EVENT, FORMAT_DESCRIPTION_EVENT, XID_EVENT = 2, 4, 15, 16
 GTID_EVENT, GTID_LIST_EVENT = 162, 163
 QUERY_TEXT_LIMIT = 64 << 10  # bytes of a statement kept for the trap check (DDL is short; rows are events)
+_READ = frozenset({FORMAT_DESCRIPTION_EVENT, GTID_EVENT, GTID_LIST_EVENT, ROTATE_EVENT})  # read whole
+_GTID_BODY = struct.Struct("<QI")  # a GTID event's sequence number and domain
 
 
 class BinlogError(WpfarmError):
@@ -125,35 +127,60 @@ class BinlogReader:
         self._parse()
 
     def _parse(self) -> None:
+        buffer = self._buffer
         if not self._magic:
-            if len(self._buffer) < 4:
+            if len(buffer) < 4:
                 return
-            if bytes(self._buffer[:4]) != MAGIC:
+            if bytes(buffer[:4]) != MAGIC:
                 raise BinlogError("not a MariaDB binary log (no magic number)")
-            del self._buffer[:4]
+            del buffer[:4]
             self._offset, self._magic = 4, True
-        while len(self._buffer) >= HEADER.size:
-            timestamp, kind, server, length, _next, _flags = HEADER.unpack_from(self._buffer)
-            if length < HEADER.size:
-                raise BinlogError(f"a binary log event at offset {self._offset} has a length of {length}")
-            needed = length if kind in (FORMAT_DESCRIPTION_EVENT, GTID_EVENT, GTID_LIST_EVENT, ROTATE_EVENT) \
-                else min(length, HEADER.size + QUERY_TEXT_LIMIT) if kind == QUERY_EVENT else HEADER.size
-            if len(self._buffer) < needed:
-                return
-            self._event(self._offset, timestamp, kind, server, length, bytes(self._buffer[:needed]))
-            if len(self._buffer) >= length:
-                del self._buffer[:length]
-                self._offset += length
-            else:
-                self._skip = length - len(self._buffer)
-                self._offset += len(self._buffer)
-                self._buffer.clear()
-                return
+        # Events are read where they lie in the buffer, and what was read is cut off once at the end:
+        # a row-based log has hundreds of thousands of small events, each read here.
+        pos, size, unpack = 0, len(buffer), HEADER.unpack_from
+        wanted = self.on_statement is not None
+        try:
+            while size - pos >= HEADER.size:
+                timestamp, kind, server, length, _next, _flags = unpack(buffer, pos)
+                if length < HEADER.size:
+                    raise BinlogError(f"a binary log event at offset {self._offset + pos} has a length of {length}")
+                if kind in _READ:
+                    needed = length
+                elif kind == QUERY_EVENT and wanted:
+                    needed = min(length, HEADER.size + QUERY_TEXT_LIMIT)
+                else:
+                    needed = HEADER.size
+                if size - pos < needed:
+                    return
+                if timestamp:  # artificial events (the rotate a remote read starts with) carry 0
+                    self.first_time = self.first_time or timestamp
+                    self.last_time = timestamp
+                if kind == GTID_EVENT:  # the most frequent event read: here, without a copy
+                    self._gtid(self._offset + pos, timestamp, server, *_GTID_BODY.unpack_from(buffer, pos + HEADER.size))
+                elif needed > HEADER.size or (kind == XID_EVENT and wanted):
+                    self._event(self._offset + pos, timestamp, kind, server, length, bytes(buffer[pos:pos + needed]))
+                if size - pos < length:  # the rest of this event is in the chunks to come
+                    self._skip = length - (size - pos)
+                    pos = size
+                    return
+                pos += length
+        finally:
+            del buffer[:pos]
+            self._offset += pos
+
+    def _gtid(self, offset: int, timestamp: int, server: int, seq: int, domain: int) -> None:
+        gtid = Gtid(domain, server, seq)
+        self._current = gtid
+        self.first_gtid = self.first_gtid or gtid
+        self.last_gtid = gtid
+        self.gtid_count += 1
+        if domain not in self._furthest or seq > self._furthest[domain].seq:
+            self._furthest[domain] = gtid
+        self.first_seen.setdefault(domain, gtid)
+        if self.keep_transactions:
+            self.transactions.append(Transaction(offset, timestamp, gtid))
 
     def _event(self, offset: int, timestamp: int, kind: int, server: int, length: int, data: bytes) -> None:
-        if timestamp:  # artificial events (the rotate a remote read starts with) carry 0
-            self.first_time = self.first_time or timestamp
-            self.last_time = timestamp
         body = data[HEADER.size:]
         if kind == FORMAT_DESCRIPTION_EVENT:
             self._checksum = 4 if len(body) >= 5 and body[-5] == 1 else 0  # checksum algorithm 1: CRC32
@@ -161,18 +188,6 @@ class BinlogReader:
             count = struct.unpack_from("<I", body)[0] & 0x0FFFFFFF
             entries = [struct.unpack_from("<IIQ", body, 4 + 16 * i) for i in range(count)]
             self.start_state = furthest(Gtid(d, s, q) for d, s, q in entries)
-        elif kind == GTID_EVENT:
-            seq, domain = struct.unpack_from("<QI", body)
-            gtid = Gtid(domain, server, seq)
-            self._current = gtid
-            self.first_gtid = self.first_gtid or gtid
-            self.last_gtid = gtid
-            if domain not in self._furthest or seq > self._furthest[domain].seq:
-                self._furthest[domain] = gtid
-            self.first_seen.setdefault(domain, gtid)
-            self.gtid_count += 1
-            if self.keep_transactions:
-                self.transactions.append(Transaction(offset, timestamp, gtid))
         elif kind == ROTATE_EVENT and timestamp:
             end = len(body) - self._checksum
             self.rotated_to = body[8:end].decode(errors="replace")
