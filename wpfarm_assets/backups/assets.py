@@ -336,6 +336,7 @@ def binlog_archive(
     farm's key, with a manifest. Continuous by GTID across nodes; a range no node still has is a gap
     (critical). The archive's age is the farm's recovery point (RPO)."""
     store = object_store.store()
+    started = datetime.now(timezone.utc)
     try:
         db, status, passed = mariadb.source(database_node.runner(), farm.database.galera_nodes)
         if status is None:
@@ -345,7 +346,7 @@ def binlog_archive(
     except WpfarmError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
     deleted, retention = [], "at the first run of each hour"
-    if datetime.now(timezone.utc).minute < farm.database.binlog_every_minutes:  # it reads every site's dumps
+    if started.minute < farm.database.binlog_every_minutes:  # it reads every site's dumps: once an hour
         try:
             deleted = binlog_retention(store, farm.sites, farm.database.pitr_days)
             retention = f"{len(deleted)} expired object(s) deleted"

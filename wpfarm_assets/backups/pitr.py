@@ -74,6 +74,10 @@ class PitrError(WpfarmError):
     """The binary-log archive cannot do what was asked; the message says what is missing."""
 
 
+class DumpTooNew(PitrError):
+    """The dump's snapshot holds a write made after T (its connection took a moment): an older one must do."""
+
+
 def _time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
@@ -93,7 +97,8 @@ class Archive:
 
     @property
     def newest(self) -> BinlogManifest | None:
-        return max(self.pieces, key=lambda p: (p.end_seq, p.last_event_at), default=None)
+        """The last log archived (the pieces are in archive order)."""
+        return self.pieces[-1] if self.pieces else None
 
     @property
     def reach(self) -> datetime | None:
@@ -171,9 +176,9 @@ def _archive(node: Node, status: NodeStatus, db: MariaDB, store: Store, encrypt_
     elif newest.node == node.address and newest.file in closed:
         todo = closed[closed.index(newest.file) + 1:]  # the same node: the logs after the last archived one
     else:  # another node (or the log is gone): from its newest log that starts at or before the archive's end
-        todo = [name for name in closed if (start := _file_start(node, name, domain)) is not None
-                and start <= archived_seq][-1:]
-        todo = closed[closed.index(todo[0]):] if todo else closed
+        begin = next((i for i in range(len(closed) - 1, -1, -1)
+                      if (start := _file_start(node, closed[i], domain)) is not None and start <= archived_seq), 0)
+        todo = closed[begin:]
     first = _file_start(node, todo[0], domain) if newest is not None and todo else None
     if first is not None and first > archived_seq:
         gap = _record_gap(store, node, domain, archived_seq, first, newest, now)
@@ -213,7 +218,9 @@ def _file_start(node: Node, name: str, domain: int) -> int | None:
     """The domain's sequence number a binary log starts after: its GTID list event's, or (a list
     without the domain, as after RESET MASTER) the one before its first GTID in the domain among
     its first events; None: not known (no GTID of the domain there)."""
-    rows = node.rows(f"SHOW BINLOG EVENTS IN '{_log_name(name)}' LIMIT 2000")
+    rows = node.rows(f"SHOW BINLOG EVENTS IN '{_log_name(name)}' LIMIT 4")
+    if not any(row[2] == "Gtid_list" and f"{domain}-" in row[5] for row in rows):
+        rows = node.rows(f"SHOW BINLOG EVENTS IN '{_log_name(name)}' LIMIT 2000")
     for row in rows:
         if row[2] == "Gtid_list":
             position = parse_position(row[5])
@@ -413,7 +420,7 @@ def restore_to_time(site: Site, store: Store, db: MariaDB, gnupg_home: str | Non
         if manifest.gtid is None or manifest.gtid_domain is None:
             without_gtid += 1
             continue
-        if _time(manifest.snapshot_at or manifest.started_at) > t:  # its snapshot came after T
+        if _time(manifest.snapshot_at or manifest.started_at).replace(microsecond=0) > t:  # its snapshot came after T
             continue
         dump_seq = seq_in(parse_position(manifest.gtid), manifest.gtid_domain)
         pieces = read_archive(store, since=key.time - READ_BACK).pieces
@@ -423,24 +430,26 @@ def restore_to_time(site: Site, store: Store, db: MariaDB, gnupg_home: str | Non
         except RestoreError as exc:
             refused.append(str(exc))
             continue
-        refused += refused_now
-        break
-    else:
-        if without_gtid and not refused:
-            raise PitrError(f"site {site.name}: no database backup before {_fmt(t)} records a GTID position "
-                            "(binary logging was off when they were taken)")
-        raise PitrError(f"site {site.name}: no database backup before {_fmt(t)} verifies: " + "; ".join(refused))
-    with fetched_logs(store, plan, dump_seq, manifest.gtid_domain, t, gnupg_home, site.database,
-                      others_of(site, target, farm_databases), db.stall_timeout) as (fetched, traps):
-        if problem := replay_problem(traps, site, force):
-            raise PitrError(problem)
-        restored = restore_database(site, store, db, gnupg_home, target, at=key.stamp)
-        replayed = sum(_replay(f, site.database, target, db) for f in fetched)
-    return {**restored, "database": target, "time": t, "dump": key.data_key, "dump_gtid": manifest.gtid,
-            "binlogs": [f.manifest.object_key for f in fetched], "transactions_replayed": replayed,
-            "binlog_bytes": sum(f.manifest.plaintext_bytes for f in fetched),
-            "skipped_statements": [text for _, text in traps],
-            "refused": refused + restored["refused"]}
+        try:
+            with fetched_logs(store, plan, dump_seq, manifest.gtid_domain, t, gnupg_home, site.database,
+                              others_of(site, target, farm_databases), db.stall_timeout) as (fetched, traps):
+                if problem := replay_problem(traps, site, force):
+                    raise PitrError(problem)
+                restored = restore_database(site, store, db, gnupg_home, target, at=key.stamp)
+                replayed = sum(_replay(f, site.database, target, db) for f in fetched)
+        except DumpTooNew as exc:  # found before anything was written
+            refused.append(f"{key.stamp}: {exc}")
+            continue
+        return {**restored, "database": target, "time": t, "dump": key.data_key, "dump_gtid": manifest.gtid,
+                "binlogs": [f.manifest.object_key for f in fetched], "transactions_replayed": replayed,
+                "binlog_bytes": sum(f.manifest.plaintext_bytes for f in fetched),
+                "skipped_statements": [text for _, text in traps],
+                "refused": refused + refused_now + restored["refused"]}
+    if without_gtid and not refused:
+        raise PitrError(f"site {site.name}: no database backup before {_fmt(t)} records a GTID position "
+                        "(binary logging was off when they were taken)")
+    raise PitrError(f"site {site.name}: no database backup before {_fmt(t)} can be carried to it: "
+                    + ("; ".join(refused) or "each one's snapshot came after it"))
 
 
 @contextlib.contextmanager
@@ -481,21 +490,25 @@ def replay_to_end(site: Site, store: Store, db: MariaDB, gnupg_home: str | None,
     """What a restore drill adds once the dump is in `target`: the site's archived logs from the
     dump to the archive's end, replayed into it; the time it took per MB of log (the PITR RTO).
     Nothing ({}) when the dump has no GTID or nothing is archived after it."""
-    reach = read_archive(store, ends_only=True).last_second
+    archive = read_archive(store, ends_only=True)
+    reach = archive.last_second
     if dump.gtid is None or dump.gtid_domain is None or reach is None or reach <= dumped:
         return {}
-    started = time.monotonic()
     dump_seq = seq_in(parse_position(dump.gtid), dump.gtid_domain)
+    if archive.newest.end_seq <= dump_seq:  # nothing archived after the dump yet
+        return {}
+    started = time.monotonic()
     plan = plan_replay(read_archive(store, since=dumped - READ_BACK).pieces, dump_seq, dump.gtid_domain, reach)
     with fetched_logs(store, plan, dump_seq, dump.gtid_domain, reach, gnupg_home, site.database,
                       others_of(site, target, farm_databases), db.stall_timeout) as (fetched, traps):
-        if problem := replay_problem(traps, site, force=False):
+        if problem := replay_problem(traps, site, force=True):  # what a replay would misapply; left-out DDL is counted
             raise PitrError(f"binary logs not replayed: {problem}")
         replayed = sum(_replay(f, site.database, target, db) for f in fetched)
     seconds = time.monotonic() - started
     size = sum(f.manifest.plaintext_bytes for f in fetched)
     return {"pitr_seconds": round(seconds, 3), "pitr_binlog_bytes": size, "pitr_transactions": replayed,
-            "pitr_seconds_per_mb": round(seconds / max(size / 1e6, 1e-6), 3), "pitr_reach": reach.isoformat()}
+            "pitr_seconds_per_mb": round(seconds / max(size / 1e6, 1e-6), 3), "pitr_reach": reach.isoformat(),
+            "pitr_statements_left_out": len(traps)}
 
 
 def _fetch_verified(store: Store, plan: list[BinlogManifest], folder: str, gnupg_home: str | None,
@@ -553,6 +566,10 @@ def _locate(fetched: list[_Fetched], dump_seq: int, domain: int, t: datetime, da
         with open(f.path, "rb") as inp:
             while chunk := inp.read(CHUNK):
                 reader.feed(chunk)
+        if late_in_dump := [x for x in reader.transactions if x.gtid.domain == domain and x.gtid.seq <= dump_seq
+                            and x.time >= limit]:
+            raise DumpTooNew(f"the dump holds GTID {late_in_dump[-1].gtid}, written after {_fmt(t)}: its snapshot "
+                             "came after T")
         after = [x for x in reader.transactions if x.gtid.domain == domain and x.gtid.seq > reached]
         f.start = after[0].offset if after else None
         late = [x for x in reader.transactions if x.time >= limit]
@@ -608,7 +625,7 @@ def recovery_window(store: Store, site: str, archive: Archive) -> tuple[datetime
         manifest = _readable(store, key)
         if manifest is not None and manifest.gtid is not None and start is not None and \
                 seq_in(parse_position(manifest.gtid), manifest.gtid_domain) >= start:
-            return key.time, archive.last_second
+            return _time(manifest.snapshot_at or manifest.started_at).replace(microsecond=0), archive.last_second
     return None
 
 

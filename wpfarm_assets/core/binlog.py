@@ -224,7 +224,10 @@ def event_time(unix: int | None) -> str | None:
     return datetime.fromtimestamp(unix, timezone.utc).isoformat() if unix else None
 
 
-_SKIP = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK|XA |SAVEPOINT|RELEASE|FLUSH|SET )", re.IGNORECASE)
+# Statements that change no site's data: transaction control, and accounts (provisioning grants a
+# site's user `db`.* from no database; a replay that leaves it out loses nothing).
+_SKIP = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK|XA |SAVEPOINT|RELEASE|FLUSH|SET |GRANT|REVOKE|"
+                   r"(CREATE|ALTER|DROP|RENAME) USER)", re.IGNORECASE)
 
 
 def names_database(text: str, database: str) -> bool:
