@@ -195,7 +195,7 @@ def _archive(node: Node, status: NodeStatus, db: MariaDB, store: Store, encrypt_
             try:
                 run(db.runner, ["rm", "-rf", "--", folder])
             except WpfarmError:
-                pass  # the node is gone (the error that matters is already on its way); /tmp is cleaned there
+                pass  # where the copy runs is unreachable now: its error is the one to report; /tmp is cleaned there
     end_seq = max([archived_seq, *(m.end_seq for m in archived)])
     reach = max([_time(m.last_event_at) for m in archived] + ([_time(newest.last_event_at)] if newest else []),
                 default=None)
