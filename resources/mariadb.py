@@ -314,9 +314,6 @@ class Node:
         every file but the last is closed. FLUSH BINARY LOGS is local to this node."""
         return [(name, int(size)) for name, size, *_ in self.rows("FLUSH BINARY LOGS", "SHOW BINARY LOGS")]
 
-    def binary_logs(self) -> list[tuple[str, int]]:
-        return [(name, int(size)) for name, size, *_ in self.rows("SHOW BINARY LOGS")]
-
 
 def _reason(exc: Exception) -> str:
     """pymysql's error as one line an operator reads (its code and the server's words)."""

@@ -64,10 +64,6 @@ def furthest(gtids) -> dict[int, Gtid]:
     return position
 
 
-def position_text(position: dict[int, Gtid]) -> str:
-    return ",".join(str(position[d]) for d in sorted(position))
-
-
 def seq_in(position: dict[int, Gtid], domain: int) -> int:
     """The sequence number a position has reached in `domain` (0: nothing yet)."""
     return position[domain].seq if domain in position else 0
