@@ -19,12 +19,10 @@ whole seconds; T includes every transaction that started in the second T.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import posixpath
 import re
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -35,10 +33,10 @@ from resources.gpg import decrypt_argv
 from resources.mariadb import MariaDB, Node, NodeStatus
 from resources.object_store import Store
 from resources.restic import QUIET_COMMAND_FACTOR
-from resources.ssh import CHUNK, LocalRunner, Watchdog, child_env, describe_failure, run
+from resources.ssh import CHUNK, LocalRunner, Watchdog, describe_failure, run
 from wpfarm_assets.backups.backup import _tool_version
 from wpfarm_assets.backups.health import CRITICAL, OK, WARNING, Finding
-from wpfarm_assets.backups.pipeline import DECOMPRESS_ARGV, back_up_stream
+from wpfarm_assets.backups.pipeline import back_up_stream, restore_stream
 from wpfarm_assets.backups.restore import RestoreError, choose_backup, list_backups, restore_database
 from wpfarm_assets.backups.verify import read_manifest
 from wpfarm_assets.core.binlog import (
@@ -513,45 +511,20 @@ def replay_to_end(site: Site, store: Store, db: MariaDB, gnupg_home: str | None,
 
 def _fetch_verified(store: Store, plan: list[BinlogManifest], folder: str, gnupg_home: str | None,
                     stall_timeout: float) -> list[_Fetched]:
-    """Download every log of the plan and check its sha256 against its manifest (all of them before
-    anything is applied), then decrypt each into `folder`."""
-    encrypted = []
-    for n, piece in enumerate(plan):
-        path = os.path.join(folder, f"{n:05d}.gpg")
-        digest = hashlib.sha256()
-        with store.open(piece.object_key) as body, open(path, "wb") as out:
-            while chunk := body.read(CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != piece.sha256:
-            raise PitrError(f"archived binary log {piece.object_key} does not match its manifest's sha256: "
-                            "nothing restored")
-        encrypted.append(path)
+    """Every log of the plan, decrypted into `folder` by the restore stream (gpg -d, zstd -d, its
+    stall deadline), which checks the object against its manifest's sha256: all of them before
+    anything is applied."""
     fetched = []
-    for piece, path in zip(plan, encrypted, strict=True):
-        plain = path[:-4] + ".binlog"
-        _decrypt(path, plain, gnupg_home, stall_timeout)
-        os.unlink(path)
-        fetched.append(_Fetched(piece, plain))
-    return fetched
-
-
-def _decrypt(source: str, target: str, gnupg_home: str | None, stall_timeout: float) -> None:
-    with open(source, "rb") as inp, open(target, "wb") as out, tempfile.TemporaryFile() as errors:
-        gpg = subprocess.Popen(decrypt_argv(gnupg_home), stdin=inp, stdout=subprocess.PIPE, stderr=errors,
-                               env=child_env())
-        zstd = subprocess.Popen(DECOMPRESS_ARGV, stdin=gpg.stdout, stdout=out, stderr=errors, env=child_env())
-        gpg.stdout.close()
+    for n, piece in enumerate(plan):
+        path = os.path.join(folder, f"{n:05d}.binlog")
         try:
-            statuses = (gpg.wait(stall_timeout * QUIET_COMMAND_FACTOR), zstd.wait(stall_timeout))
-        except subprocess.TimeoutExpired:
-            for proc in (gpg, zstd):
-                proc.kill()
-                proc.wait()
-            raise PitrError(f"decrypting {source} did not end within {stall_timeout * QUIET_COMMAND_FACTOR:g} s") from None
-        if any(statuses):
-            errors.seek(0)
-            raise PitrError(f"decrypting an archived binary log failed: {errors.read()[-2000:].decode(errors='replace')}")
+            restore_stream(store, piece.object_key, piece.sha256, decrypt_argv(gnupg_home),
+                           LocalRunner().start(["dd", f"of={path}", "bs=1M", "status=none"], stdin=True),
+                           stall_timeout=stall_timeout)
+        except WpfarmError as exc:
+            raise PitrError(f"archived binary log {piece.object_key}: {exc}; nothing restored") from None
+        fetched.append(_Fetched(piece, path))
+    return fetched
 
 
 def _locate(fetched: list[_Fetched], dump_seq: int, domain: int, t: datetime, database: str,
