@@ -400,9 +400,10 @@ def restore_to_time(site: Site, store: Store, db: MariaDB, gnupg_home: str | Non
         raise PitrError("no binary logs are archived: point-in-time recovery needs the binary-log archive "
                         "(database.binlog_every_minutes; `wpfarm binlogs`)")
     if t > archive.last_second:
-        raise PitrError(f"the binary-log archive reaches {_fmt(archive.last_second)} "
-                        f"({(now - archive.last_second).total_seconds() / 60:.0f} min ago); {_fmt(t)} is after it: "
-                        "run `wpfarm binlogs` and try again")
+        raise PitrError(f"the binary-log archive reaches {_fmt(archive.last_second)}, every write up to that second "
+                        f"(its newest log closed at {_fmt(archive.reach)}, "
+                        f"{(now - archive.reach).total_seconds() / 60:.0f} min ago, and writes later in that second "
+                        f"are in the next log); {_fmt(t)} is after it: run `wpfarm binlogs` and try again")
     dumps = [k for k in list_backups(store, site.name, "db") if k.time <= t]
     if not dumps:
         oldest = list_backups(store, site.name, "db")[:1]
