@@ -3,7 +3,7 @@
 import dagster as dg
 
 from wpfarm_assets.core.batches import site_runs
-from wpfarm_assets.partitions import partition_range_tags, sites
+from wpfarm_assets.partitions import run_tags, sites
 
 
 def build_daily_backup_schedule(cron: str, sites_per_run: int) -> dg.ScheduleDefinition:
@@ -21,8 +21,7 @@ def build_daily_backup_schedule(cron: str, sites_per_run: int) -> dg.ScheduleDef
         if not names:
             return dg.SkipReason("no sites yet: the site_inventory_sensor adds them from farm.yaml")
         return [
-            dg.RunRequest(run_key=f"{day}:{first}", tags=partition_range_tags(first, last))
-            for first, last in site_runs(names, names, sites_per_run)
+            dg.RunRequest(run_key=f"{day}:{run[0]}", tags=run_tags(run)) for run in site_runs(names, names, sites_per_run)
         ]
 
     return daily_backup_schedule

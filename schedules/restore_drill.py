@@ -10,7 +10,7 @@ import dagster as dg
 from wpfarm_assets.backups.drill import last_drills, nightly_sample
 from wpfarm_assets.core.batches import site_runs
 from wpfarm_assets.core.config import FarmConfig
-from wpfarm_assets.partitions import partition_range_tags, sites
+from wpfarm_assets.partitions import run_tags, sites
 
 
 def tonight(farm: FarmConfig, store, night: str) -> list[str]:
@@ -46,7 +46,7 @@ def build_restore_drill_schedule(cron: str) -> dg.ScheduleDefinition:
             return dg.SkipReason("no sites to drill yet: the site_inventory_sensor adds them from farm.yaml")
         ends = context.scheduled_execution_time + timedelta(minutes=farm.drill.max_minutes)
         run_config = {"ops": {"restore_drill": {"config": {"window_ends": ends.isoformat()}}}}
-        return [dg.RunRequest(run_key=f"{night}:{first}", tags=partition_range_tags(first, last), run_config=run_config)
-                for first, last in site_runs(chosen, known, farm.backup.sites_per_run)]
+        return [dg.RunRequest(run_key=f"{night}:{run[0]}", tags=run_tags(run), run_config=run_config)
+                for run in site_runs(chosen, known, farm.backup.sites_per_run)]
 
     return restore_drill_schedule

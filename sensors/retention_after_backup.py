@@ -10,7 +10,7 @@ refuses to run when that backup fails verification.)
 import dagster as dg
 
 from wpfarm_assets.backups.jobs import apply_retention_job, back_up_sites_job
-from wpfarm_assets.partitions import RANGE_END, RANGE_START, partition_range_tags
+from wpfarm_assets.partitions import RANGE_END, RANGE_START, SITES_TAG
 
 RETENTION_BY_CLI = "wpfarm/retention"  # tag value "cli": the command applies retention after the run
 
@@ -25,7 +25,8 @@ def retention_request(run: dg.DagsterRun) -> dg.RunRequest | dg.SkipReason:
     if tags.get(RETENTION_BY_CLI) == "cli" and run.parent_run_id is None:  # a re-execution copies the tag
         return dg.SkipReason(f"run {run.run_id} was started by `wpfarm backup`, which applies retention itself")
     if RANGE_START in tags:
-        return dg.RunRequest(run_key=f"retention-after:{run.run_id}", tags=partition_range_tags(tags[RANGE_START], tags[RANGE_END]))
+        return dg.RunRequest(run_key=f"retention-after:{run.run_id}",
+                             tags={k: tags[k] for k in (RANGE_START, RANGE_END, SITES_TAG) if k in tags})
     if tags.get("dagster/partition"):
         return dg.RunRequest(run_key=f"retention-after:{run.run_id}", partition_key=tags["dagster/partition"])
     return dg.SkipReason(f"run {run.run_id} names no sites")

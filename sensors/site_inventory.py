@@ -15,7 +15,7 @@ from resources.object_store import ObjectStoreResource
 from resources.swarm import SwarmError, SwarmResource
 from wpfarm_assets.backups.health import record_sites
 from wpfarm_assets.core.config import ConfigError, FarmConfig, Site, add_site_to_file
-from wpfarm_assets.partitions import partition_range_tags, sites
+from wpfarm_assets.partitions import run_tags, sites
 
 
 def discover(context: dg.SensorEvaluationContext, config: FarmConfig, swarm: SwarmResource) -> FarmConfig:
@@ -66,7 +66,7 @@ def site_inventory_sensor(context: dg.SensorEvaluationContext, farm: dg.Resource
     if added:
         # New partitions are appended in this order, so they form one range: one run backs them up.
         requests.append(dg.RunRequest(run_key=f"first-backup:{added[0]}..{added[-1]}:{len(known)}",
-                                      tags=partition_range_tags(added[0], added[-1])))
+                                      tags=run_tags(added)))
     partition_requests = []
     if added:
         record_sites(object_store.store(), [config.site(name) for name in added], datetime.now(timezone.utc))

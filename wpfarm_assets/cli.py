@@ -24,6 +24,10 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.definitions.repository_definition import SINGLETON_REPOSITORY_NAME
+from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
+from dagster._core.storage.tags import REPOSITORY_LABEL_TAG
+from dagster._core.workspace.load import location_origin_from_module_name
 
 from wpfarm_assets.core.batches import site_runs
 from wpfarm_assets.core.config import (
@@ -39,7 +43,7 @@ from wpfarm_assets.core.config import (
 from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.keys import KINDS, SITES, parse_stamp, site_root, snapshot_ids, split_future
 from wpfarm_assets.dagster_storage import PROCESS_TAG, fail_dead_runs, this_process
-from wpfarm_assets.partitions import partition_range_tags
+from wpfarm_assets.partitions import run_tags
 
 REPO = Path(__file__).resolve().parent.parent
 # Dagster's event log belongs in the web UI; the terminal shows the results and failure reasons.
@@ -102,17 +106,34 @@ def free_dead_slots(inst: dg.DagsterInstance) -> None:
                   file=sys.stderr)
 
 
+def code_location_origin(job_name: str) -> RemoteJobOrigin:
+    """The job as the web UI and the daemon know it: in the code location of workspace.yaml
+    (`python_module: wpfarm_assets.definitions`, the location `dagster dev -m` loads too)."""
+    location = location_origin_from_module_name("wpfarm_assets.definitions", None, None)
+    return RemoteJobOrigin(RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME), job_name)
+
+
 def run_job(job_name: str, config: FarmConfig, inst: dg.DagsterInstance, what: str = "", **kwargs
             ) -> dg.ExecuteInProcessResult:
     """Run a job of the code location in this process, recorded in `inst`; print its outcome. The
-    run is tagged with this process, so that if it dies the next command fails the run."""
+    run is tagged with this process, so that if it dies the next command fails the run. It belongs
+    to the code location like a run the daemon launches: the repository label (the job's page and
+    the runs filter find it while it runs), then, once it ends, the origin (the overview's timeline,
+    the run-status sensors). Dagster's in-process execution sets neither."""
     from wpfarm_assets.definitions import build_definitions
 
     free_dead_slots(inst)
+    origin = code_location_origin(job_name)
     run_config = {**TERMINAL_LOGGING, **kwargs.pop("run_config", {})}
-    tags = {**kwargs.pop("tags", {}), PROCESS_TAG: this_process()}
-    result = build_definitions(config).resolve_job_def(job_name).execute_in_process(
-        run_config=run_config, instance=inst, raise_on_error=False, tags=tags, **kwargs)
+    tags = {**kwargs.pop("tags", {}), PROCESS_TAG: this_process(),
+            REPOSITORY_LABEL_TAG: origin.repository_origin.get_label()}
+    try:
+        result = build_definitions(config).resolve_job_def(job_name).execute_in_process(
+            run_config=run_config, instance=inst, raise_on_error=False, tags=tags, **kwargs)
+    finally:  # also when interrupted: the run is recorded by then
+        for record in inst.get_run_records(dg.RunsFilter(tags={PROCESS_TAG: tags[PROCESS_TAG]}, job_name=job_name)):
+            if record.dagster_run.remote_job_origin is None:
+                inst.run_storage.replace_job_origin(record.dagster_run, origin)
     print(f"run {result.run_id}: {job_name}{' ' + what if what else ''}: {'success' if result.success else 'FAILED'}")
     for reason in step_failures(result):
         print(f"  {reason}", file=sys.stderr)
@@ -138,9 +159,9 @@ def run_over_sites(job_name: str, names: list[str], order: list[str], config: Fa
                    tags: dict | None = None, **kwargs) -> bool:
     """`job_name` over `names`, in runs of sites_per_run consecutive partitions; whether all succeeded."""
     ok = True
-    for first, last in site_runs(names, order, config.backup.sites_per_run):
-        ok = run_job(job_name, config, inst, f"site {first}" if first == last else f"sites {first} .. {last}",
-                     tags={**partition_range_tags(first, last), **(tags or {})}, **kwargs).success and ok
+    for run in site_runs(names, order, config.backup.sites_per_run):
+        ok = run_job(job_name, config, inst, f"site {run[0]}" if len(run) == 1 else f"sites {run[0]} .. {run[-1]}",
+                     tags={**run_tags(run), **(tags or {})}, **kwargs).success and ok
     return ok
 
 
@@ -168,6 +189,7 @@ def backup(names: list[str], config: FarmConfig, failed_only: bool = False) -> i
     # As the retention sensors do after every backup run (also a failed one), without the daemon.
     backed_up = sorted({name for _, chosen in plan for name in chosen})
     ok = run_over_sites("apply_retention", backed_up, order, config, inst) and ok
+    ok = run_job("check_backup_health", config, inst).success and ok  # as sensors/checks_after_runs.py does
     return 0 if ok else 1
 
 
@@ -181,6 +203,7 @@ def drill(names: list[str], config: FarmConfig) -> int:
     order = sync_partitions(inst, config)
     started = datetime.now(timezone.utc)
     ok = run_over_sites("drill_sites", selected, order, config, inst)
+    ok = run_job("check_backup_health", config, inst).success and ok  # as sensors/checks_after_runs.py does
     store = store_of(config)
     records, _ = last_drills(store, selected)
     width = max((len(n) for n in selected), default=4)
@@ -423,8 +446,8 @@ def demo(args: argparse.Namespace) -> int:
           f"{'EQUAL' if files_equal else 'DIFFER'} (vs {restored_tree[0][:16]}… in {scratch_dir})")
     print("\nrestore drills (every site's newest backups restored into scratch space and proven):")
     drilled = drill([], config) == 0
-    print("\nthe checks the schedules run (so that the UI opens on a farm with history):")
-    checked = all([run_job(job, config, inst).success for job in ("check_backup_health", "verify_backups")])
+    print("\nthe integrity check the daily schedule runs (so that the UI opens on a farm with history):")
+    checked = run_job("verify_backups", config, inst).success
     print("\npoint-in-time recovery (a MariaDB of the demo's own that writes binary logs, in "
           f"{workdir / 'pitr'}):")
     recovered = demo_pitr(workdir / "pitr", str(gnupg), fingerprint, args.prefix)
@@ -495,7 +518,7 @@ def site_create(args: argparse.Namespace, config: FarmConfig) -> int:
         config = config.reread()
     inst = instance()
     sync_partitions(inst, config)
-    tags = partition_range_tags(args.name, args.name)
+    tags = run_tags([args.name])
     if not run_job("provision_sites", config, inst, args.name, tags=tags).success:
         return 1
     return 0 if run_job("back_up_sites", config, inst, args.name, tags=tags).success else 1

@@ -28,6 +28,7 @@ from schedules.backup_health import (
 )
 from schedules.daily_backup import build_daily_backup_schedule
 from schedules.restore_drill import build_restore_drill_schedule
+from sensors.checks_after_runs import checks_after_failed_run, checks_after_run
 from sensors.retention_after_backup import retention_after_backup, retention_after_failed_backup
 from sensors.run_failures import run_failure_alert
 from sensors.site_inventory import site_inventory_sensor
@@ -129,7 +130,7 @@ def build_definitions(config: FarmConfig) -> dg.Definitions:
                    verify_backups_schedule, infrastructure_schedule,
                    *([build_binlog_schedule(config.database.binlog_every_minutes)] if pitr else [])],
         sensors=[site_inventory_sensor, *([swarm_node_sensor] if "swarm_nodes" not in absent else []),
-                 retention_after_backup, retention_after_failed_backup,
+                 retention_after_backup, retention_after_failed_backup, checks_after_run, checks_after_failed_run,
                  run_failure_alert],
         resources=build_resources(config),
     )

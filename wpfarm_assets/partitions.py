@@ -28,11 +28,20 @@ sites = dg.DynamicPartitionsDefinition(name="sites")
 warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+# Which sites a run covers, readable in the UI's runs list: `site001 … site100 (100)`.
+SITES_TAG = "wpfarm/sites"
 
 
-def partition_range_tags(first: str, last: str) -> dict[str, str]:
-    """Run tags that make one run cover the sites from `first` to `last` in partition order."""
-    return {RANGE_START: first, RANGE_END: last}
+def partition_range_tags(first: str, last: str, count: int | None = None) -> dict[str, str]:
+    """Run tags that make one run cover the sites from `first` to `last` in partition order (`count`
+    of them, when known), and say so in SITES_TAG."""
+    covered = first if first == last else f"{first} … {last}" + (f" ({count})" if count else "")
+    return {RANGE_START: first, RANGE_END: last, SITES_TAG: covered}
+
+
+def run_tags(run: list[str]) -> dict[str, str]:
+    """partition_range_tags for one run of consecutive partitions (core.batches.site_runs)."""
+    return partition_range_tags(run[0], run[-1], len(run))
 
 
 def provenance(context: dg.AssetExecutionContext) -> dict[str, dict[str, str]]:

@@ -34,7 +34,7 @@ def test_definitions_hold_the_site_assets_jobs_and_sensor(make_farm, monkeypatch
         assert parents(tier) == {"swarm_nodes"}
     assert parents("database_dump") == {"database_tier", "site_provisioning"}
     assert parents("file_archive") == {"storage_tier", "site_provisioning"}
-    assert parents("restore_drill") == {"database_dump", "file_archive"}
+    assert parents("restore_drill") == set()  # judged by its due date, not "unsynced" by every nightly backup
     assert parents("backup_inventory") == {"retention", "restore_drill"}
     for key in INFRASTRUCTURE:
         node = graph.get(dg.AssetKey(key))
@@ -50,7 +50,8 @@ def test_definitions_hold_the_site_assets_jobs_and_sensor(make_farm, monkeypatch
         "provision_droplets", "init_swarm", "join_nodes", "label_nodes", "create_networks", "deploy_stacks"]
     infrastructure = defs.resolve_job_def("check_infrastructure").asset_layer.selected_asset_keys
     assert {k.to_user_string() for k in infrastructure} == INFRASTRUCTURE
-    for sensor in ("site_inventory_sensor", "swarm_node_sensor", "retention_after_backup", "retention_after_failed_backup"):
+    for sensor in ("site_inventory_sensor", "swarm_node_sensor", "retention_after_backup", "retention_after_failed_backup",
+                   "checks_after_run", "checks_after_failed_run"):
         assert defs.resolve_sensor_def(sensor)
     assert set(defs.resources) >= {"mariadb", "database_node", "storage_node", "object_store", "gpg",
                                    "digitalocean", "swarm", "redis", "alertmanager"}
@@ -128,8 +129,26 @@ def test_retention_follows_ui_backfills_and_not_twice_the_clis_own_runs():
     assert retention_request(backfill).tags == tags  # a UI backfill runs as an asset job
     cli = dg.DagsterRun(job_name="back_up_sites", run_id="r2", tags={**tags, RETENTION_BY_CLI: "cli"})
     assert isinstance(retention_request(cli), dg.SkipReason)  # `wpfarm backup` applied it itself
+
     again = dg.DagsterRun(job_name="back_up_sites", run_id="r3", tags={**tags, RETENTION_BY_CLI: "cli"},
                           parent_run_id="r2", root_run_id="r2")
     assert retention_request(again).tags == tags  # re-executed from the UI: no CLI there to apply it
     other = dg.DagsterRun(job_name="__ASSET_JOB", run_id="r4", tags=tags, asset_selection={dg.AssetKey("retention")})
     assert isinstance(retention_request(other), dg.SkipReason)
+
+
+def test_the_checks_follow_the_daemons_retention_and_drill_runs_and_not_twice_the_clis_own():
+    from sensors.checks_after_runs import checks_request
+    from wpfarm_assets.dagster_storage import PROCESS_TAG
+    from wpfarm_assets.partitions import partition_range_tags
+
+    tags = partition_range_tags("a.example.com", "c.example.com", 3)
+    assert tags["wpfarm/sites"] == "a.example.com … c.example.com (3)"
+    daemon = dg.DagsterRun(job_name="apply_retention", run_id="r1", tags=tags)
+    request = checks_request(daemon)
+    assert isinstance(request, dg.RunRequest) and request.run_key == "checks-after:r1"
+    cli = dg.DagsterRun(job_name="drill_sites", run_id="r2", tags={**tags, PROCESS_TAG: "vm:1:2"})
+    assert isinstance(checks_request(cli), dg.SkipReason)
+    again = dg.DagsterRun(job_name="drill_sites", run_id="r3", parent_run_id="r2", root_run_id="r2",
+                         tags=cli.tags)  # re-executed in the UI
+    assert isinstance(checks_request(again), dg.RunRequest)

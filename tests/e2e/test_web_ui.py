@@ -41,6 +41,21 @@ STALE = """query($key: AssetKeyInput!, $partitions: [String!]) { assetNodeOrErro
   staleCausesByPartition(partitions: $partitions) { reason category dependency { path } } } } }"""
 
 
+JOB_RUNS = """{ pipelineOrError(params: {pipelineName: "back_up_sites", repositoryName: "__repository__",
+  repositoryLocationName: "wpfarm_assets.definitions"}) { ... on Pipeline {
+  runs { runId tags { key value } repositoryOrigin { repositoryLocationName } } } } }"""
+CHECKS = """query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
+  assetMaterializations(limit: 1) { timestamp }
+  assetChecksOrError { ... on AssetChecks { checks { name executionForLatestMaterialization { timestamp status } } } } } } }"""
+
+
+def checks(url: str, asset: str) -> tuple[float, dict]:
+    """(the asset's newest materialization, ms; per check, its execution for that materialization or None)."""
+    node = graphql(url, CHECKS, {"key": {"path": [asset]}})["assetNodeOrError"]
+    newest = float(node["assetMaterializations"][0]["timestamp"])
+    return newest, {c["name"]: c["executionForLatestMaterialization"] for c in node["assetChecksOrError"]["checks"]}
+
+
 def statuses(url: str, asset: str) -> dict:
     node = graphql(url, PARTITION_STATUS, {"key": {"path": [asset]}})["assetNodeOrError"]
     return node["assetPartitionStatuses"]
@@ -140,6 +155,24 @@ def test_the_web_ui_tells_the_truth(web_ui, farm_with_trouble, db):
                        {"key": {"path": [unconfigured]}})["assetNodeOrError"]
         assert node["__typename"] == "AssetNotFoundError", (unconfigured, node)
 
+    # The runs `wpfarm backup` started belong to the code location, as the daemon's do: on the job's
+    # page, with the sites each covered.
+    runs = graphql(web_ui, JOB_RUNS)["pipelineOrError"]["runs"]
+    covered = [{t["key"]: t["value"] for t in run["tags"]}.get("wpfarm/sites") for run in runs]
+    sites_tag = f"{good[0]} … {broken['name']} (4)"
+    assert sites_tag in covered, covered
+    assert {run["repositoryOrigin"]["repositoryLocationName"] for run in runs} == {"wpfarm_assets.definitions"}
+
+    # A backup newer than the last evaluation of the checks: they are evaluated again at once (the
+    # command runs them after retention, as the daemon's sensor does after its retention runs).
+    assert main(["backup", good[0]]) == 0
+    for asset in ("database_dump", "file_archive", "backup_inventory"):
+        newest, executions = checks(web_ui, asset)
+        executions.pop("backup_integrity_check", None)  # daily (verify_backups): it re-reads every newest backup
+        assert executions and all(e is not None for e in executions.values()), (asset, executions)
+        if asset != "backup_inventory":  # each backup asset's backup_age judged its newest backup
+            assert all(e["timestamp"] >= newest // 1000 for e in executions.values()), (asset, newest, executions)
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"])
@@ -160,6 +193,15 @@ def test_the_web_ui_tells_the_truth(web_ui, farm_with_trouble, db):
             page.get_by_role("button", name="Skip").click(timeout=15_000)
         except Exception:  # noqa: BLE001 - this version did not show it
             pass
+
+        visit("/locations/wpfarm_assets.definitions/jobs/back_up_sites/runs", "0-job-runs.png")
+        expect(page.get_by_text(sites_tag, exact=False).first).to_be_visible()
+        visit("/overview/activity/timeline", "0-timeline.png")
+        # a job that no schedule runs has a row only for its runs: those `wpfarm` (here, the fixture) started
+        expect(page.get_by_text("provision_sites", exact=True).first).to_be_visible()
+        visit("/assets/database_dump?view=checks", "0-dump-checks.png")
+        expect(page.get_by_text("backup_age", exact=False).first).to_be_visible()
+        assert "Not evaluated" not in page.inner_text("body")
 
         # The lineage: the tiers (and the site's provisioning) upstream of the backups.
         visit("/assets/database_dump?view=lineage&lineageScope=upstream&lineageDepth=5", "1-lineage.png")

@@ -67,9 +67,9 @@ def test_excludes_match_the_archive_rules(path, out):
 
 def test_selected_sites_become_the_fewest_runs_of_consecutive_partitions():
     order = ["a", "b", "c", "d", "e", "f"]
-    assert site_runs(order, order, 100) == [("a", "f")]
-    assert site_runs(["b", "c", "e"], order, 100) == [("b", "c"), ("e", "e")]
-    assert site_runs(["f", "a"], order, 100) == [("a", "a"), ("f", "f")]
+    assert site_runs(order, order, 100) == [list("abcdef")]
+    assert site_runs(["b", "c", "e"], order, 100) == [["b", "c"], ["e"]]
+    assert site_runs(["f", "a"], order, 100) == [["a"], ["f"]]
     assert site_runs([], order, 100) == []
-    assert site_runs(order, order, 4) == [("a", "d"), ("e", "f")]
-    assert site_runs(["a", "b", "c", "e", "f"], order, 2) == [("a", "b"), ("c", "c"), ("e", "f")]
+    assert site_runs(order, order, 4) == [list("abcd"), list("ef")]
+    assert site_runs(["a", "b", "c", "e", "f"], order, 2) == [["a", "b"], ["c"], ["e", "f"]]

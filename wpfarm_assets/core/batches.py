@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 
-def site_runs(selected: list[str], order: list[str], size: int) -> list[tuple[str, str]]:
-    """(first, last) partition ranges covering exactly `selected`, in partition `order`, <= size each."""
+def site_runs(selected: list[str], order: list[str], size: int) -> list[list[str]]:
+    """Runs of consecutive partitions (in partition `order`) covering exactly `selected`, <= size each."""
     wanted = set(selected)
-    runs: list[tuple[str, str]] = []
+    runs: list[list[str]] = []
     current: list[str] = []
     for key in order:
         if key in wanted:
             current.append(key)
             if len(current) == size:
-                runs.append((current[0], current[-1]))
+                runs.append(current)
                 current = []
         elif current:
-            runs.append((current[0], current[-1]))
+            runs.append(current)
             current = []
     if current:
-        runs.append((current[0], current[-1]))
+        runs.append(current)
     return runs
