@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
+from datetime import datetime, timezone
 
 import dagster as dg
 import gnupg
@@ -57,6 +58,38 @@ def key_fingerprint(recipient: str, home: str | None) -> str:
     raise GPGError(f"public key {recipient!r} is not in the keyring at {_where(home)}")
 
 
+def encryption_expiry(recipient: str, home: str | None) -> datetime | None:
+    """When the farm key stops encrypting (UTC; None: never): the latest expiry among its usable
+    encryption (sub)keys, and no later than its primary key's. A GPGError when it has no encryption
+    key that is not revoked, or is not in the keyring."""
+    for key in _keys(home, recipient, secret=False):
+        if key["trust"] == "r":
+            raise GPGError(f"the farm key {key['fingerprint']} is revoked: backups cannot be encrypted to it")
+        primary = _epoch(key["expires"])
+        candidates = ([primary] if "e" in key["cap"].replace("E", "") else []) + [
+            _epoch(sub["expires"]) for sub in (key.get("subkey_info") or {}).values()
+            if "e" in sub["cap"] and sub["trust"] != "r"]
+        if not candidates:
+            raise GPGError(f"the farm key {key['fingerprint']} has no encryption key: backups cannot be encrypted to it")
+        subkey = None if None in candidates else max(candidates)
+        return min((t for t in (primary, subkey) if t is not None), default=None)
+    raise GPGError(f"public key {recipient!r} is not in the keyring at {_where(home)}")
+
+
+def _epoch(text: str) -> datetime | None:
+    return datetime.fromtimestamp(int(text), timezone.utc) if text else None
+
+
+def require_usable_key(recipient: str, home: str | None, now: datetime | None = None) -> None:
+    """A GPGError that says why, first, when the farm key cannot encrypt now (expired, revoked,
+    missing): before any dump starts, instead of gpg's "Unusable public key" after it."""
+    expires = encryption_expiry(recipient, home)
+    if expires is not None and expires <= (now or datetime.now(timezone.utc)):
+        raise GPGError(f"the farm key {key_fingerprint(recipient, home)} expired on {expires:%Y-%m-%d %H:%M} UTC: "
+                       "no backup can be encrypted to it; extend it (gpg --quick-set-expire) or set a new "
+                       "backup.gpg_recipient")
+
+
 def require_secret_key(fingerprint: str, home: str | None) -> None:
     if not _keys(home, fingerprint, secret=True):
         raise GPGError(
@@ -78,6 +111,8 @@ class GPGResource(dg.ConfigurableResource):
     home: str | None = None
 
     def encrypt_argv(self) -> list[str]:
+        """The gpg argv that encrypts to the farm key; a GPGError first if the key cannot encrypt now."""
+        require_usable_key(self.recipient, self.home)
         return encrypt_argv(self.recipient, self.home)
 
     def fingerprint(self) -> str:

@@ -232,7 +232,7 @@ def status(config: FarmConfig) -> int:
     """Per site: each kind's newest backup, its age and its state, and the last restore drill. A
     site with nothing to check yet is NEW, counted apart. Exit 1 if any is warning or critical."""
     from wpfarm_assets.backups.drill import farm_drill_findings
-    from wpfarm_assets.backups.health import ALERTING, NEW, OK, backup_age, group_listing, record_sites
+    from wpfarm_assets.backups.health import ALERTING, NEW, OK, backup_age, farm_key, group_listing, record_sites
     from wpfarm_assets.backups.pitr import binlog_findings, pitr_findings, pitr_on, read_archive
 
     store = store_of(config)
@@ -252,6 +252,7 @@ def status(config: FarmConfig) -> int:
                 [*(g for g in findings if g.site == site), drills[site], *([windows[site]] if windows else [])]]
     if archive is not None:  # the farm's recovery point, and any gap in the archive
         findings += binlog_findings(archive, config, now)
+    findings.append(farm_key(config.backup.gpg_recipient, config.backup.gpg_home, now))
     width = max([len(f.site) for f in findings] + [4])
     print(f"{'SITE':{width}}  KIND        NEWEST (UTC)          AGE h  STATE     DETAIL")
     for f in findings:

@@ -46,6 +46,7 @@ from wpfarm_assets.backups.checks import (
     backup_integrity_check,
     binlog_archive_check,
     database_dump_age_check,
+    farm_key_check,
     file_archive_age_check,
     restore_drill_check,
 )
@@ -121,7 +122,7 @@ def build_definitions(config: FarmConfig) -> dg.Definitions:
                            restore_drill, backup_inventory, *([target_kinds(binlog_archive, config)] if pitr else [])],
                           set(absent)),
         asset_checks=[backup_age_check, backup_integrity_check, restore_drill_check, database_dump_age_check,
-                      file_archive_age_check, *([binlog_archive_check] if pitr else [])],
+                      file_archive_age_check, farm_key_check, *([binlog_archive_check] if pitr else [])],
         jobs=[back_up_sites_job, apply_retention_job, check_backup_health_job, verify_backups_job, drill_sites_job,
               *([archive_binlogs_job] if pitr else []),
               check_infrastructure_job(absent), restore_site, provision_farm, provision_sites_job],

@@ -109,6 +109,7 @@ def database_dump(
     """The site's database: mariadb-dump → zstd → gpg → object store, with a manifest. On Galera, from
     the first Synced node of database.galera_nodes (never through ProxySQL), consistent with a GTID."""
     try:
+        encrypt, fingerprint = gpg.encrypt_argv(), gpg.fingerprint()  # an unusable farm key: no dump is started
         db, server, passed = mariadb.source(database_node.runner(), farm.database.galera_nodes)
     except WpfarmError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
@@ -117,7 +118,7 @@ def database_dump(
     store = object_store.store()
 
     def one(site: Site) -> dict:
-        backup = _back_up_database(site, db, store, gpg.encrypt_argv(), gpg.fingerprint(), server=server)
+        backup = _back_up_database(site, db, store, encrypt, fingerprint, server=server)
         return {**published(context, pushgateway, backup), **({"passed_over": "; ".join(passed)} if passed else {})}
 
     yield from for_each_site(context, farm, farm.database.parallelism, one)

@@ -13,11 +13,14 @@ from wpfarm_assets.backups.drill import DRILL_ALERT, farm_drill_findings
 from wpfarm_assets.backups.health import (
     ALERTING,
     CRITICAL,
+    KEY_CRITICAL_DAYS,
+    KEY_WARNING_DAYS,
     NEW,
     OK,
     WARNING,
     backup_age,
     backup_integrity,
+    farm_key,
     group_listing,
     sync_alerts,
 )
@@ -96,6 +99,15 @@ def backup_integrity_check(context: dg.AssetCheckExecutionContext, farm: dg.Reso
 def restore_drill_check(context: dg.AssetCheckExecutionContext, farm: dg.ResourceParam[FarmConfig],
                         object_store: ObjectStoreResource, alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
     return health_result(context, farm, farm_drill_findings(object_store.store(), farm), alertmanager, DRILL_ALERT)
+
+
+@dg.asset_check(asset=backup_inventory, description=f"The farm key's expiry (backup.gpg_recipient): warning "
+                f"{KEY_WARNING_DAYS} days before, critical {KEY_CRITICAL_DAYS} days before and after (database backups "
+                "then fail with that reason).")
+def farm_key_check(context: dg.AssetCheckExecutionContext, farm: dg.ResourceParam[FarmConfig],
+                   alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
+    finding = farm_key(farm.backup.gpg_recipient, farm.backup.gpg_home, datetime.now(timezone.utc))
+    return health_result(context, farm, [finding], alertmanager, "WpfarmFarmKey", finding.reason)
 
 
 BINLOG_ALERT = "WpfarmBinlogArchive"

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from resources.gpg import GPGError, encryption_expiry, key_fingerprint
 from resources.object_store import Store, StoredObject, StoreError
 from resources.restic import Repository, ResticError
 from wpfarm_assets.backups.verify import record_refusal, verify_backup
@@ -32,6 +33,7 @@ from wpfarm_assets.core.keys import (
 OK, NEW, WARNING, CRITICAL = "ok", "new", "warning", "critical"
 ALERTING = (WARNING, CRITICAL)
 CHECK_ROTATION = 30  # days in which `restic check` reads every pack of every repository once
+KEY_WARNING_DAYS, KEY_CRITICAL_DAYS = 30, 7  # before the farm key expires (critical after, too)
 
 def record_sites(store: Store, sites: list[Site], now: datetime) -> None:
     """Write each new site's record (kept when the site is removed; not rewritten if it returns)."""
@@ -113,6 +115,26 @@ def backup_age(sites: list[str], listing: dict[str, SiteBackups], now: datetime,
             findings.append(Finding(site, kind, severity, f"newest backup {age:.1f} h old{flagged}", newest,
                                     round(age, 1)))
     return findings
+
+
+def farm_key(recipient: str, home: str | None, now: datetime) -> Finding:
+    """The farm key's expiry: warning KEY_WARNING_DAYS before, critical KEY_CRITICAL_DAYS before and
+    after (then every database backup fails, first, with that reason); revoked or missing: critical."""
+    try:
+        expires = encryption_expiry(recipient, home)
+        fingerprint = key_fingerprint(recipient, home)
+    except GPGError as exc:
+        return Finding("farm", "key", CRITICAL, str(exc))
+    if expires is None:
+        return Finding("farm", "key", OK, f"the farm key {fingerprint} does not expire")
+    days = (expires - now).total_seconds() / 86400
+    when = f"{expires:%Y-%m-%d %H:%M} UTC"
+    if days <= 0:
+        return Finding("farm", "key", CRITICAL, f"the farm key {fingerprint} expired on {when}: database backups "
+                       "fail until it is extended (gpg --quick-set-expire) or backup.gpg_recipient replaced")
+    severity = CRITICAL if days <= KEY_CRITICAL_DAYS else WARNING if days <= KEY_WARNING_DAYS else OK
+    advice = "; extend it (gpg --quick-set-expire) or set a new backup.gpg_recipient" if severity != OK else ""
+    return Finding("farm", "key", severity, f"the farm key {fingerprint} expires on {when}, in {days:.1f} days{advice}")
 
 
 def sync_alerts(alertmanager, alertname: str, findings: list[Finding], link: str) -> dict[str, int]:

@@ -21,6 +21,7 @@ from wpfarm_assets.backups.checks import (
     backup_integrity_check,
     binlog_archive_check,
     database_dump_age_check,
+    farm_key_check,
     file_archive_age_check,
     restore_drill_check,
 )
@@ -51,7 +52,8 @@ drill_sites_job = dg.define_asset_job(
 check_backup_health_job = dg.define_asset_job(
     "check_backup_health",
     selection=dg.AssetSelection.assets(backup_inventory).without_checks()
-    | dg.AssetSelection.checks(backup_age_check, restore_drill_check, database_dump_age_check, file_archive_age_check),
+    | dg.AssetSelection.checks(backup_age_check, restore_drill_check, database_dump_age_check, file_archive_age_check,
+                              farm_key_check),
     description="Refresh the backup inventory, check every site's backup age and last restore drill "
                 "(alerts fire and resolve).",
 )
