@@ -232,7 +232,16 @@ def status(config: FarmConfig) -> int:
     """Per site: each kind's newest backup, its age and its state, and the last restore drill. A
     site with nothing to check yet is NEW, counted apart. Exit 1 if any is warning or critical."""
     from wpfarm_assets.backups.drill import farm_drill_findings
-    from wpfarm_assets.backups.health import ALERTING, NEW, OK, backup_age, farm_key, group_listing, record_sites
+    from wpfarm_assets.backups.health import (
+        ALERTING,
+        NEW,
+        OK,
+        backup_age,
+        farm_key,
+        group_listing,
+        identity_flags,
+        record_sites,
+    )
     from wpfarm_assets.backups.pitr import binlog_findings, pitr_findings, pitr_on, read_archive
 
     store = store_of(config)
@@ -243,8 +252,8 @@ def status(config: FarmConfig) -> int:
     if joining:
         record_sites(store, joining, now)
         listing = group_listing(list(store.list(SITES)))
-    findings = backup_age([s.name for s in config.sites], listing, now,
-                          config.alerts.warning_after_hours, config.alerts.critical_after_hours)
+    findings = backup_age([s.name for s in config.sites], listing, now, config.alerts.warning_after_hours,
+                          config.alerts.critical_after_hours, identity_flags(store, listing, now))
     drills = {f.site: f for f in farm_drill_findings(store, config, now)}
     archive = read_archive(store, ends_only=True) if pitr_on(config, store) else None
     windows = {f.site: f for f in pitr_findings(store, [s.name for s in config.sites], archive, now)} if archive else {}

@@ -20,10 +20,11 @@ from resources.mariadb import COMPLETION_MARKER, MariaDB, NodeStatus
 from resources.object_store import Store
 from resources.restic import QUIET_COMMAND_FACTOR, Repository
 from resources.ssh import Runner, run
+from wpfarm_assets.backups.identity import identity_problem, known_addresses, read_addresses, record_identity
 from wpfarm_assets.backups.pipeline import COMPRESSION_LEVEL, STALL_TIMEOUT, StreamStats, back_up_stream, zstd_version
 from wpfarm_assets.core.config import Site
 from wpfarm_assets.core.errors import WpfarmError
-from wpfarm_assets.core.keys import BackupKey, repository_prefix, snapshot_ids
+from wpfarm_assets.core.keys import BackupKey, parse_manifest_key, repository_prefix, site_prefix, snapshot_ids
 from wpfarm_assets.core.manifest import Manifest
 
 # Left out of every file archive: caches, WordPress's own upgrade scratch space, backup plugins'
@@ -128,7 +129,14 @@ def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[s
             after = None
         changed = {} if after is None else {t: after.get(t, -1) for t in set(tables) | set(after)
                                             if tables.get(t) != after.get(t)}
-        content = {"database": site.database, "tables": tables, "dump_complete": True,
+        addresses = read_addresses(db, site.database, tables)
+        before = _newest_manifest(store, site.name)
+        # What the site said before; a site whose dumps predate the record starts it with this one.
+        known = (None if before is None else before.site_addresses if before.site_addresses is not None
+                 else sorted(set(addresses.values())) or None)
+        identity = identity_problem(site.name, addresses, known)
+        content = {"database": site.database, "tables": tables, "dump_complete": True, **addresses,
+                   "site_addresses": known_addresses(site.name, addresses, known), "identity": identity,
                    **({"tables_after": changed} if changed else {}),
                    **({"database_node": server.address, "node_state": server.state} if server else {})}
         if with_gtid:
@@ -136,10 +144,23 @@ def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[s
             if match is None:
                 raise BackupError("the dump does not say which GTID position it is consistent with")
             content.update(gtid=match[1].decode(), gtid_domain=server.gtid_domain, snapshot_at=snapshot_at.isoformat())
+        if identity:  # before the manifest: a backup is never seen without its flag
+            record_identity(store, key, identity)
         manifest = _write_manifest(store, key, started, stats, fingerprint, db.runner, tools, content)
     except Exception as exc:
         raise BackupError(f"site {site.name}: database backup failed: {exc}") from exc
     return Backup(key, manifest)
+
+
+def _newest_manifest(store: Store, site: str) -> Manifest | None:
+    """The site's newest readable database manifest, or None (the first dump, or none readable)."""
+    keys = sorted((k for k in (parse_manifest_key(o.key) for o in store.list(site_prefix(site, "db"))) if k), reverse=True)
+    for key in keys[:3]:
+        try:
+            return Manifest.from_bytes(store.get_bytes(key.manifest_key), key.manifest_key)
+        except WpfarmError:
+            continue
+    return None
 
 
 def site_members(runner: Runner, site: Site) -> tuple[str, list[str], list[str]]:

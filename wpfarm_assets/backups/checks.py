@@ -22,6 +22,7 @@ from wpfarm_assets.backups.health import (
     backup_integrity,
     farm_key,
     group_listing,
+    identity_flags,
     sync_alerts,
 )
 from wpfarm_assets.backups.pitr import binlog_findings, read_archive
@@ -40,9 +41,10 @@ def health_result(context, farm: FarmConfig, findings: list, alertmanager: Alert
 
 def age_findings(farm: FarmConfig, object_store: ObjectStoreResource) -> list:
     """backup_age for every configured site, from one listing of the store."""
-    listing = group_listing(list(object_store.store().list(SITES)))
-    return backup_age([s.name for s in farm.sites], listing, datetime.now(timezone.utc),
-                      farm.alerts.warning_after_hours, farm.alerts.critical_after_hours)
+    store, now = object_store.store(), datetime.now(timezone.utc)
+    listing = group_listing(list(store.list(SITES)))
+    return backup_age([s.name for s in farm.sites], listing, now, farm.alerts.warning_after_hours,
+                      farm.alerts.critical_after_hours, identity_flags(store, listing, now))
 
 
 @dg.asset_check(asset=backup_inventory, description="Per site and kind: the newest backup's age against the thresholds.")

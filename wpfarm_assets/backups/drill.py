@@ -29,6 +29,7 @@ from resources.object_store import Store, StoreError
 from resources.restic import Repository
 from resources.ssh import Runner, run
 from wpfarm_assets.backups.health import CRITICAL, NEW, OK, WARNING, Finding, sync_alerts
+from wpfarm_assets.backups.identity import CORE_TABLES, table_prefix
 from wpfarm_assets.backups.pitr import replay_to_end
 from wpfarm_assets.backups.restore import list_backups, restore_database, restore_files
 from wpfarm_assets.core.config import DRILL_DATABASE_PREFIX, FarmConfig, Site
@@ -39,7 +40,6 @@ from wpfarm_assets.core.manifest import Manifest
 DRILL_ALERT = "WpfarmRestoreDrill"
 LEFTOVERS_AFTER = timedelta(hours=24)  # a scratch database or folder this old is a dead drill's
 RECORDS_KEPT = 30  # drill records kept per site (older ones are deleted by the next drill)
-CORE_TABLES = ("options", "posts", "users")  # WordPress tables every site has, after its table prefix
 
 
 class DrillError(WpfarmError):
@@ -121,9 +121,7 @@ def prove_database(db: MariaDB, database: str, manifest: Manifest) -> tuple[list
         if not low <= counts[table] <= high:
             want = f"{low}" if low == high else f"{max(low, 0)}..{high} (it changed during the dump)"
             problems.append(f"table {table} has {counts[table]} rows, its manifest says {want}")
-    # The site's table prefix: the one with every core table (wp_ first; a multisite's wp_2_ has no users).
-    prefixes = sorted({t[: -len("options")] for t in counts if t.endswith("options")}, key=lambda p: (p != "wp_", p))
-    prefix = next((p for p in prefixes if all(p + t in counts for t in CORE_TABLES)), None)
+    prefix = table_prefix(counts)
     if prefix is None:
         problems.append("no table prefix has all the WordPress core tables (" + ", ".join(CORE_TABLES) + ")")
     else:

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from resources.gpg import GPGError, encryption_expiry, key_fingerprint
 from resources.object_store import Store, StoredObject, StoreError
 from resources.restic import Repository, ResticError
+from wpfarm_assets.backups.identity import identity_key
 from wpfarm_assets.backups.verify import record_refusal, verify_backup
 from wpfarm_assets.core.config import Site
 from wpfarm_assets.core.keys import (
@@ -83,10 +84,27 @@ def group_listing(objects: list[StoredObject]) -> dict[str, SiteBackups]:
     return sites
 
 
+def identity_flags(store: Store, listing: dict[str, SiteBackups], now: datetime) -> dict[str, str]:
+    """Per site whose newest good dump holds another site's address (identity.py), why: read from
+    its flag object, which the listing shows."""
+    flags = {}
+    for site, entry in listing.items():
+        credible, _ = split_future(entry.backups["db"], now)
+        good = [k for k in credible if k not in entry.refused]
+        if good and identity_key(good[-1]) in entry.objects:
+            try:
+                reason = store.get_bytes(identity_key(good[-1])).decode(errors="replace")
+            except StoreError as exc:
+                reason = f"is flagged as another site's (the flag cannot be read: {exc})"
+            flags[site] = f"newest dump {good[-1].stamp} {reason}"
+    return flags
+
+
 def backup_age(sites: list[str], listing: dict[str, SiteBackups], now: datetime,
-               warning_hours: float, critical_hours: float) -> list[Finding]:
+               warning_hours: float, critical_hours: float, identity: dict[str, str] | None = None) -> list[Finding]:
     """A finding per site and kind. Never backed up: critical once the site is older than the
-    warning threshold (since its site record was written), ok before that."""
+    warning threshold (since its site record was written), ok before that. A site whose newest dump
+    holds another site's address (`identity`, from identity_flags) is at least a warning, saying so."""
     findings = []
     for site in sorted(sites):
         entry = listing.get(site) or SiteBackups(None, {kind: [] for kind in KINDS}, {})
@@ -110,8 +128,11 @@ def backup_age(sites: list[str], listing: dict[str, SiteBackups], now: datetime,
                 continue
             newest = backups[-1].time
             age = (now - newest).total_seconds() / 3600
+            foreign = (identity or {}).get(site) if kind == "db" else None
+            if foreign:
+                flagged += f"; {foreign}"
             severity = (CRITICAL if age >= critical_hours or bad else
-                        WARNING if age >= warning_hours or future else OK)
+                        WARNING if age >= warning_hours or future or foreign else OK)
             findings.append(Finding(site, kind, severity, f"newest backup {age:.1f} h old{flagged}", newest,
                                     round(age, 1)))
     return findings

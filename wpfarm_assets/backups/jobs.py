@@ -126,7 +126,8 @@ def restore_site_op(
                                  f"{restored['db']['transactions_replayed']} transactions of "
                                  f"{len(restored['db']['binlogs'])} binary log(s)")
             else:
-                restored["db"] = restore_database(site, store, db, config.gnupg_home, config.to_database, on, at)
+                restored["db"] = restore_database(site, store, db, config.gnupg_home, config.to_database, on, at,
+                                                  config.force)
                 context.log.info(f"{site.name}: database restored from {restored['db']['backup']}")
         if config.kind in ("all", "files"):
             runner = storage_node.runner()

@@ -434,7 +434,7 @@ def restore_to_time(site: Site, store: Store, db: MariaDB, gnupg_home: str | Non
                               others_of(site, target, farm_databases), db.stall_timeout) as (fetched, traps):
                 if problem := replay_problem(traps, site, force):
                     raise PitrError(problem)
-                restored = restore_database(site, store, db, gnupg_home, target, at=key.stamp)
+                restored = restore_database(site, store, db, gnupg_home, target, at=key.stamp, force=force)
                 replayed = sum(_replay(f, site.database, target, db) for f in fetched)
         except DumpTooNew as exc:  # found before anything was written
             refused.append(f"{key.stamp}: {exc}")

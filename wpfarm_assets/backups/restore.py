@@ -18,6 +18,7 @@ from resources.object_store import Store
 from resources.restic import Repository
 from resources.ssh import Runner, run
 from wpfarm_assets.backups.backup import ForgedArchive, TarCounter
+from wpfarm_assets.backups.identity import foreign_target
 from wpfarm_assets.backups.pipeline import restore_stream
 from wpfarm_assets.backups.verify import listed_snapshots, read_manifest, record_refusal, verify_backup
 from wpfarm_assets.core.config import Site, validate_absolute_path, validate_identifier
@@ -83,11 +84,17 @@ def choose_backup(store: Store, site: str, kind: str, gnupg_home: str | None, on
 
 
 def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | None,
-                     to_database: str | None = None, on: date | None = None, at: str | None = None) -> dict:
+                     to_database: str | None = None, on: date | None = None, at: str | None = None,
+                     force: bool = False) -> dict:
     """Load the chosen dump into `to_database` (default: the site's own database, in place). Returns
-    what was restored, from which backup (and its manifest), and the backups refused on the way."""
+    what was restored, from which backup (and its manifest), and the backups refused on the way.
+    A target that holds another WordPress site (its address) is refused unless `force`."""
     target = validate_identifier(to_database or site.database)
     key, manifest, refused = choose_backup(store, site.name, "db", gnupg_home, on, at)
+    known = manifest.site_addresses or sorted({a for a in (manifest.siteurl, manifest.home) if a}) or None
+    if not force and (problem := foreign_target(db, target, site.name, known)):
+        raise RestoreError(f"site {site.name}: {problem}: restoring there overwrites another site; refused "
+                           "(--force to do it anyway)")
     db.create_database(target)
     try:
         plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), db.load(target),

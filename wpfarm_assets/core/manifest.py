@@ -72,6 +72,10 @@ class Manifest(Record):
     gtid_domain: int | None = None  # the domain of the cluster's writes in that position
     database_node: str | None = None  # host:port of the server the dump came from
     node_state: str | None = None  # its state then (Synced, standalone)
+    siteurl: str | None = None  # the WordPress site's address in the dump (its options table)
+    home: str | None = None
+    site_addresses: list[str] | None = None  # the addresses known to be the site's (identity.known_addresses)
+    identity: str | None = None  # why the dump's address is not the site's, when it is not
     # files
     content_path: str | None = None
     files: int | None = None
