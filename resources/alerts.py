@@ -11,6 +11,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -46,10 +47,12 @@ class AlertmanagerResource(dg.ConfigurableResource):
         self._post([{"labels": labels, "annotations": annotations, "startsAt": now.isoformat(),
                      "endsAt": (now + timedelta(minutes=self.hold_minutes)).isoformat()}])
 
-    def resolve(self, labels: dict[str, str]) -> None:
+    def resolve(self, labels: dict[str, str], summary: str | None = None) -> None:
+        """End the alert now; `summary` says why in the resolved notification."""
         if not self.url:
             return
-        self._post([{"labels": labels, "endsAt": datetime.now(timezone.utc).isoformat()}])
+        self._post([{"labels": labels, "endsAt": datetime.now(timezone.utc).isoformat(),
+                     **({"annotations": {"summary": summary}} if summary else {})}])
 
     def firing(self, alertname: str) -> list[dict[str, str]]:
         """Labels of the active alerts named `alertname`."""
@@ -60,16 +63,18 @@ class AlertmanagerResource(dg.ConfigurableResource):
         alerts = json.loads(_request("GET", f"{self.url.rstrip('/')}/api/v2/alerts?{query}"))
         return [a["labels"] for a in alerts]
 
-    def sync(self, alertname: str, alerts: list[tuple[dict[str, str], dict[str, str]]]) -> dict[str, int]:
+    def sync(self, alertname: str, alerts: list[tuple[dict[str, str], dict[str, str]]],
+             why_resolved: Callable[[dict[str, str]], str | None] | None = None) -> dict[str, int]:
         """Fire every (labels, annotations) given; resolve every active `alertname` alert not among
-        them (the problem went away, or its severity changed)."""
+        them (the problem went away, or its severity changed), with `why_resolved(labels)` as its
+        summary when that says something."""
         wanted = {tuple(sorted({**labels, "alertname": alertname}.items())) for labels, _ in alerts}
         for labels, notes in alerts:
             self.fire({**labels, "alertname": alertname}, notes)
         resolved = 0
         for labels in self.firing(alertname):
             if tuple(sorted(labels.items())) not in wanted:
-                self.resolve(labels)
+                self.resolve(labels, why_resolved(labels) if why_resolved else None)
                 resolved += 1
         return {"firing": len(wanted), "resolved": resolved}
 

@@ -13,15 +13,19 @@ def build_daily_backup_schedule(cron: str, sites_per_run: int) -> dg.ScheduleDef
         cron_schedule=cron,
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Back up every site ({sites_per_run} sites a run); retention follows each run.",
+        required_resource_keys={"farm"},
+        description=f"Back up every site ({sites_per_run} sites a run); retention follows each run. Retired "
+                    "sites (partitions of sites no longer in the configuration) are not backed up.",
     )
     def daily_backup_schedule(context: dg.ScheduleEvaluationContext):
-        names = context.instance.get_dynamic_partitions(sites.name)
+        configured = {s.name for s in context.resources.farm.sites}
+        names = [n for n in context.instance.get_dynamic_partitions(sites.name) if n in configured]
         day = context.scheduled_execution_time.strftime("%Y-%m-%d")
         if not names:
             return dg.SkipReason("no sites yet: the site_inventory_sensor adds them from farm.yaml")
         return [
-            dg.RunRequest(run_key=f"{day}:{run[0]}", tags=run_tags(run)) for run in site_runs(names, names, sites_per_run)
+            dg.RunRequest(run_key=f"{day}:{run[0]}", tags=run_tags(run))
+            for run in site_runs(names, context.instance.get_dynamic_partitions(sites.name), sites_per_run)
         ]
 
     return daily_backup_schedule

@@ -1,11 +1,13 @@
 """Keeps the `sites` partitions equal to the farm inventory; new sites get their first backup at once.
 
-A removed site's partition is deleted; its backups are kept. With swarm.discover_sites, services
+A removed site is retired (wpfarm_assets.backups.retired): its partition stays, marked, and its
+backups are kept for retention.retired_days. With swarm.discover_sites, services
 labelled wpfarm.site are added to the inventory file first (validated like any configured site;
 an invalid label is logged and skipped), so the file stays the one inventory everything reads.
 """
 
 
+import json
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -14,8 +16,11 @@ from pydantic import ValidationError
 from resources.object_store import ObjectStoreResource
 from resources.swarm import SwarmError, SwarmResource
 from wpfarm_assets.backups.health import record_sites
+from wpfarm_assets.backups.retired import retire
+from wpfarm_assets.core.batches import site_runs
 from wpfarm_assets.core.config import ConfigError, FarmConfig, Site, add_site_to_file
-from wpfarm_assets.partitions import run_tags, sites
+from wpfarm_assets.core.keys import site_record_key
+from wpfarm_assets.partitions import mark_retired, run_tags, sites
 
 
 def discover(context: dg.SensorEvaluationContext, config: FarmConfig, swarm: SwarmResource) -> FarmConfig:
@@ -48,10 +53,11 @@ def discover(context: dg.SensorEvaluationContext, config: FarmConfig, swarm: Swa
     job_name="back_up_sites",
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Adds and removes `sites` partitions to match the sites of the farm configuration (the file "
-                "$WPFARM_CONFIG names; default configs/farm.yaml), and Swarm service labels with "
-                "swarm.discover_sites; backs up new sites. Sites are added there or with `wpfarm site create`, "
-                "not in the UI: a partition added by hand is removed again.",
+    description="Adds `sites` partitions for the sites of the farm configuration (the file $WPFARM_CONFIG "
+                "names; default configs/farm.yaml), and Swarm service labels with swarm.discover_sites; backs up "
+                "new sites. A site removed from it is retired (its partition stays, marked; its backups are kept "
+                "for retention.retired_days). Sites are added there or with `wpfarm site create`, not in the UI: "
+                "a partition added by hand is removed again.",
 )
 def site_inventory_sensor(context: dg.SensorEvaluationContext, farm: dg.ResourceParam[FarmConfig],
                           object_store: ObjectStoreResource, swarm: SwarmResource) -> dg.SensorResult:
@@ -59,20 +65,34 @@ def site_inventory_sensor(context: dg.SensorEvaluationContext, farm: dg.Resource
     if config.swarm.discover_sites and swarm.docker_host:
         config = discover(context, config, swarm)
     wanted = [site.name for site in config.sites]
-    known = set(context.instance.get_dynamic_partitions(sites.name))
+    order = context.instance.get_dynamic_partitions(sites.name)
+    known = set(order)
+    retired = set(json.loads(context.cursor)["retired"]) if context.cursor else set()
     added = [name for name in wanted if name not in known]
-    removed = sorted(known - set(wanted))
-    requests = []
+    returned = sorted(retired & set(wanted))  # a retired site listed again: its history goes on
+    removed = sorted(known - set(wanted) - retired)
+    store, now = object_store.store(), datetime.now(timezone.utc)
+    requests, partition_requests = [], []
+    if added or returned:
+        record_sites(store, [config.site(name) for name in added + returned], now)
     if added:
         # New partitions are appended in this order, so they form one range: one run backs them up.
         requests.append(dg.RunRequest(run_key=f"first-backup:{added[0]}..{added[-1]}:{len(known)}",
                                       tags=run_tags(added)))
-    partition_requests = []
-    if added:
-        record_sites(object_store.store(), [config.site(name) for name in added], datetime.now(timezone.utc))
         partition_requests.append(sites.build_add_request(added))
-    if removed:
-        partition_requests.append(sites.build_delete_request(removed))
-    if added or removed:
-        context.log.info(f"sites added: {added or 'none'}; removed: {removed or 'none'}")
-    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partition_requests)
+    requests += [dg.RunRequest(run_key=f"returned:{run[0]}..{run[-1]}:{now.isoformat()}", tags=run_tags(run))
+                 for run in site_runs(returned, order, config.backup.sites_per_run)]
+    # A site that joined (it has a record) and left is retired: its partition stays, marked. One
+    # without a record was added by hand in the UI, or its backups are gone: deleted.
+    leaving = [name for name in removed if any(o.key == site_record_key(name) for o in store.list(site_record_key(name)))]
+    if leaving:
+        retire(store, leaving, now)
+        mark_retired(context.instance, leaving, config.retention.retired_days)
+    if deleted := sorted(set(removed) - set(leaving)):
+        partition_requests.append(sites.build_delete_request(deleted))
+    if added or returned or leaving or deleted:
+        context.log.info(f"sites added: {added or 'none'}; back: {returned or 'none'}; retired: {leaving or 'none'}; "
+                         f"partitions deleted: {deleted or 'none'}")
+    retired = (retired - set(returned) | set(leaving)) & known  # a partition deleted with its backups: forgotten
+    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partition_requests,
+                           cursor=json.dumps({"retired": sorted(retired)}))

@@ -243,6 +243,7 @@ def status(config: FarmConfig) -> int:
         record_sites,
     )
     from wpfarm_assets.backups.pitr import binlog_findings, pitr_findings, pitr_on, read_archive
+    from wpfarm_assets.backups.retired import find_retired, retired_findings
 
     store = store_of(config)
     now = datetime.now(timezone.utc)
@@ -268,6 +269,13 @@ def status(config: FarmConfig) -> int:
         newest = f.newest.strftime("%Y-%m-%d %H:%M:%S") if f.newest else "-"
         age = f"{f.age_hours:.1f}" if f.age_hours is not None else "-"
         print(f"{f.site:{width}}  {f.kind:10}  {newest:20}  {age:>5}  {f.severity.upper():8}  {f.reason}")
+    retired = retired_findings(find_retired(store, config, listing, now), now)
+    if retired:
+        print(f"\nretired sites (removed from the farm configuration; backups kept "
+              f"{config.retention.retired_days} days under the normal tiers, then deleted):")
+        for f in retired:
+            print(f"{f.site:{width}}  {f.severity.upper():8}  {f.reason}")
+    findings += retired
     bad = [f for f in findings if f.severity in ALERTING]
     print(f"\n{sum(f.severity == OK for f in findings)} ok, {sum(f.severity == NEW for f in findings)} new "
           f"(nothing to check yet), {sum(f.severity == 'warning' for f in bad)} warning, "
@@ -301,14 +309,18 @@ def binlogs(config: FarmConfig) -> int:
 
 
 def restore(args: argparse.Namespace, config: FarmConfig) -> int:
-    config.site(args.site)
+    from wpfarm_assets.backups.retired import in_place_problem, site_or_retired
+
+    site, retired = site_or_retired(config, store_of(config), args.site)
     if args.path and args.kind not in (None, "files"):
         raise ConfigError("--path is a part of the files: it goes with --kind files only")
     args.kind = args.kind or ("files" if args.path else "all")
+    if retired and (problem := in_place_problem(site.name, args.kind, args.to_database, args.to_path)):
+        raise ConfigError(problem)
     if args.path:
         from wpfarm_assets.backups.restore import validate_member_path
 
-        validate_member_path(args.path, Path(config.site(args.site).content_path).name)
+        validate_member_path(args.path, Path(site.content_path).name)
     if args.date:
         try:
             date.fromisoformat(args.date)
@@ -334,7 +346,7 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
             parse_stamp(args.at)
         except ValueError:
             raise ConfigError(f"--at {args.at!r}: use a backup's stamp, yyyymmddThhmmssZ (`wpfarm backups SITE`)") from None
-    if problem := config.restore_target_problem(config.site(args.site), args.to_database, args.to_path):
+    if problem := config.restore_target_problem(site, args.to_database, args.to_path):
         if not args.force:
             raise ConfigError(f"{problem}; refused (add --force to do it anyway)")
         print(f"wpfarm: {problem}; going on: --force", file=sys.stderr)
@@ -373,10 +385,14 @@ def backups(args: argparse.Namespace, config: FarmConfig) -> int:
     repository, STORED BYTES being what it added), `REFUSED` (a
     restore or check found it bad), `FUTURE` (stamped ahead of now: never chosen). Exit 1 if any is not ok."""
     from wpfarm_assets.backups.health import group_listing
+    from wpfarm_assets.backups.retired import site_or_retired
     from wpfarm_assets.backups.verify import record_refusal, verify_backup
 
-    config.site(args.site)
     store = store_of(config)
+    _, retired = site_or_retired(config, store, args.site)
+    if retired:
+        print(f"{args.site} is retired (not in the farm configuration): its backups are kept "
+              f"{config.retention.retired_days} days after it left (wpfarm status)")
     entry = group_listing(list(store.list(site_root(args.site)))).get(args.site)
     now = datetime.now(timezone.utc)
     bad = 0

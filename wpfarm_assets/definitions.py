@@ -40,6 +40,7 @@ from wpfarm_assets.backups.assets import (
     file_archive,
     restore_drill,
     retention,
+    retired_sites,
 )
 from wpfarm_assets.backups.checks import (
     backup_age_check,
@@ -118,7 +119,7 @@ def build_definitions(config: FarmConfig) -> dg.Definitions:
     pitr = config.database.pitr_enabled  # the binary-log archive, when the farm has point-in-time recovery
     return dg.Definitions(
         assets=wired_past([*infrastructure_assets, site_provisioning,
-                           *(target_kinds(a, config) for a in (database_dump, file_archive, retention)),
+                           *(target_kinds(a, config) for a in (database_dump, file_archive, retention, retired_sites)),
                            restore_drill, backup_inventory, *([target_kinds(binlog_archive, config)] if pitr else [])],
                           set(absent)),
         asset_checks=[backup_age_check, backup_integrity_check, restore_drill_check, database_dump_age_check,

@@ -39,6 +39,20 @@ def partition_range_tags(first: str, last: str, count: int | None = None) -> dic
     return {RANGE_START: first, RANGE_END: last, SITES_TAG: covered}
 
 
+def mark_retired(instance: dg.DagsterInstance, names: list[str], days: int) -> None:
+    """Mark the partitions of sites that left the farm configuration as retired (an observation on
+    each backup asset's partition, shown on its events), so the UI says why they get no backups."""
+    from wpfarm_assets.backups.assets import database_dump, file_archive
+
+    known = set(instance.get_dynamic_partitions(sites.name))
+    for name in (n for n in names if n in known):
+        for asset in (database_dump, file_archive):
+            instance.report_runless_asset_event(dg.AssetObservation(
+                asset_key=asset.key, partition=name, metadata={"retired": True, "kept_days": days},
+                description=f"RETIRED: removed from the farm configuration; its backups are kept {days} days, "
+                            "then deleted (wpfarm status lists it)"))
+
+
 def run_tags(run: list[str]) -> dict[str, str]:
     """partition_range_tags for one run of consecutive partitions (core.batches.site_runs)."""
     return partition_range_tags(run[0], run[-1], len(run))

@@ -41,7 +41,8 @@ def check_health(config) -> dict[str, dg.AssetCheckEvaluation]:
         result = build_definitions(config).resolve_job_def(job).execute_in_process(
             instance=dg.DagsterInstance.get(), raise_on_error=False)
         evaluations.update({e.check_name: e for e in result.get_asset_check_evaluations()})
-    assert set(evaluations) == {"backup_age_check", "backup_integrity_check", "restore_drill_check", "backup_age"}
+    assert set(evaluations) == {"backup_age_check", "backup_integrity_check", "restore_drill_check", "backup_age",
+                                "farm_key_check"}
     return evaluations
 
 

@@ -84,15 +84,20 @@ def test_site_inventory_sensor_adds_backs_up_and_removes_sites_keeping_their_bac
     config["sites"] = config["sites"][:1]
     farm.config_path.write_text(yaml.safe_dump(config))
     assert daemon.tick() == []  # a removal backs nothing up
-    assert daemon.instance.get_dynamic_partitions("sites") == names[:1]
+    assert daemon.instance.get_dynamic_partitions("sites") == names  # retired: its partition stays, marked
     kept = {o.key.split("/")[2] for o in store.list(f"sites/{names[1]}/") if o.key.endswith(".json") and "site.json" not in o.key}
-    assert kept == {"db", "files"}  # the removed site's backups are still there
+    assert kept == {"db", "files", "retired.json"}  # the removed site's backups are still there, and when it left
+    marks = daemon.instance.fetch_observations(dg.AssetKey("database_dump"), limit=5).records
+    assert [(m.partition_key, m.asset_observation.description[:8]) for m in marks] == [(names[1], "RETIRED:")]
+    daemon.instance.add_dynamic_partitions("sites", ["by-hand.example.com"])  # added in the UI: not a site
+    assert daemon.tick() == [] and "by-hand.example.com" not in daemon.instance.get_dynamic_partitions("sites")
 
     config["sites"].append(json.loads(json.dumps(farm.sites[1])))
     farm.config_path.write_text(yaml.safe_dump(config))
-    (again,) = daemon.tick()  # re-added: a first backup again
+    (again,) = daemon.tick()  # back: a backup at once, and its history goes on
     assert daemon.instance.get_dynamic_partitions("sites") == names
     assert again.tags["dagster/asset_partition_range_start"] == names[1]
+    assert not any(o.key.endswith("retired.json") for o in store.list(f"sites/{names[1]}/"))
 
 
 def test_site_inventory_sensor_discovers_sites_from_swarm_service_labels(make_farm, dagster_home, swarm, tmp_path):

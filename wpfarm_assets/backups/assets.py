@@ -22,15 +22,18 @@ from wpfarm_assets.backups.backup import Backup
 from wpfarm_assets.backups.backup import back_up_database as _back_up_database
 from wpfarm_assets.backups.backup import back_up_files as _back_up_files
 from wpfarm_assets.backups.drill import DrillError, drill_site, sync_drill_alerts
+from wpfarm_assets.backups.health import group_listing
 from wpfarm_assets.backups.inventory import backup_inventory as inventory_frame
 from wpfarm_assets.backups.inventory import spaces_monthly_cost
 from wpfarm_assets.backups.pitr import PitrError, archive_binlogs, binlog_retention
 from wpfarm_assets.backups.retention import RULES, RetentionReport, apply_retention, list_sites
+from wpfarm_assets.backups.retired import expire_retired, find_retired, retired_findings
 from wpfarm_assets.core.binlog import parse_position, seq_in
 from wpfarm_assets.core.config import FarmConfig, Site
 from wpfarm_assets.core.errors import WpfarmError
+from wpfarm_assets.core.keys import SITES
 from wpfarm_assets.infrastructure.assets import database_tier, storage_tier
-from wpfarm_assets.partitions import for_each_site, sites
+from wpfarm_assets.partitions import for_each_site, mark_retired, sites
 from wpfarm_assets.provisioning.assets import site_provisioning
 
 RETENTION_PARALLELISM = 8  # sites whose backups are listed and pruned at once (object store only)
@@ -293,7 +296,38 @@ def drill_metadata(record: dict) -> dict:
     }
 
 
-@dg.asset(deps=[retention, restore_drill], group_name="backups", kinds={"pandas"})
+@dg.asset(group_name="backups", kinds={"s3"})
+def retired_sites(context: dg.AssetExecutionContext, farm: dg.ResourceParam[FarmConfig],
+                  object_store: ObjectStoreResource) -> dg.MaterializeResult:
+    """Sites removed from the farm configuration: recorded as retired (their partitions marked), their
+    backups kept under the normal tiers for retention.retired_days, then deleted with everything else
+    of the site and its partition; a warning in the week before (wpfarm_assets.backups.retired)."""
+    store, now, rules = object_store.store(), datetime.now(timezone.utc), farm.retention
+    listing = group_listing(list(store.list(SITES)))
+    retired = find_retired(store, farm, listing, now)
+    mark_retired(context.instance, [r.name for r in retired if listing[r.name].retired is None], rules.retired_days)
+    for r in retired:  # the normal tiers still apply while they are kept
+        try:
+            apply_retention(store, r.name, now, daily=rules.daily, weekly=rules.weekly, monthly=rules.monthly,
+                            repository=object_store.repository(r.name))
+        except WpfarmError as exc:
+            context.log.warning(f"retired site {r.name}: retention not applied: {exc}")
+    expired = expire_retired(store, retired, now)
+    for name in expired:
+        context.log.info(f"retired site {name}: kept {rules.retired_days} days; its backups are deleted")
+        if context.instance.has_dynamic_partition(sites.name, name):
+            context.instance.delete_dynamic_partition(sites.name, name)
+    findings = retired_findings([r for r in retired if r.name not in expired], now)
+    return dg.MaterializeResult(metadata={
+        "retired": len(findings),
+        "deleted": dg.MetadataValue.json(expired),
+        "sites": dg.MetadataValue.table(
+            records=[dg.TableRecord({"site": f.site, "severity": f.severity, "detail": f.reason}) for f in findings],
+            schema=dg.TableSchema(columns=[dg.TableColumn("site"), dg.TableColumn("severity"), dg.TableColumn("detail")])),
+    })
+
+
+@dg.asset(deps=[retention, restore_drill, retired_sites], group_name="backups", kinds={"pandas"})
 def backup_inventory(context: dg.AssetExecutionContext, farm: dg.ResourceParam[FarmConfig],
                      object_store: ObjectStoreResource) -> dg.MaterializeResult:
     """One row per site and kind: newest backup, its age, restore points per tier, bytes, cost."""

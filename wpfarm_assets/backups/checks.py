@@ -34,7 +34,7 @@ def health_result(context, farm: FarmConfig, findings: list, alertmanager: Alert
                   alertname: str, ok_text: str | None = None) -> dg.AssetCheckResult:
     """The check result for a set of findings, after bringing Alertmanager in line with them."""
     link = f"{farm.alerts.dagster_url.rstrip('/')}/runs/{context.run.run_id}"
-    alerts = sync_alerts(alertmanager, alertname, findings, link)
+    alerts = sync_alerts(alertmanager, alertname, findings, link, {s.name for s in farm.sites})
     return findings_result(findings, {"alerts_firing": alerts["firing"], "alerts_resolved": alerts["resolved"]}
                            if alertmanager.url else {"alerts": "off (no alerts.alertmanager_url)"}, ok_text)
 

@@ -271,7 +271,7 @@ def farm_drill_findings(store: Store, farm: FarmConfig, now: datetime | None = N
 
 def sync_drill_alerts(store: Store, farm: FarmConfig, alertmanager, link: str) -> dict[str, int]:
     """Bring the WpfarmRestoreDrill alerts in line with every site's last drill."""
-    return sync_alerts(alertmanager, DRILL_ALERT, farm_drill_findings(store, farm), link)
+    return sync_alerts(alertmanager, DRILL_ALERT, farm_drill_findings(store, farm), link, {s.name for s in farm.sites})
 
 
 def _days(delta: timedelta) -> str:

@@ -23,6 +23,7 @@ from wpfarm_assets.core.keys import (
     BackupKey,
     parse_manifest_key,
     parse_refusal_key,
+    retired_record_key,
     site_of,
     site_record_key,
     snapshot_ids,
@@ -37,11 +38,14 @@ CHECK_ROTATION = 30  # days in which `restic check` reads every pack of every re
 KEY_WARNING_DAYS, KEY_CRITICAL_DAYS = 30, 7  # before the farm key expires (critical after, too)
 
 def record_sites(store: Store, sites: list[Site], now: datetime) -> None:
-    """Write each new site's record (kept when the site is removed; not rewritten if it returns)."""
+    """Write each new site's record (kept when the site is removed; not rewritten if it returns). A
+    retired site that comes back is not retired any more: its history goes on."""
     for site in sites:
         key = site_record_key(site.name)
         if not any(obj.key == key for obj in store.list(key)):
             store.put_bytes(key, json.dumps({**site.model_dump(), "added_at": now.isoformat()}).encode())
+        if any(obj.key == retired_record_key(site.name) for obj in store.list(retired_record_key(site.name))):
+            store.delete([retired_record_key(site.name)])
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class SiteBackups:
     backups: dict[str, list[BackupKey]]
     objects: dict[str, StoredObject]
     refused: set[BackupKey] = field(default_factory=set)  # backups a restore or check found bad
+    retired: datetime | None = None  # when it left the farm configuration (its retired record)
 
 
 def group_listing(objects: list[StoredObject]) -> dict[str, SiteBackups]:
@@ -74,6 +79,8 @@ def group_listing(objects: list[StoredObject]) -> dict[str, SiteBackups]:
         entry.objects[obj.key] = obj
         if obj.key == site_record_key(site):
             entry.added = obj.modified
+        elif obj.key == retired_record_key(site):
+            entry.retired = obj.modified
         elif (key := parse_manifest_key(obj.key)) is not None and key.site == site:
             entry.backups[key.kind].append(key)
         elif (key := parse_refusal_key(obj.key)) is not None and key.site == site:
@@ -158,9 +165,14 @@ def farm_key(recipient: str, home: str | None, now: datetime) -> Finding:
     return Finding("farm", "key", severity, f"the farm key {fingerprint} expires on {when}, in {days:.1f} days{advice}")
 
 
-def sync_alerts(alertmanager, alertname: str, findings: list[Finding], link: str) -> dict[str, int]:
+RETIRED_SUMMARY = "retired: the site was removed from the farm configuration (its backups are kept)"
+
+
+def sync_alerts(alertmanager, alertname: str, findings: list[Finding], link: str,
+                configured: set[str] | None = None) -> dict[str, int]:
     """Fire an alert for every finding that is not ok; resolve the `alertname` alerts that no longer
-    match one (a site backed up again, or a severity that changed)."""
+    match one (a site backed up again, or a severity that changed). An alert of a site that is not
+    among the `configured` ones any more resolves saying it was retired."""
     alerts = []
     for f in findings:
         if f.severity in ALERTING:
@@ -168,7 +180,9 @@ def sync_alerts(alertmanager, alertname: str, findings: list[Finding], link: str
             if f.age_hours is not None:
                 annotations["age_hours"] = str(f.age_hours)
             alerts.append(({"site": f.site, "kind": f.kind, "severity": f.severity}, annotations))
-    return alertmanager.sync(alertname, alerts)
+    retired = None if configured is None else (
+        lambda labels: RETIRED_SUMMARY if labels.get("site") and labels["site"] not in configured else None)
+    return alertmanager.sync(alertname, alerts, retired)
 
 
 def check_subset(now: datetime) -> str:

@@ -14,7 +14,7 @@ from wpfarm_assets.core.keys import KINDS, SITES, parse_manifest_key, site_of, s
 # DigitalOcean Spaces: $5 a month includes 250 GiB; each further GiB costs $0.02 a month.
 SPACES_BASE_USD, SPACES_INCLUDED_GIB, SPACES_USD_PER_GIB = 5.0, 250, 0.02
 GIB = 1 << 30
-COLUMNS = ["site", "kind", "newest_backup", "age_hours", *RULES, "restore_points", "stored_bytes", "monthly_cost_usd"]
+COLUMNS = ["site", "state", "kind", "newest_backup", "age_hours", *RULES, "restore_points", "stored_bytes", "monthly_cost_usd"]
 
 
 def spaces_monthly_cost(stored_bytes: int) -> float:
@@ -24,7 +24,8 @@ def spaces_monthly_cost(stored_bytes: int) -> float:
 
 def backup_inventory(store: Store, sites: list[str], now: datetime, daily: int = 14, weekly: int = 26,
                      monthly: int = 12) -> pd.DataFrame:
-    """Rows for every configured site and every site with backups in the store (removed sites' too).
+    """Rows for every configured site (state `active`) and every site with backups in the store
+    (removed sites': `retired`).
 
     stored_bytes counts everything under the site and kind (for files: the site's restic repository
     too, so the bytes are what the store bills); monthly_cost_usd is that share at the
@@ -40,8 +41,8 @@ def backup_inventory(store: Store, sites: list[str], now: datetime, daily: int =
         key = parse_manifest_key(obj.key)
         if key:
             times[key.site, key.kind].append(key.time)
-    rows = []
-    for site in sorted(set(sites) | {site for site, _ in stored}):
+    rows, configured = [], set(sites)
+    for site in sorted(configured | {site for site, _ in stored}):
         for kind in KINDS:
             backups = times.get((site, kind), [])
             plan = plan_retention(backups, daily, weekly, monthly)
@@ -49,6 +50,7 @@ def backup_inventory(store: Store, sites: list[str], now: datetime, daily: int =
             size = stored.get((site, kind), 0)
             rows.append({
                 "site": site,
+                "state": "active" if site in configured else "retired",
                 "kind": kind,
                 "newest_backup": newest.isoformat() if newest else None,
                 "age_hours": round((now - newest).total_seconds() / 3600, 1) if newest else None,

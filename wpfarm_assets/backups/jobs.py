@@ -15,6 +15,7 @@ from wpfarm_assets.backups.assets import (
     file_archive,
     restore_drill,
     retention,
+    retired_sites,
 )
 from wpfarm_assets.backups.checks import (
     backup_age_check,
@@ -27,7 +28,8 @@ from wpfarm_assets.backups.checks import (
 )
 from wpfarm_assets.backups.pitr import PitrError, newest_before, parse_time, restore_to_time
 from wpfarm_assets.backups.restore import restore_database, restore_files
-from wpfarm_assets.core.config import FarmConfig
+from wpfarm_assets.backups.retired import in_place_problem, site_or_retired
+from wpfarm_assets.core.config import ConfigError, FarmConfig
 
 back_up_sites_job = dg.define_asset_job(
     "back_up_sites",
@@ -51,10 +53,11 @@ drill_sites_job = dg.define_asset_job(
 
 check_backup_health_job = dg.define_asset_job(
     "check_backup_health",
-    selection=dg.AssetSelection.assets(backup_inventory).without_checks()
+    selection=dg.AssetSelection.assets(retired_sites, backup_inventory).without_checks()
     | dg.AssetSelection.checks(backup_age_check, restore_drill_check, database_dump_age_check, file_archive_age_check,
                               farm_key_check),
-    description="Refresh the backup inventory, check every site's backup age and last restore drill "
+    description="Retired sites (kept, then deleted), the backup inventory, every site's backup age and last restore "
+                "drill, the farm key "
                 "(alerts fire and resolve).",
 )
 
@@ -97,7 +100,13 @@ def restore_site_op(
 ) -> dict:
     if config.kind not in ("all", "db", "files"):
         raise dg.Failure(f"kind must be all, db or files, not {config.kind!r}")
-    site = farm.site(config.site)
+    store = object_store.store()
+    try:
+        site, retired = site_or_retired(farm, store, config.site)
+    except ConfigError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
+    if retired and (problem := in_place_problem(site.name, config.kind, config.to_database, config.to_path)):
+        raise dg.Failure(problem, allow_retries=False)
     problem = farm.restore_target_problem(site, config.to_database, config.to_path)
     if config.path and config.kind != "files":
         raise dg.Failure("path is a part of the files: set kind to files", allow_retries=False)
@@ -108,7 +117,6 @@ def restore_site_op(
     if config.time and (config.date or config.at):
         raise dg.Failure("time, date and at each choose what to restore: set one", allow_retries=False)
     on = date.fromisoformat(config.date) if config.date else None
-    store = object_store.store()
     restored = {}
     at = config.at
     try:

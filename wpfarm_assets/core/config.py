@@ -271,6 +271,9 @@ class RetentionConfig(_Model):
     daily: int = Field(default=14, ge=0)
     weekly: int = Field(default=26, ge=0)
     monthly: int = Field(default=12, ge=0)
+    # A site removed from the configuration is retired: its backups are kept this long (under the
+    # tiers above), then deleted, with a warning a week before.
+    retired_days: int = Field(default=90, ge=1)
 
 
 class AlertsConfig(_Model):

@@ -1,7 +1,8 @@
 """Object keys: one layout, `sites/<site>/<kind>/<UTC timestamp>.<ext>`, with a `.json` manifest beside,
 `sites/<site>/restic/`, the site's file store (a restic repository: its files backups' data; their
 manifests are under `files/` like every manifest), `sites/<site>/drills/<stamp>.json`, the record of
-each restore drill, and `sites/<site>/site.json`, the record of when a site joined. This module is the only place that
+each restore drill, `sites/<site>/site.json`, the record of when a site joined (and what it was), and
+`sites/<site>/retired.json`, of when it left the farm configuration. This module is the only place that
 spells the layout; everything else asks it.
 
 A backup exists only if its manifest does; the data object alone is an aborted upload.
@@ -23,6 +24,7 @@ TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 FUTURE_TOLERANCE = timedelta(minutes=10)
 SITES = "sites/"  # every site's objects live under this prefix of the target
 SITE_RECORD = "site.json"  # written when a site joins the inventory
+RETIRED_RECORD = "retired.json"  # written when it leaves (removed when it comes back)
 REPOSITORY = "restic"  # the site's restic repository: the data of its files backups
 DRILLS = "drills"  # the site's restore drill records
 _MANIFEST = re.compile(r"^sites/(?P<site>[^/]+)/(?P<kind>db|files)/(?P<stamp>\d{8}T\d{6}Z)\.json$")
@@ -102,6 +104,10 @@ def stored_kind(key: str) -> str | None:
 
 def site_record_key(site: str) -> str:
     return f"{site_root(site)}{SITE_RECORD}"
+
+
+def retired_record_key(site: str) -> str:
+    return f"{site_root(site)}{RETIRED_RECORD}"
 
 
 def site_of(key: str) -> str | None:

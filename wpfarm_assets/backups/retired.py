@@ -1,0 +1,107 @@
+"""Retired sites: a site removed from the farm configuration is retired, not forgotten. Customers
+leave and come back, and ask for their data weeks later.
+
+Its record (`sites/<site>/retired.json`, written the first time wpfarm sees it gone: the inventory
+sensor, `wpfarm status`, or the retired_sites asset of every check_backup_health run) says when. Its partition stays; its
+backups stay listable and restorable from the store alone (its site record says what it was), are
+kept under the normal tiers for `retention.retired_days`, with a warning a week before, and are then
+deleted with everything else of the site (and its partition). Listed back in farm.yaml, it is an
+active site again and its history goes on (health.record_sites removes the retired record).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from resources.object_store import Store
+from wpfarm_assets.backups.health import OK, WARNING, Finding, SiteBackups, record_sites
+from wpfarm_assets.core.config import ConfigError, FarmConfig, Site
+from wpfarm_assets.core.keys import KINDS, retired_record_key, site_record_key, site_root
+
+WARN_DAYS = 7  # before a retired site's backups are deleted
+
+
+@dataclass(frozen=True)
+class RetiredSite:
+    name: str
+    retired_at: datetime
+    newest: dict[str, datetime | None]  # per kind
+    deleted_on: datetime  # when its backups go
+
+
+def retire(store: Store, names: list[str], now: datetime) -> None:
+    """Write the retired record of each of `names` that has none."""
+    for name in names:
+        key = retired_record_key(name)
+        if not any(obj.key == key for obj in store.list(key)):
+            store.put_bytes(key, json.dumps({"site": name, "retired_at": now.isoformat()}).encode())
+
+
+def find_retired(store: Store, config: FarmConfig, listing: dict[str, SiteBackups], now: datetime) -> list[RetiredSite]:
+    """Every site in the store's listing that the configuration does not list (recorded as retired
+    now, if it was not yet), with its newest backups and when they will be deleted. A retired site
+    that the configuration lists again is retired no more."""
+    configured = {s.name for s in config.sites}
+    record_sites(store, [s for s in config.sites if s.name in listing and listing[s.name].retired], now)  # back
+    gone = sorted(name for name in listing if name not in configured)
+    retire(store, [name for name in gone if listing[name].retired is None], now)
+    keep = timedelta(days=config.retention.retired_days)
+    found = []
+    for name in gone:
+        retired_at = listing[name].retired or now
+        newest = {kind: max((k.time for k in listing[name].backups[kind]), default=None) for kind in KINDS}
+        found.append(RetiredSite(name, retired_at, newest, retired_at + keep))
+    return found
+
+
+def retired_findings(retired: list[RetiredSite], now: datetime) -> list[Finding]:
+    """One finding per retired site (kind `retired`): ok, or a warning in the week before its backups go."""
+    findings = []
+    for r in retired:
+        newest = ", ".join(f"{kind} {t:%Y-%m-%d %H:%M}" if t else f"no {kind}" for kind, t in r.newest.items())
+        left = (r.deleted_on - now).total_seconds() / 86400
+        severity = WARNING if left <= WARN_DAYS else OK
+        findings.append(Finding(r.name, "retired", severity,
+                                f"retired on {r.retired_at:%Y-%m-%d}; newest backups: {newest}; kept until "
+                                f"{r.deleted_on:%Y-%m-%d}" + (f" (in {max(left, 0):.1f} days: restore or re-add it "
+                                                             "now if it is still wanted)" if severity == WARNING else ""),
+                                r.retired_at))
+    return findings
+
+
+def expire_retired(store: Store, retired: list[RetiredSite], now: datetime) -> list[str]:
+    """Delete everything of each retired site past its `deleted_on` (its whole `sites/<site>/`: backups,
+    file store, drill records, site and retired records; the retired record last); the names."""
+    expired = [r.name for r in retired if r.deleted_on <= now]
+    for name in expired:
+        keys = sorted(obj.key for obj in store.list(site_root(name)))
+        keys.remove(retired_record_key(name))
+        for start in range(0, len(keys), 1000):
+            store.delete(keys[start:start + 1000])
+        store.delete([retired_record_key(name)])
+    return expired
+
+
+def site_or_retired(config: FarmConfig, store: Store, name: str) -> tuple[Site, bool]:
+    """(the site, whether it is retired): from the configuration, else from its record in the store
+    (what it was when it joined). A name that is neither is a clear error."""
+    try:
+        return config.site(name), False
+    except ConfigError:
+        key = site_record_key(name)
+        if not any(obj.key == key for obj in store.list(key)):
+            raise ConfigError(f"site {name!r} is not in the farm configuration, and has no backups in "
+                              f"{store.url}") from None
+    record = json.loads(store.get_bytes(key))
+    return Site(**{field: record[field] for field in Site.model_fields}), True
+
+
+def in_place_problem(site: str, kind: str, to_database: str | None, to_path: str | None) -> str | None:
+    """Why a restore of retired `site` cannot go where it would: in place, to a site that is not there."""
+    if (kind != "files" and not to_database) or (kind != "db" and not to_path):
+        return (f"site {site} is retired (not in the farm configuration): restore it into another database and "
+                "folder (--to-database, and --to-path for its files), or list it in farm.yaml again to restore it "
+                "in place")
+    return None
