@@ -97,6 +97,9 @@ def for_each_site(context: dg.AssetExecutionContext, farm: FarmConfig, paralleli
     the materializations are these events, not a step output.
     """
     names = context.partition_keys
+    if SITES_TAG not in context.run.tags:  # a launch or backfill from the UI: say which sites it covers too
+        context.instance.add_run_tags(context.run.run_id, {
+            SITES_TAG: partition_range_tags(names[0], names[-1], len(names))[SITES_TAG]})
     tags = provenance(context)
     failures: dict[str, str] = {}
     succeeded = 0

@@ -10,6 +10,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import yaml
 from playwright.sync_api import expect, sync_playwright
@@ -249,6 +250,9 @@ def test_the_web_ui_tells_the_truth(web_ui, farm_with_trouble, db):
         wait_for(ended, "the backfill to end", timeout=120)
         (backfill,) = graphql(web_ui, BACKFILLS)["partitionBackfillsOrError"]["results"]
         assert backfill["status"] in ("COMPLETED", "COMPLETED_SUCCESS"), backfill
+        # The UI's backfill run says which sites it covered too (the backup step tags it).
+        backfill_runs = instance().get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill["id"]}))
+        assert [r.tags.get("wpfarm/sites") for r in backfill_runs] == [f"{broken['name']} … {new['name']} (2)"]
         visit("/overview/backfills", "7-backfill.png")
         browser.close()
     assert statuses(web_ui, "database_dump")["failedPartitions"] == []

@@ -27,7 +27,7 @@ from wpfarm_assets.backups.inventory import backup_inventory as inventory_frame
 from wpfarm_assets.backups.inventory import spaces_monthly_cost
 from wpfarm_assets.backups.pitr import PitrError, archive_binlogs, binlog_retention
 from wpfarm_assets.backups.retention import RULES, RetentionReport, apply_retention, list_sites
-from wpfarm_assets.backups.retired import expire_retired, find_retired, retired_findings
+from wpfarm_assets.backups.retired import beyond_tiers, expire_retired, find_retired, retired_findings
 from wpfarm_assets.core.binlog import parse_position, seq_in
 from wpfarm_assets.core.config import FarmConfig, Site
 from wpfarm_assets.core.errors import WpfarmError
@@ -307,6 +307,8 @@ def retired_sites(context: dg.AssetExecutionContext, farm: dg.ResourceParam[Farm
     retired = find_retired(store, farm, listing, now)
     mark_retired(context.instance, [r.name for r in retired if listing[r.name].retired is None], rules.retired_days)
     for r in retired:  # the normal tiers still apply while they are kept
+        if not beyond_tiers(listing[r.name], rules.daily, rules.weekly, rules.monthly):
+            continue
         try:
             apply_retention(store, r.name, now, daily=rules.daily, weekly=rules.weekly, monthly=rules.monthly,
                             repository=object_store.repository(r.name))

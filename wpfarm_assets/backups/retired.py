@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from resources.object_store import Store
 from wpfarm_assets.backups.health import OK, WARNING, Finding, SiteBackups, record_sites
+from wpfarm_assets.backups.retention import plan_retention
 from wpfarm_assets.core.config import ConfigError, FarmConfig, Site
 from wpfarm_assets.core.keys import KINDS, retired_record_key, site_record_key, site_root
 
@@ -54,6 +55,13 @@ def find_retired(store: Store, config: FarmConfig, listing: dict[str, SiteBackup
         newest = {kind: max((k.time for k in listing[name].backups[kind]), default=None) for kind in KINDS}
         found.append(RetiredSite(name, retired_at, newest, retired_at + keep))
     return found
+
+
+def beyond_tiers(entry: SiteBackups, daily: int, weekly: int, monthly: int) -> bool:
+    """Whether a retired site has backups that the normal tiers would delete (it gets no new ones, so
+    once they are applied this stays False: retention does not re-read its backups every hour)."""
+    return any(set(plan_retention([k.time for k in keys], daily, weekly, monthly)) != {k.time for k in keys}
+               for keys in entry.backups.values())
 
 
 def retired_findings(retired: list[RetiredSite], now: datetime) -> list[Finding]:
