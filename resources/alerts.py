@@ -152,3 +152,12 @@ class PushgatewayResource(dg.ConfigurableResource):
         group = f"job/wpfarm_backup/site/{manifest.site}/kind/{manifest.kind}"
         _request("PUT", f"{self.url.rstrip('/')}/metrics/{group}", metric_lines(metrics, BACKUP_METRICS),
                  "text/plain; version=0.0.4")
+
+    def forget_site(self, site: str) -> None:
+        """Delete a retired site's metric groups, so that Prometheus's staleness rule stops firing
+        for a site that gets no backups on purpose."""
+        if not self.url:
+            return
+        for group in (f"job/wpfarm_backup/site/{site}/kind/db", f"job/wpfarm_backup/site/{site}/kind/files",
+                      f"job/wpfarm_drill/site/{site}"):
+            _request("DELETE", f"{self.url.rstrip('/')}/metrics/{group}")

@@ -60,20 +60,29 @@ def key_fingerprint(recipient: str, home: str | None) -> str:
 
 def encryption_expiry(recipient: str, home: str | None) -> datetime | None:
     """When the farm key stops encrypting (UTC; None: never): the latest expiry among its usable
-    encryption (sub)keys, and no later than its primary key's. A GPGError when it has no encryption
-    key that is not revoked, or is not in the keyring."""
-    for key in _keys(home, recipient, secret=False):
+    encryption (sub)keys, and no later than its primary key's; of the best key when `recipient`
+    matches several (an address). A GPGError when none can encrypt (revoked, no encryption key), or
+    it is not in the keyring."""
+    keys = _keys(home, recipient, secret=False)
+    if not keys:
+        raise GPGError(f"public key {recipient!r} is not in the keyring at {_where(home)}")
+    found, problems = [], []
+    for key in keys:
         if key["trust"] == "r":
-            raise GPGError(f"the farm key {key['fingerprint']} is revoked: backups cannot be encrypted to it")
+            problems.append(f"the farm key {key['fingerprint']} is revoked")
+            continue
         primary = _epoch(key["expires"])
         candidates = ([primary] if "e" in key["cap"].replace("E", "") else []) + [
             _epoch(sub["expires"]) for sub in (key.get("subkey_info") or {}).values()
             if "e" in sub["cap"] and sub["trust"] != "r"]
         if not candidates:
-            raise GPGError(f"the farm key {key['fingerprint']} has no encryption key: backups cannot be encrypted to it")
+            problems.append(f"the farm key {key['fingerprint']} has no encryption key")
+            continue
         subkey = None if None in candidates else max(candidates)
-        return min((t for t in (primary, subkey) if t is not None), default=None)
-    raise GPGError(f"public key {recipient!r} is not in the keyring at {_where(home)}")
+        found.append(min((t for t in (primary, subkey) if t is not None), default=None))
+    if not found:
+        raise GPGError("; ".join(problems) + ": backups cannot be encrypted to it")
+    return None if None in found else max(found)
 
 
 def _epoch(text: str) -> datetime | None:

@@ -19,7 +19,7 @@ from wpfarm_assets.backups.health import record_sites
 from wpfarm_assets.backups.retired import retire
 from wpfarm_assets.core.batches import site_runs
 from wpfarm_assets.core.config import ConfigError, FarmConfig, Site, add_site_to_file
-from wpfarm_assets.core.keys import site_record_key
+from wpfarm_assets.core.keys import site_root
 from wpfarm_assets.partitions import mark_retired, run_tags, sites
 
 
@@ -82,9 +82,9 @@ def site_inventory_sensor(context: dg.SensorEvaluationContext, farm: dg.Resource
         partition_requests.append(sites.build_add_request(added))
     requests += [dg.RunRequest(run_key=f"returned:{run[0]}..{run[-1]}:{now.isoformat()}", tags=run_tags(run))
                  for run in site_runs(returned, order, config.backup.sites_per_run)]
-    # A site that joined (it has a record) and left is retired: its partition stays, marked. One
-    # without a record was added by hand in the UI, or its backups are gone: deleted.
-    leaving = [name for name in removed if any(o.key == site_record_key(name) for o in store.list(site_record_key(name)))]
+    # A site that has anything in the store and left is retired: its partition stays, marked. One
+    # with nothing there was added by hand in the UI, or its backups are gone: deleted.
+    leaving = [name for name in removed if next(iter(store.list(site_root(name))), None) is not None]
     if leaving:
         retire(store, leaving, now)
         mark_retired(context.instance, leaving, config.retention.retired_days)

@@ -43,7 +43,7 @@ from wpfarm_assets.core.config import (
 from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.keys import KINDS, SITES, parse_stamp, site_root, snapshot_ids, split_future
 from wpfarm_assets.dagster_storage import PROCESS_TAG, fail_dead_runs, this_process
-from wpfarm_assets.partitions import run_tags
+from wpfarm_assets.partitions import mark_retired, run_tags
 
 REPO = Path(__file__).resolve().parent.parent
 # Dagster's event log belongs in the web UI; the terminal shows the results and failure reasons.
@@ -243,7 +243,7 @@ def status(config: FarmConfig) -> int:
         record_sites,
     )
     from wpfarm_assets.backups.pitr import binlog_findings, pitr_findings, pitr_on, read_archive
-    from wpfarm_assets.backups.retired import find_retired, retired_findings
+    from wpfarm_assets.backups.retired import record_retirements, retired_findings, retired_sites_of
 
     store = store_of(config)
     now = datetime.now(timezone.utc)
@@ -269,7 +269,8 @@ def status(config: FarmConfig) -> int:
         newest = f.newest.strftime("%Y-%m-%d %H:%M:%S") if f.newest else "-"
         age = f"{f.age_hours:.1f}" if f.age_hours is not None else "-"
         print(f"{f.site:{width}}  {f.kind:10}  {newest:20}  {age:>5}  {f.severity.upper():8}  {f.reason}")
-    retired = retired_findings(find_retired(store, config, listing, now), now)
+    mark_retired(instance(), record_retirements(store, config, listing, now), config.retention.retired_days)
+    retired = retired_findings(retired_sites_of(config, listing, now), now)
     if retired:
         print(f"\nretired sites (removed from the farm configuration; backups kept "
               f"{config.retention.retired_days} days under the normal tiers, then deleted):")

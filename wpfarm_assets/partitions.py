@@ -97,6 +97,13 @@ def for_each_site(context: dg.AssetExecutionContext, farm: FarmConfig, paralleli
     the materializations are these events, not a step output.
     """
     names = context.partition_keys
+    configured = {s.name for s in farm.sites}
+    if retired := [n for n in names if n not in configured]:  # their partitions stay (backups/retired.py)
+        context.log.info(f"passed over {len(retired)} retired site(s), not in the farm configuration: "
+                         + ", ".join(retired[:10]))
+        names = [n for n in names if n in configured]
+        if not names:
+            return
     if SITES_TAG not in context.run.tags:  # a launch or backfill from the UI: say which sites it covers too
         context.instance.add_run_tags(context.run.run_id, {
             SITES_TAG: partition_range_tags(names[0], names[-1], len(names))[SITES_TAG]})

@@ -2,6 +2,7 @@
 saying "retired", its backups are listed and restored from the store alone (not in place), and
 after retention.retired_days (on a controlled clock) they are gone, and nothing else is."""
 
+import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -10,18 +11,19 @@ from services import wait_for
 
 from resources.alerts import AlertmanagerResource
 from wpfarm_assets.backups.health import OK, WARNING, group_listing
-from wpfarm_assets.backups.retired import expire_retired, find_retired, retired_findings
+from wpfarm_assets.backups.retired import expire_retired, retired_findings, retired_sites_of
 from wpfarm_assets.backups.verify import tree_digest
 from wpfarm_assets.cli import instance, main, run_job, store_of
 from wpfarm_assets.core.config import load_config
 from wpfarm_assets.core.keys import SITES
+from wpfarm_assets.partitions import partition_range_tags
 
 
 def test_a_removed_site_is_retired_restorable_from_the_store_then_deleted_after_retired_days(
-        make_farm, dagster_home, db, keyring, alertmanager, receivers, tmp_path, capsys):
+        make_farm, dagster_home, db, keyring, alertmanager, receivers, pushgateway, tmp_path, capsys):
     # Thresholds so low that every backup is already "stale": both sites have alerts firing.
     farm = make_farm(2, alerts={"warning_after_hours": 0.0001, "critical_after_hours": 1000,
-                                "alertmanager_url": alertmanager})
+                                "alertmanager_url": alertmanager, "pushgateway_url": pushgateway})
     staying, leaving = (s["name"] for s in farm.sites)
     assert main(["backup"]) == 0
     firing = {a["site"] for a in AlertmanagerResource(url=alertmanager).firing("WpfarmBackupStale")}
@@ -37,6 +39,13 @@ def test_a_removed_site_is_retired_restorable_from_the_store_then_deleted_after_
     # Its group (WpfarmBackupStale, warning) still fires for the other site: one notification lists both.
     wait_for(lambda: f"{leaving} db: retired: the site was removed" in receivers.text()["slack"],
              "the retired site's alerts resolved, saying why")
+
+    metrics = urllib.request.urlopen(f"{pushgateway}/metrics", timeout=10).read().decode()
+    assert f'site="{staying}"' in metrics and f'site="{leaving}"' not in metrics  # Prometheus's rule stops too
+
+    # Its partition stays, in the ranges of the nightly runs, and is passed over in them.
+    assert instance().get_dynamic_partitions("sites") == [staying, leaving]
+    assert run_job("back_up_sites", config, instance(), tags=partition_range_tags(staying, leaving, 2)).success
 
     capsys.readouterr()
     main(["status"])
@@ -64,7 +73,7 @@ def test_a_removed_site_is_retired_restorable_from_the_store_then_deleted_after_
     # The controlled clock: a week before retention.retired_days a warning; after them, deleted.
     store = store_of(config)
     staying_before = sorted((o.key, o.size) for o in store.list(f"{SITES}{staying}/"))
-    (retired,) = find_retired(store, config, group_listing(list(store.list(SITES))), datetime.now(timezone.utc))
+    (retired,) = retired_sites_of(config, group_listing(list(store.list(SITES))), datetime.now(timezone.utc))
     assert retired.deleted_on - retired.retired_at == timedelta(days=90)
     (early,) = retired_findings([retired], retired.retired_at + timedelta(days=80))
     (late,) = retired_findings([retired], retired.retired_at + timedelta(days=84))

@@ -3,12 +3,15 @@ the wrong site: each dump records the address it holds, the next backup of each 
 addresses (status, the age check), and an in-place restore of one into the database that now holds
 the other's address is refused without --force."""
 
+from datetime import datetime, timedelta, timezone
+
 import yaml
 
 from wpfarm_assets.backups.restore import list_backups
 from wpfarm_assets.backups.verify import read_manifest
-from wpfarm_assets.cli import main, store_of
+from wpfarm_assets.cli import instance, main, run_job, store_of
 from wpfarm_assets.core.config import load_config
+from wpfarm_assets.partitions import run_tags
 
 
 def test_swapped_databases_warn_naming_both_addresses_and_an_in_place_restore_needs_force(make_farm, dagster_home,
@@ -34,6 +37,14 @@ def test_swapped_databases_warn_naming_both_addresses_and_an_in_place_restore_ne
         assert "WARNING" in row and f"siteurl https://{other}" in row and f"(https://{site})" in row, row
         newest = read_manifest(store, list_backups(store, site, "db")[-1])
         assert newest.siteurl == f"https://{other}" and newest.site_addresses == [f"https://{site}"]  # not adopted
+    # Retention two days on (it removes objects without a manifest a day old) keeps the flag with its dump.
+    later = (datetime.now(timezone.utc) + timedelta(days=2)).isoformat()
+    assert run_job("apply_retention", load_config(), instance(), tags=run_tags([one]),
+                   run_config={"ops": {"retention": {"config": {"as_of": later}}}}).success
+    capsys.readouterr()
+    main(["status"])
+    assert "WARNING" in next(line for line in capsys.readouterr().out.splitlines()
+                             if line.startswith(one) and " db " in line)
     # A third backup still knows which address is the site's: the warning does not fade into the record.
     assert main(["backup", one]) == 0
     capsys.readouterr()

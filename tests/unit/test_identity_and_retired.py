@@ -45,9 +45,12 @@ def backups(days: int) -> SiteBackups:
 
 
 def test_retention_runs_for_a_retired_site_only_while_the_tiers_would_delete_something():
-    assert not beyond_tiers(backups(14), 14, 26, 12)
-    assert beyond_tiers(backups(15), 14, 0, 0)
-    assert not beyond_tiers(backups(15), 14, 26, 12)  # the 15th is a weekly
+    now = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    assert not beyond_tiers(backups(14), now, 14, 26, 12)
+    assert beyond_tiers(backups(15), now, 14, 0, 0)
+    assert not beyond_tiers(backups(15), now, 14, 26, 12)  # the 15th is a weekly
+    assert not beyond_tiers(backups(1), now, 0, 0, 0)  # the newest is never deleted
+    assert not beyond_tiers(backups(3), datetime(2026, 1, 1, tzinfo=timezone.utc), 1, 0, 0)  # nor future ones
 
 
 def test_a_retired_site_restores_only_elsewhere():

@@ -27,7 +27,13 @@ from wpfarm_assets.backups.inventory import backup_inventory as inventory_frame
 from wpfarm_assets.backups.inventory import spaces_monthly_cost
 from wpfarm_assets.backups.pitr import PitrError, archive_binlogs, binlog_retention
 from wpfarm_assets.backups.retention import RULES, RetentionReport, apply_retention, list_sites
-from wpfarm_assets.backups.retired import beyond_tiers, expire_retired, find_retired, retired_findings
+from wpfarm_assets.backups.retired import (
+    beyond_tiers,
+    expire_retired,
+    record_retirements,
+    retired_findings,
+    retired_sites_of,
+)
 from wpfarm_assets.core.binlog import parse_position, seq_in
 from wpfarm_assets.core.config import FarmConfig, Site
 from wpfarm_assets.core.errors import WpfarmError
@@ -298,23 +304,33 @@ def drill_metadata(record: dict) -> dict:
 
 @dg.asset(group_name="backups", kinds={"s3"})
 def retired_sites(context: dg.AssetExecutionContext, farm: dg.ResourceParam[FarmConfig],
-                  object_store: ObjectStoreResource) -> dg.MaterializeResult:
+                  object_store: ObjectStoreResource, pushgateway: PushgatewayResource) -> dg.MaterializeResult:
     """Sites removed from the farm configuration: recorded as retired (their partitions marked), their
     backups kept under the normal tiers for retention.retired_days, then deleted with everything else
     of the site and its partition; a warning in the week before (wpfarm_assets.backups.retired)."""
     store, now, rules = object_store.store(), datetime.now(timezone.utc), farm.retention
     listing = group_listing(list(store.list(SITES)))
-    retired = find_retired(store, farm, listing, now)
-    mark_retired(context.instance, [r.name for r in retired if listing[r.name].retired is None], rules.retired_days)
+    leaving = record_retirements(store, farm, listing, now)
+    mark_retired(context.instance, leaving, rules.retired_days)
+    retired = retired_sites_of(farm, listing, now)
+    for r in retired:  # every run: the inventory sensor may have retired it, and a push may come late
+        try:
+            pushgateway.forget_site(r.name)
+        except AlertError as exc:
+            context.log.warning(f"retired site {r.name}: its metrics not deleted from the Pushgateway: {exc}")
     for r in retired:  # the normal tiers still apply while they are kept
-        if not beyond_tiers(listing[r.name], rules.daily, rules.weekly, rules.monthly):
+        if not beyond_tiers(listing[r.name], now, rules.daily, rules.weekly, rules.monthly):
             continue
         try:
             apply_retention(store, r.name, now, daily=rules.daily, weekly=rules.weekly, monthly=rules.monthly,
                             repository=object_store.repository(r.name))
         except WpfarmError as exc:
             context.log.warning(f"retired site {r.name}: retention not applied: {exc}")
-    expired = expire_retired(store, retired, now)
+    try:
+        expired = expire_retired(store, retired, now)
+    except WpfarmError as exc:  # the store: the next run tries again; the inventory and checks go on
+        context.log.warning(f"retired sites not expired: {exc}")
+        expired = []
     for name in expired:
         context.log.info(f"retired site {name}: kept {rules.retired_days} days; its backups are deleted")
         if context.instance.has_dynamic_partition(sites.name, name):

@@ -129,11 +129,16 @@ def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[s
             after = None
         changed = {} if after is None else {t: after.get(t, -1) for t in set(tables) | set(after)
                                             if tables.get(t) != after.get(t)}
-        addresses = read_addresses(db, site.database, tables)
+        try:
+            addresses = read_addresses(db, site.database, tables)
+        except WpfarmError:  # the dump is good without them; nothing to judge
+            addresses = {}
         before = _newest_manifest(store, site.name)
-        # What the site said before; a site whose dumps predate the record starts it with this one.
+        # What the site said before (and farm.yaml's addresses for it); a site whose dumps predate
+        # the record starts it with this one.
         known = (None if before is None else before.site_addresses if before.site_addresses is not None
                  else sorted(set(addresses.values())) or None)
+        known = sorted({*(known or []), *site.addresses}) or None
         identity = identity_problem(site.name, addresses, known)
         content = {"database": site.database, "tables": tables, "dump_complete": True, **addresses,
                    "site_addresses": known_addresses(site.name, addresses, known), "identity": identity,

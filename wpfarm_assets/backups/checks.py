@@ -26,6 +26,7 @@ from wpfarm_assets.backups.health import (
     sync_alerts,
 )
 from wpfarm_assets.backups.pitr import binlog_findings, read_archive
+from wpfarm_assets.backups.retired import retired_findings, retired_sites_of
 from wpfarm_assets.core.config import FarmConfig
 from wpfarm_assets.core.keys import SITES
 
@@ -40,11 +41,13 @@ def health_result(context, farm: FarmConfig, findings: list, alertmanager: Alert
 
 
 def age_findings(farm: FarmConfig, object_store: ObjectStoreResource) -> list:
-    """backup_age for every configured site, from one listing of the store."""
+    """backup_age for every configured site, and retired_findings for every retired one, from one
+    listing of the store."""
     store, now = object_store.store(), datetime.now(timezone.utc)
     listing = group_listing(list(store.list(SITES)))
     return backup_age([s.name for s in farm.sites], listing, now, farm.alerts.warning_after_hours,
-                      farm.alerts.critical_after_hours, identity_flags(store, listing, now))
+                      farm.alerts.critical_after_hours, identity_flags(store, listing, now)) + retired_findings(
+        retired_sites_of(farm, listing, now), now)  # a warning (and alert) the week before their backups go
 
 
 @dg.asset_check(asset=backup_inventory, description="Per site and kind: the newest backup's age against the thresholds.")

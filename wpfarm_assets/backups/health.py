@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 from resources.gpg import GPGError, encryption_expiry, key_fingerprint
 from resources.object_store import Store, StoredObject, StoreError
 from resources.restic import Repository, ResticError
-from wpfarm_assets.backups.identity import identity_key
 from wpfarm_assets.backups.verify import record_refusal, verify_backup
 from wpfarm_assets.core.config import Site
 from wpfarm_assets.core.keys import (
@@ -98,9 +97,9 @@ def identity_flags(store: Store, listing: dict[str, SiteBackups], now: datetime)
     for site, entry in listing.items():
         credible, _ = split_future(entry.backups["db"], now)
         good = [k for k in credible if k not in entry.refused]
-        if good and identity_key(good[-1]) in entry.objects:
+        if good and good[-1].identity_key in entry.objects:
             try:
-                reason = store.get_bytes(identity_key(good[-1])).decode(errors="replace")
+                reason = store.get_bytes(good[-1].identity_key).decode(errors="replace")
             except StoreError as exc:
                 reason = f"is flagged as another site's (the flag cannot be read: {exc})"
             flags[site] = f"newest dump {good[-1].stamp} {reason}"
@@ -181,7 +180,7 @@ def sync_alerts(alertmanager, alertname: str, findings: list[Finding], link: str
                 annotations["age_hours"] = str(f.age_hours)
             alerts.append(({"site": f.site, "kind": f.kind, "severity": f.severity}, annotations))
     retired = None if configured is None else (
-        lambda labels: RETIRED_SUMMARY if labels.get("site") and labels["site"] not in configured else None)
+        lambda labels: RETIRED_SUMMARY if labels.get("site") not in (configured | {None, "farm"}) else None)
     return alertmanager.sync(alertname, alerts, retired)
 
 

@@ -29,37 +29,47 @@ def table_prefix(tables: Iterable[str]) -> str | None:
 
 
 def read_addresses(db: MariaDB, database: str, tables: Iterable[str]) -> dict[str, str]:
-    """`siteurl` and `home` of the WordPress site in `database` (with these tables); {} when it has none."""
+    """`siteurl` and `home` of the WordPress site in `database` (with these tables); {} when it has none.
+    Read as hex (a value may hold tabs or line breaks), without control characters, at most 500
+    characters (it reaches alerts and terminals)."""
     prefix = table_prefix(tables)
     if prefix is None:
         return {}
     options = "`" + database.replace("`", "``") + "`.`" + (prefix + "options").replace("`", "``") + "`"
-    rows = db.query(f"SELECT option_name, option_value FROM {options} WHERE option_name IN ('siteurl', 'home')")
-    return {name: value.strip() for name, value in rows if name in ADDRESS_OPTIONS and value.strip()}
+    rows = db.query(f"SELECT option_name, HEX(LEFT(option_value, 500)) FROM {options} "
+                    "WHERE option_name IN ('siteurl', 'home')")
+    found = {}
+    for name, value in (row for row in rows if len(row) == 2 and row[0] in ADDRESS_OPTIONS):
+        text = "".join(c for c in bytes.fromhex(value).decode(errors="replace") if c.isprintable()).strip()
+        if text:
+            found[name] = text
+    return found
 
 
 def host(address: str) -> str:
-    """The host an address names, lower case, without a leading www."""
+    """The host an address names: lower case, IDNA-encoded (as site names are), without a leading www."""
     try:
         name = urlsplit(address if "//" in address else f"//{address}").hostname or ""
-    except ValueError:
+        name = name.encode("idna").decode("ascii")
+    except (ValueError, UnicodeError):
         return address.lower()
     return name.removeprefix("www.")
 
 
 def known_addresses(site: str, addresses: dict[str, str], before: list[str] | None) -> list[str]:
-    """The addresses that belong to `site` after a dump with `addresses`: those, if they belong,
-    else what was known before (the site's name when nothing was)."""
-    if identity_problem(site, addresses, before) is None and addresses:
-        return sorted(set(addresses.values()))
-    return before or [site]
+    """The addresses that belong to `site` after a dump with `addresses`: what was known before,
+    and these if they belong (the site's name when nothing is known)."""
+    known = set(before or [])
+    if addresses and identity_problem(site, addresses, before) is None:
+        known |= set(addresses.values())
+    return sorted(known) or [site]
 
 
 def identity_problem(site: str, addresses: dict[str, str], known: list[str] | None) -> str | None:
-    """Why a database holding `addresses` is not `site`'s (whose known addresses are `known`), or None."""
+    """Why a database holding `addresses` is not `site`'s (whose known addresses, besides its name,
+    are `known`), or None."""
     allowed = {host(site)} | {host(a) for a in known or []}
-    foreign = {name: value for name, value in addresses.items() if host(value) not in allowed}
-    if not foreign:
+    if all(host(value) in allowed for value in addresses.values()):
         return None
     held = ", ".join(f"{name} {value}" for name, value in sorted(addresses.items()))
     return f"holds {held}, not the address of site {site} ({', '.join(sorted(set(known or [site])))})"
@@ -75,9 +85,5 @@ def foreign_target(db: MariaDB, database: str, site: str, known: list[str] | Non
     return f"database {database} {problem}" if problem else None
 
 
-def identity_key(key: BackupKey) -> str:
-    return key.manifest_key.removesuffix(".json") + ".identity"
-
-
 def record_identity(store: Store, key: BackupKey, problem: str) -> None:
-    store.put_bytes(identity_key(key), problem.encode())
+    store.put_bytes(key.identity_key, problem.encode())

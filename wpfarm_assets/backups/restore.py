@@ -91,7 +91,8 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
     A target that holds another WordPress site (its address) is refused unless `force`."""
     target = validate_identifier(to_database or site.database)
     key, manifest, refused = choose_backup(store, site.name, "db", gnupg_home, on, at)
-    known = manifest.site_addresses or sorted({a for a in (manifest.siteurl, manifest.home) if a}) or None
+    known = sorted({*(manifest.site_addresses or [a for a in (manifest.siteurl, manifest.home) if a]),
+                    *site.addresses}) or None
     if not force and (problem := foreign_target(db, target, site.name, known)):
         raise RestoreError(f"site {site.name}: {problem}: restoring there overwrites another site; refused "
                            "(--force to do it anyway)")

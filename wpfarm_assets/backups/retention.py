@@ -182,7 +182,7 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
     for kind in KINDS:
         every = [k for k in map(parse_manifest_key, objects) if k and k.kind == kind and k.site == site]
         for key in every:
-            referenced.update((key.manifest_key, key.data_key, key.refusal_key))
+            referenced.update((key.manifest_key, key.data_key, key.refusal_key, key.identity_key))
         # Backups stamped in the future are kept, and neither counted nor taken as the newest.
         backups, _ = split_future(every, now)
         kind_report = report.kinds.setdefault(kind, KindReport())
@@ -208,7 +208,7 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
                     expired_snapshots.append(manifest.snapshot_id)
             manifests_to_delete.append(key.manifest_key)
             kind_report.deleted += 1
-            for k in (key.manifest_key, key.data_key, key.refusal_key):
+            for k in (key.manifest_key, key.data_key, key.refusal_key, key.identity_key):
                 if k in objects:
                     objects_to_delete.append(k)
                     kind_report.bytes_freed += objects[k].size

@@ -15,11 +15,15 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from resources.object_store import Store
-from wpfarm_assets.backups.health import OK, WARNING, Finding, SiteBackups, record_sites
+from pydantic import ValidationError
+
+from resources.object_store import Store, StoreError
+from wpfarm_assets.backups.health import OK, WARNING, Finding, SiteBackups, group_listing, record_sites
 from wpfarm_assets.backups.retention import plan_retention
+from wpfarm_assets.backups.verify import read_manifest
 from wpfarm_assets.core.config import ConfigError, FarmConfig, Site
-from wpfarm_assets.core.keys import KINDS, retired_record_key, site_record_key, site_root
+from wpfarm_assets.core.errors import WpfarmError
+from wpfarm_assets.core.keys import KINDS, retired_record_key, site_record_key, site_root, split_future
 
 WARN_DAYS = 7  # before a retired site's backups are deleted
 
@@ -40,28 +44,40 @@ def retire(store: Store, names: list[str], now: datetime) -> None:
             store.put_bytes(key, json.dumps({"site": name, "retired_at": now.isoformat()}).encode())
 
 
-def find_retired(store: Store, config: FarmConfig, listing: dict[str, SiteBackups], now: datetime) -> list[RetiredSite]:
-    """Every site in the store's listing that the configuration does not list (recorded as retired
-    now, if it was not yet), with its newest backups and when they will be deleted. A retired site
-    that the configuration lists again is retired no more."""
+def record_retirements(store: Store, config: FarmConfig, listing: dict[str, SiteBackups], now: datetime) -> list[str]:
+    """Bring the retired records in line with the configuration: a site in the store's listing that
+    it does not list is retired now (if it was not yet); one it lists again is retired no more.
+    The names retired now."""
     configured = {s.name for s in config.sites}
     record_sites(store, [s for s in config.sites if s.name in listing and listing[s.name].retired], now)  # back
-    gone = sorted(name for name in listing if name not in configured)
-    retire(store, [name for name in gone if listing[name].retired is None], now)
+    leaving = sorted(name for name, entry in listing.items() if name not in configured and entry.retired is None)
+    retire(store, leaving, now)
+    return leaving
+
+
+def retired_sites_of(config: FarmConfig, listing: dict[str, SiteBackups], now: datetime) -> list[RetiredSite]:
+    """Every site in the store's listing that the configuration does not list, with its newest
+    backups and when they will be deleted (one not recorded as retired yet: from now)."""
+    configured = {s.name for s in config.sites}
     keep = timedelta(days=config.retention.retired_days)
     found = []
-    for name in gone:
+    for name in sorted(n for n in listing if n not in configured):
         retired_at = listing[name].retired or now
         newest = {kind: max((k.time for k in listing[name].backups[kind]), default=None) for kind in KINDS}
         found.append(RetiredSite(name, retired_at, newest, retired_at + keep))
     return found
 
 
-def beyond_tiers(entry: SiteBackups, daily: int, weekly: int, monthly: int) -> bool:
-    """Whether a retired site has backups that the normal tiers would delete (it gets no new ones, so
-    once they are applied this stays False: retention does not re-read its backups every hour)."""
-    return any(set(plan_retention([k.time for k in keys], daily, weekly, monthly)) != {k.time for k in keys}
-               for keys in entry.backups.values())
+def beyond_tiers(entry: SiteBackups, now: datetime, daily: int, weekly: int, monthly: int) -> bool:
+    """Whether retention would delete any of a retired site's backups (as apply_retention judges:
+    never the newest, never one stamped in the future). It gets no new ones, so once retention has
+    run this stays False: its backups are not re-read every hour."""
+    for keys in entry.backups.values():
+        times, _ = split_future(keys, now)
+        kept = set(plan_retention([k.time for k in times], daily, weekly, monthly)) | {k.time for k in times[-1:]}
+        if {k.time for k in times} - kept:
+            return True
+    return False
 
 
 def retired_findings(retired: list[RetiredSite], now: datetime) -> list[Finding]:
@@ -81,29 +97,50 @@ def retired_findings(retired: list[RetiredSite], now: datetime) -> list[Finding]
 
 def expire_retired(store: Store, retired: list[RetiredSite], now: datetime) -> list[str]:
     """Delete everything of each retired site past its `deleted_on` (its whole `sites/<site>/`: backups,
-    file store, drill records, site and retired records; the retired record last); the names."""
-    expired = [r.name for r in retired if r.deleted_on <= now]
-    for name in expired:
-        keys = sorted(obj.key for obj in store.list(site_root(name)))
-        keys.remove(retired_record_key(name))
-        for start in range(0, len(keys), 1000):
-            store.delete(keys[start:start + 1000])
-        store.delete([retired_record_key(name)])
+    file store, drill records, site and retired records; the retired record last); the names. A site
+    whose retired record is gone meanwhile (listed again, or expired by another run) is left alone."""
+    expired = []
+    for r in (r for r in retired if r.deleted_on <= now):
+        keys = sorted(obj.key for obj in store.list(site_root(r.name)))
+        if retired_record_key(r.name) not in keys:
+            continue
+        store.delete([k for k in keys if k != retired_record_key(r.name)])
+        store.delete([retired_record_key(r.name)])
+        expired.append(r.name)
     return expired
 
 
 def site_or_retired(config: FarmConfig, store: Store, name: str) -> tuple[Site, bool]:
-    """(the site, whether it is retired): from the configuration, else from its record in the store
-    (what it was when it joined). A name that is neither is a clear error."""
+    """(the site, whether it is retired): from the configuration, else from the store alone: its site
+    record, with the database and content path its newest backups name (a site can have moved since
+    it joined). A name that is neither is a clear error."""
     try:
         return config.site(name), False
     except ConfigError:
-        key = site_record_key(name)
-        if not any(obj.key == key for obj in store.list(key)):
-            raise ConfigError(f"site {name!r} is not in the farm configuration, and has no backups in "
-                              f"{store.url}") from None
-    record = json.loads(store.get_bytes(key))
-    return Site(**{field: record[field] for field in Site.model_fields}), True
+        entry = group_listing(list(store.list(site_root(name)))).get(name)
+    if entry is None:
+        raise ConfigError(f"site {name!r} is not in the farm configuration, and has nothing in {store.url}") from None
+    fields: dict = {"name": name}
+    try:
+        if site_record_key(name) in entry.objects:
+            record = json.loads(store.get_bytes(site_record_key(name)))
+            fields.update({k: record[k] for k in ("database", "content_path") if isinstance(record.get(k), str)})
+    except (ValueError, StoreError):
+        pass  # the manifests may still say
+    for kind, field in (("db", "database"), ("files", "content_path")):
+        for key in reversed(entry.backups[kind]):
+            try:
+                value = getattr(read_manifest(store, key), field)
+            except WpfarmError:
+                continue
+            if value:
+                fields[field] = value
+                break
+    try:
+        return Site(**fields), True
+    except ValidationError as exc:
+        raise ConfigError(f"site {name!r} is retired, and its records do not say what it was: "
+                          + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
 
 
 def in_place_problem(site: str, kind: str, to_database: str | None, to_path: str | None) -> str | None:

@@ -306,6 +306,9 @@ class Site(_Model):
     name: SiteName
     database: Annotated[str, AfterValidator(validate_site_database)]
     content_path: Annotated[str, AfterValidator(validate_content_path)]
+    # Addresses that are this site's besides its name (a vanity domain, a new domain): a dump whose
+    # siteurl/home is neither is flagged as another site's (backups/identity.py).
+    addresses: list[Annotated[str, Field(min_length=1, max_length=500)]] = []
 
     @property
     def root(self) -> str:
@@ -430,11 +433,11 @@ def add_site_to_file(path: Path, site: Site) -> None:
         text = path.read_text()
         try:
             data = yaml.safe_load(text)
-            data["sites"] = [*(data.get("sites") or []), site.model_dump()]
+            data["sites"] = [*(data.get("sites") or []), site.model_dump(exclude_defaults=True)]
             sections = re.findall(r"^([A-Za-z_]+):(.*)$", text, flags=re.M)
             if sections and sections[-1][0] == "sites" and sections[-1][1].strip() in ("", "[]"):
                 items = re.findall(r"^( *)- ", text[text.rindex("\nsites:"):], flags=re.M)
-                entry = ", ".join(f"{key}: {json.dumps(value)}" for key, value in site.model_dump().items())
+                entry = ", ".join(f"{key}: {json.dumps(value)}" for key, value in site.model_dump(exclude_defaults=True).items())
                 new = re.sub(r"^sites:\s*\[\]\s*$", "sites:", text, flags=re.M).rstrip("\n")
                 new += f"\n{items[-1] if items else '  '}- {{{entry}}}\n"
             elif not re.search(r"^\s*#", text, flags=re.M):

@@ -63,6 +63,12 @@ class BackupKey:
         then on it is not counted as a good backup (status, alerts, restore's choice, retention)."""
         return f"{site_prefix(self.site, self.kind)}{self.stamp}.refused"
 
+    @property
+    def identity_key(self) -> str:
+        """Written beside a dump whose database held another site's address (backups/identity.py):
+        the reason, which status and the age check show while it is the site's newest dump."""
+        return f"{site_prefix(self.site, self.kind)}{self.stamp}.identity"
+
 
 def site_root(site: str) -> str:
     """Everything of one site: `sites/<site>/`."""
