@@ -18,7 +18,7 @@ WPFARM = str(Path(sys.executable).parent / "wpfarm")
 @pytest.mark.parametrize("argv,message", [
     (["backup", "a;rm -rf /"], "not in the farm configuration"),
     (["backup", "$(id)"], "not in the farm configuration"),
-    (["restore", "../x"], "not in the farm configuration"),
+    (["restore", "../x"], "not a valid DNS host name"),
     (["restore", "{site}", "--to-database", "x; DROP DATABASE mysql"], "not a valid database identifier"),
     (["restore", "{site}", "--to-path", "relative/dir"], "must be an absolute path"),
     (["restore", "{site}", "--date", "yesterday"], "use YYYY-MM-DD"),
@@ -57,10 +57,11 @@ def test_demo_backs_up_its_sites_and_restores_one_identically_then_site_create_a
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         runs = re.findall(r"^run \S+: (\w+).*: (success|FAILED)$", done.stdout, re.M)
         assert runs == [(job, "success") for job in (
-            "check_infrastructure", "provision_sites", "back_up_sites", "apply_retention", "restore_site",
-            "drill_sites", "check_backup_health", "verify_backups",
+            "check_infrastructure", "provision_sites", "back_up_sites", "apply_retention", "check_backup_health",
+            "restore_site", "drill_sites", "check_backup_health", "verify_backups",
             # point-in-time recovery on the demo's own server with binary logs
-            "back_up_sites", "apply_retention", "archive_binlogs", "archive_binlogs", "restore_site")], done.stdout
+            "back_up_sites", "apply_retention", "check_backup_health", "archive_binlogs", "archive_binlogs",
+            "restore_site")], done.stdout
         assert "per-table checksums EQUAL" in done.stdout and "EQUAL (vs" in done.stdout
         assert "per-table checksums EQUAL to the moment before the mistake" in done.stdout
         assert re.search(r"then a plugin deletes every post: 0 posts", done.stdout)

@@ -24,7 +24,8 @@ def test_definitions_hold_the_site_assets_jobs_and_sensor(make_farm, monkeypatch
     defs = build_definitions(load_config())
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == INFRASTRUCTURE | {
-        "site_provisioning", "database_dump", "file_archive", "retention", "restore_drill", "backup_inventory"}
+        "site_provisioning", "database_dump", "file_archive", "retention", "restore_drill", "retired_sites",
+        "backup_inventory"}
 
     def parents(key: str) -> set[str]:
         return {k.to_user_string() for k in graph.get(dg.AssetKey(key)).parent_keys}
@@ -35,7 +36,7 @@ def test_definitions_hold_the_site_assets_jobs_and_sensor(make_farm, monkeypatch
     assert parents("database_dump") == {"database_tier", "site_provisioning"}
     assert parents("file_archive") == {"storage_tier", "site_provisioning"}
     assert parents("restore_drill") == set()  # judged by its due date, not "unsynced" by every nightly backup
-    assert parents("backup_inventory") == {"retention", "restore_drill"}
+    assert parents("backup_inventory") == {"retention", "restore_drill", "retired_sites"}
     for key in INFRASTRUCTURE:
         node = graph.get(dg.AssetKey(key))
         assert node.group_name == "infrastructure" and node.partitions_def is None and node.is_materializable

@@ -52,7 +52,8 @@ def test_three_broken_sites_fail_alone_and_retrying_exactly_them_completes(
     assert statuses(names, "file_archive") == (set(), set(names))
     runs = [r.dagster_run.job_name for r in instance.get_run_records()][: len(instance.get_run_records()) - runs_before]
     assert runs.count("back_up_sites") == 3  # one run per failed partition range, no more
-    assert set(runs) == {"back_up_sites", "apply_retention"} and runs.count("apply_retention") <= 3
+    assert set(runs) == {"back_up_sites", "apply_retention", "check_backup_health"} and runs.count("apply_retention") <= 3
+    assert runs.count("check_backup_health") == 1  # once, after all of them
     for asset in ("database_dump", "file_archive"):
         events = instance.fetch_materializations(dg.AssetKey(asset), limit=100).records
         assert len(events) == len(names)  # nobody was backed up twice

@@ -38,7 +38,7 @@ def test_an_expiring_key_warns_then_is_critical_and_an_expired_one_stops_the_dum
     assert main(["backup"]) == 1
     failed = capsys.readouterr().err
     reason = next(line for line in failed.splitlines() if "database_dump" in line)
-    assert f"database_dump: the farm key {expired} expired on" in reason, failed  # the cause first, by name
+    assert f"not started: the farm key {expired} expired on" in reason, failed  # the cause first, by name
     assert "Unusable public key" not in failed and "mariadb-dump" not in failed
     dumps = farm.workdir / "backups" / "sites" / farm.sites[0]["name"] / "db"
     assert not dumps.exists() or not any(dumps.iterdir())  # no dump was started, nothing written

@@ -118,7 +118,11 @@ def database_dump(
     """The site's database: mariadb-dump → zstd → gpg → object store, with a manifest. On Galera, from
     the first Synced node of database.galera_nodes (never through ProxySQL), consistent with a GTID."""
     try:
-        encrypt, fingerprint = gpg.encrypt_argv(), gpg.fingerprint()  # an unusable farm key: no dump is started
+        encrypt, fingerprint, unusable = gpg.encrypt_argv(), gpg.fingerprint(), None
+    except WpfarmError as exc:  # the farm key cannot encrypt: every site fails with that, no dump is started
+        encrypt = fingerprint = None
+        unusable = exc
+    try:
         db, server, passed = mariadb.source(database_node.runner(), farm.database.galera_nodes)
     except WpfarmError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
@@ -127,6 +131,8 @@ def database_dump(
     store = object_store.store()
 
     def one(site: Site) -> dict:
+        if unusable:
+            raise WpfarmError(f"site {site.name}: database backup not started: {unusable}")
         backup = _back_up_database(site, db, store, encrypt, fingerprint, server=server)
         return {**published(context, pushgateway, backup), **({"passed_over": "; ".join(passed)} if passed else {})}
 
