@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import os
 import shlex
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -41,6 +42,20 @@ def child_env(**extra: str) -> dict[str, str]:
     env = {name: os.environ[name] for name in CHILD_ENVIRONMENT if name in os.environ}
     env.setdefault("PATH", os.defpath)
     return {**env, **extra}
+
+
+# util-linux's setpriv (Essential on Debian): a child started through it gets SIGKILL from the kernel
+# when the thread that started it dies, so a killed wpfarm leaves no restic, cp, mariadb or gpg
+# running on, half-applying a restore that nobody watches any more.
+SETPRIV = shutil.which("setpriv")
+
+
+def dying_with_us(argv: list[str]) -> list[str]:
+    """`argv`, run so that it dies with this process (setpriv --pdeathsig KILL). FileNotFoundError
+    when its program is not installed, as Popen would say without the wrapper."""
+    if shutil.which(argv[0], path=child_env()["PATH"]) is None:
+        raise FileNotFoundError(argv[0])
+    return [SETPRIV, "--pdeathsig", "KILL", "--", *argv] if SETPRIV else argv
 
 
 class CommandError(WpfarmError):
@@ -151,7 +166,7 @@ class LocalProcess:
             argv = [a.replace(SECRET_FILE, f"/dev/fd/{read_fd}") for a in argv]
         try:
             self._proc = subprocess.Popen(
-                argv,
+                dying_with_us(argv),
                 stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=self._stderr,

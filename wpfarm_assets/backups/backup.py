@@ -9,6 +9,7 @@ night): such backups are still read, restored and retained; the tests and benchm
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 import time
@@ -17,14 +18,21 @@ from datetime import datetime, timezone
 
 from resources.gpg import gpg_version
 from resources.mariadb import COMPLETION_MARKER, MariaDB, NodeStatus
-from resources.object_store import Store
+from resources.object_store import Store, StoreError
 from resources.restic import QUIET_COMMAND_FACTOR, Repository
 from resources.ssh import Runner, run
 from wpfarm_assets.backups.identity import identity_problem, known_addresses, read_addresses, record_identity
 from wpfarm_assets.backups.pipeline import COMPRESSION_LEVEL, STALL_TIMEOUT, StreamStats, back_up_stream, zstd_version
 from wpfarm_assets.core.config import Site
 from wpfarm_assets.core.errors import WpfarmError
-from wpfarm_assets.core.keys import BackupKey, parse_manifest_key, repository_prefix, site_prefix, snapshot_ids
+from wpfarm_assets.core.keys import (
+    BackupKey,
+    parse_manifest_key,
+    repository_prefix,
+    restoring_key,
+    site_prefix,
+    snapshot_ids,
+)
 from wpfarm_assets.core.manifest import Manifest
 
 # Left out of every file archive: caches, WordPress's own upgrade scratch space, backup plugins'
@@ -105,6 +113,7 @@ def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[s
     started = now or datetime.now(timezone.utc)
     key = BackupKey(site.name, "db", started)
     with_gtid = server is not None and server.log_bin
+    refuse_half_restored(store, site.name, "db")
     try:
         tables = db.row_counts(site.database)
         if tables is None:
@@ -188,6 +197,7 @@ def back_up_files(site: Site, runner: Runner, store: Store, repository: Reposito
     started = now or datetime.now(timezone.utc)
     key = BackupKey(site.name, "files", started)
     prefix = repository_prefix(site.name)
+    refuse_half_restored(store, site.name, "files")
     try:
         root, members, excludes = site_members(runner, site)
         if not any(True for _ in store.list(prefix + "config")):
@@ -413,3 +423,39 @@ def archive_files(site: Site, runner: Runner, store: Store, encrypt_argv: list[s
     except Exception as exc:
         raise BackupError(f"site {site.name}: files backup failed: {exc}") from exc
     return Backup(key, manifest)
+
+
+# Interrupted restores (keys.restoring_key): a restore writes the record just before it first
+# overwrites the live site, and removes it when it completes. While it is there the site may be
+# half-restored: status and the age check say so (critical), and backups of it are refused.
+
+def mark_restoring(store: Store, site: str, kind: str, run_id: str) -> None:
+    """Record that a restore is about to overwrite the live site's `kind` (keys.restoring_key)."""
+    record = {"site": site, "kind": kind, "run_id": run_id, "started_at": datetime.now(timezone.utc).isoformat()}
+    store.put_bytes(restoring_key(site, kind), json.dumps(record).encode())
+
+
+def clear_restoring(store: Store, site: str, kind: str) -> None:
+    """A restore of the live site's `kind` completed: it is whole again."""
+    store.delete([restoring_key(site, kind)])
+
+
+def refuse_half_restored(store: Store, site: str, kind: str) -> None:
+    """A BackupError when the site's `kind` may be half-restored: a backup would record the damage
+    as a good restore point."""
+    if problem := restoring(store, site, kind):
+        what = "database" if kind == "db" else "files"
+        raise BackupError(f"site {site}: {what} backup refused: {problem}; its {what} may be half-restored, and a "
+                          f"backup would record that as a good restore point: restore it again first")
+
+
+def restoring(store: Store, site: str, kind: str) -> str | None:
+    """Why the site's `kind` may be half-restored (an interrupted restore), or None."""
+    key = restoring_key(site, kind)
+    if not any(obj.key == key for obj in store.list(key)):
+        return None
+    try:
+        record = json.loads(store.get_bytes(key))
+        return f"a restore into the live site (run {record['run_id']}) began at {record['started_at']} and did not complete"
+    except (ValueError, KeyError, StoreError):
+        return "a restore into the live site began and did not complete"

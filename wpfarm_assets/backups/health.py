@@ -22,6 +22,7 @@ from wpfarm_assets.core.keys import (
     BackupKey,
     parse_manifest_key,
     parse_refusal_key,
+    restoring_key,
     retired_record_key,
     site_of,
     site_record_key,
@@ -66,6 +67,7 @@ class SiteBackups:
     objects: dict[str, StoredObject]
     refused: set[BackupKey] = field(default_factory=set)  # backups a restore or check found bad
     retired: datetime | None = None  # when it left the farm configuration (its retired record)
+    restoring: dict[str, datetime] = field(default_factory=dict)  # per kind: a restore into the live site began
 
 
 def group_listing(objects: list[StoredObject]) -> dict[str, SiteBackups]:
@@ -80,6 +82,8 @@ def group_listing(objects: list[StoredObject]) -> dict[str, SiteBackups]:
             entry.added = obj.modified
         elif obj.key == retired_record_key(site):
             entry.retired = obj.modified
+        elif kind := next((k for k in KINDS if obj.key == restoring_key(site, k)), None):
+            entry.restoring[kind] = obj.modified
         elif (key := parse_manifest_key(obj.key)) is not None and key.site == site:
             entry.backups[key.kind].append(key)
         elif (key := parse_refusal_key(obj.key)) is not None and key.site == site:
@@ -132,6 +136,11 @@ def backup_age(sites: list[str], listing: dict[str, SiteBackups], now: datetime,
                 else:
                     findings.append(Finding(site, kind, CRITICAL, ("no good backup" if bad else "never backed up") + flagged))
                 continue
+            if kind in entry.restoring:  # a restore over the live site began and never completed
+                findings.append(Finding(site, kind, CRITICAL, INTERRUPTED.format(
+                    what="database" if kind == "db" else "files", since=f"{entry.restoring[kind]:%Y-%m-%d %H:%M} UTC")
+                    + flagged, backups[-1].time, round((now - backups[-1].time).total_seconds() / 3600, 1)))
+                continue
             newest = backups[-1].time
             age = (now - newest).total_seconds() / 3600
             foreign = (identity or {}).get(site) if kind == "db" else None
@@ -164,6 +173,8 @@ def farm_key(recipient: str, home: str | None, now: datetime) -> Finding:
     return Finding("farm", "key", severity, f"the farm key {fingerprint} expires on {when}, in {days:.1f} days{advice}")
 
 
+INTERRUPTED = ("a restore of its {what} into the live site began at {since} and did not complete: the site may be "
+               "half-restored; restore it again (backups of it are refused until then)")
 RETIRED_SUMMARY = "retired: the site was removed from the farm configuration (its backups are kept)"
 
 

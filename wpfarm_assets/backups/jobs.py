@@ -17,6 +17,7 @@ from wpfarm_assets.backups.assets import (
     retention,
     retired_sites,
 )
+from wpfarm_assets.backups.backup import clear_restoring, mark_restoring
 from wpfarm_assets.backups.checks import (
     backup_age_check,
     backup_integrity_check,
@@ -118,6 +119,10 @@ def restore_site_op(
         raise dg.Failure("time, date and at each choose what to restore: set one", allow_retries=False)
     on = date.fromisoformat(config.date) if config.date else None
     restored = {}
+
+    def live(kind: str):  # in place: from its first write on, a killed restore leaves the site half-restored
+        in_place = not config.to_database or config.to_database == site.database if kind == "db" else not config.to_path
+        return (lambda: mark_restoring(store, site.name, kind, context.run.run_id)) if in_place else None
     at = config.at
     try:
         t = parse_time(config.time) if config.time else None
@@ -129,21 +134,25 @@ def restore_site_op(
                 context.log.warning(f"passed over {reason}")
             if t is not None:
                 restored["db"] = restore_to_time(site, store, db, config.gnupg_home, t, config.to_database,
-                                                 config.force, farm_databases=farm.databases)
+                                                 config.force, farm_databases=farm.databases, touching=live("db"))
                 context.log.info(f"{site.name}: database restored to {t.isoformat()}: {restored['db']['dump']} and "
                                  f"{restored['db']['transactions_replayed']} transactions of "
                                  f"{len(restored['db']['binlogs'])} binary log(s)")
             else:
                 restored["db"] = restore_database(site, store, db, config.gnupg_home, config.to_database, on, at,
-                                                  config.force)
+                                                  config.force, touching=live("db"))
                 context.log.info(f"{site.name}: database restored from {restored['db']['backup']}")
         if config.kind in ("all", "files"):
             runner = storage_node.runner()
             restored["files"] = restore_files(site, store, runner, config.gnupg_home, config.to_path, on, at,
-                                              object_store.repository(site.name, runner), config.path)
+                                              object_store.repository(site.name, runner), config.path,
+                                              touching=live("files"))
             context.log.info(f"{site.name}: files restored from {restored['files']['backup']}")
     except (PitrError, NodeError) as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
+    for kind in restored:  # complete: whole again (also after an earlier restore was interrupted)
+        if live(kind) and not (kind == "files" and config.path):  # a part of the files makes no whole
+            clear_restoring(store, site.name, kind)
     for r in restored.values():
         r.pop("manifest")
     context.add_output_metadata({

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import zstandard
 
 from resources.object_store import Store
-from resources.ssh import CHUNK, Process, Watchdog, child_env, describe_failure
+from resources.ssh import CHUNK, Process, Watchdog, child_env, describe_failure, dying_with_us
 from wpfarm_assets.core.errors import WpfarmError
 
 COMPRESSION_LEVEL = 3
@@ -53,7 +53,8 @@ class _Stage:
         self.argv = argv
         self._stderr = tempfile.TemporaryFile()
         try:
-            self.proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=self._stderr, env=child_env())
+            self.proc = subprocess.Popen(dying_with_us(argv), stdin=stdin, stdout=subprocess.PIPE, stderr=self._stderr,
+                                         env=child_env())
         except FileNotFoundError:
             raise StreamError(f"{argv[0]} is not installed on this machine") from None
 

@@ -25,7 +25,7 @@ import posixpath
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -387,7 +387,7 @@ class _Fetched:
 
 def restore_to_time(site: Site, store: Store, db: MariaDB, gnupg_home: str | None, t: datetime,
                     to_database: str | None = None, force: bool = False, now: datetime | None = None,
-                    farm_databases: frozenset[str] = frozenset()) -> dict:
+                    farm_databases: frozenset[str] = frozenset(), touching: Callable[[], None] | None = None) -> dict:
     """The site's database as it was at `t` (to the second), in place or in `to_database`.
     `farm_databases`: every site's database (a replay must not touch the others)."""
     now = now or datetime.now(timezone.utc)
@@ -434,7 +434,8 @@ def restore_to_time(site: Site, store: Store, db: MariaDB, gnupg_home: str | Non
                               others_of(site, target, farm_databases), db.stall_timeout) as (fetched, traps):
                 if problem := replay_problem(traps, site, force):
                     raise PitrError(problem)
-                restored = restore_database(site, store, db, gnupg_home, target, at=key.stamp, force=force)
+                restored = restore_database(site, store, db, gnupg_home, target, at=key.stamp, force=force,
+                                            touching=touching)
                 replayed = sum(_replay(f, site.database, target, db) for f in fetched)
         except DumpTooNew as exc:  # found before anything was written
             refused.append(f"{key.stamp}: {exc}")

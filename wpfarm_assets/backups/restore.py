@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import secrets
+from collections.abc import Callable
 from datetime import date, datetime, timezone
 
 from resources.gpg import decrypt_argv, require_secret_key
@@ -31,6 +32,8 @@ from wpfarm_assets.core.keys import (
     split_future,
 )
 from wpfarm_assets.core.manifest import Manifest, ManifestError
+
+STAGING_PREFIX = ".wpfarm-restore-"  # + 8 hex digits: a restore's staging folder inside its target
 
 
 class RestoreError(WpfarmError):
@@ -85,10 +88,11 @@ def choose_backup(store: Store, site: str, kind: str, gnupg_home: str | None, on
 
 def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | None,
                      to_database: str | None = None, on: date | None = None, at: str | None = None,
-                     force: bool = False) -> dict:
+                     force: bool = False, touching: Callable[[], None] | None = None) -> dict:
     """Load the chosen dump into `to_database` (default: the site's own database, in place). Returns
     what was restored, from which backup (and its manifest), and the backups refused on the way.
-    A target that holds another WordPress site (its address) is refused unless `force`."""
+    A target that holds another WordPress site (its address) is refused unless `force`.
+    `touching` is called once everything is checked, just before the target is first written."""
     target = validate_identifier(to_database or site.database)
     key, manifest, refused = choose_backup(store, site.name, "db", gnupg_home, on, at)
     known = sorted({*(manifest.site_addresses or [a for a in (manifest.siteurl, manifest.home) if a]),
@@ -96,6 +100,8 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
     if not force and (problem := foreign_target(db, target, site.name, known)):
         raise RestoreError(f"site {site.name}: {problem}: restoring there overwrites another site; refused "
                            "(--force to do it anyway)")
+    if touching:
+        touching()
     db.create_database(target)
     try:
         plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), db.load(target),
@@ -108,7 +114,8 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
 
 def restore_files(site: Site, store: Store, runner: Runner, gnupg_home: str | None,
                   to_path: str | None = None, on: date | None = None, at: str | None = None,
-                  repository: Repository | None = None, path: str | None = None) -> dict:
+                  repository: Repository | None = None, path: str | None = None,
+                  touching: Callable[[], None] | None = None) -> dict:
     """Restore the chosen backup's `wp-content` (and `wp-config.php`), or only `path` of it (relative
     to the site root, e.g. `wp-content/uploads/2026`), under `to_path` (default: the site root, in place).
 
@@ -117,14 +124,18 @@ def restore_files(site: Site, store: Store, runner: Runner, gnupg_home: str | No
     (--no-same-owner, --no-same-permissions), every member checked before tar sees it
     (TarCounter's guard). Either way no device node, FIFO, set-id file or link out of the folder is
     restored. Only a complete, clean extraction is copied in (`_copy_in`); a failed or refused one
-    leaves the target as it was.
+    leaves the target as it was. `touching` is called just before that copy starts.
+    Staging folders that a killed restore left in the target are removed first.
     """
     target = validate_absolute_path(to_path) if to_path else posixpath.dirname(site.content_path)
     content = posixpath.basename(site.content_path)  # as the backup holds it
     if path is not None:
         path = validate_member_path(path, content)
     key, manifest, refused = choose_backup(store, site.name, "files", gnupg_home, on, at, repository)
-    staging = posixpath.join(target, f".wpfarm-restore-{secrets.token_hex(4)}")
+    staging = posixpath.join(target, f"{STAGING_PREFIX}{secrets.token_hex(4)}")
+    if runner.exists(target):  # a killed restore's staging folders: only names of this shape
+        run(runner, ["find", target, "-mindepth", "1", "-maxdepth", "1", "-type", "d", "-name",
+                     STAGING_PREFIX + "[0-9a-f]" * 8, "-exec", "rm", "-rf", "--", "{}", "+"])
     try:
         run(runner, ["mkdir", "-p", "--", target])
         run(runner, ["mkdir", "-m", "0700", "--", staging])
@@ -151,6 +162,8 @@ def restore_files(site: Site, store: Store, runner: Runner, gnupg_home: str | No
                 run(runner, ["chown", "-R", f"--reference={owner}", "--", posixpath.join(staging, member)])
             if path:  # again: the site's users may have made one while the restore ran
                 _refuse_links_on_the_way(runner, target, content, path)
+            if touching:
+                touching()
             _copy_in(runner, staging, target, members)
         finally:
             run(runner, ["rm", "-rf", "--", staging])

@@ -112,6 +112,14 @@ def site_record_key(site: str) -> str:
     return f"{site_root(site)}{SITE_RECORD}"
 
 
+def restoring_key(site: str, kind: str) -> str:
+    """Written just before a restore starts to overwrite the live site's database or files, deleted
+    when it completes: while it is there, the site may be half-restored (a killed restore)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown backup kind {kind!r}")
+    return f"{site_root(site)}restoring-{kind}.json"
+
+
 def retired_record_key(site: str) -> str:
     return f"{site_root(site)}{RETIRED_RECORD}"
 
