@@ -1,7 +1,8 @@
 """A `wpfarm restore` SIGKILLed in the middle: none of its children outlive it (setpriv
---pdeathsig), a database it had begun to overwrite is recorded as interrupted (CRITICAL in status,
-backups of it refused) until a restore completes, and a files restore killed while it staged leaves
-the live files as they were and its staging folder to the next restore, which removes it."""
+--pdeathsig); a database restore loads into a scratch database and swaps it in with one RENAME
+TABLE, so the live site is as it was, and the interruption is recorded (CRITICAL in status, backups
+of it refused) until a restore completes, which drops the scratch; a files restore killed while it
+staged leaves the live files as they were and its staging folder to the next restore, which removes it."""
 
 import os
 import signal
@@ -67,9 +68,13 @@ def test_a_restore_killed_mid_import_is_shown_refuses_backups_and_the_next_resto
     assert main(["backup"]) == 0
     backed_up = db.checksums(database)
     db.query(f"DELETE FROM {database}.wp_comments")  # what the restore is for
+    live = db.checksums(database)
 
     loader = killed_during(name, "db", "--binary-mode", keyring.home)
     assert gone(loader), "the mariadb import outlived the killed restore"
+    assert db.checksums(database) == live  # it loaded into a scratch database: the site is as it was
+    scratch = [n for (n,) in db.query("SHOW DATABASES LIKE 'wpfarm\\_restore\\_%'")]
+    assert scratch, "the test meant to kill the restore while it loaded"
     capsys.readouterr()
     assert main(["status"]) == 1
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(name) and " db " in line)
@@ -79,6 +84,7 @@ def test_a_restore_killed_mid_import_is_shown_refuses_backups_and_the_next_resto
 
     assert main(["restore", name, "--kind", "db", "--gnupg-home", keyring.home]) == 0
     assert db.checksums(database) == backed_up
+    assert not set(scratch) & {n for (n,) in db.query("SHOW DATABASES")}  # the killed one's scratch: dropped
     assert main(["status"]) == 0 and main(["backup"]) == 0
 
 

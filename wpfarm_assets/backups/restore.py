@@ -8,6 +8,7 @@ before it, and says which it refused and why.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import secrets
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from wpfarm_assets.backups.backup import ForgedArchive, TarCounter
 from wpfarm_assets.backups.identity import foreign_target
 from wpfarm_assets.backups.pipeline import restore_stream
 from wpfarm_assets.backups.verify import listed_snapshots, read_manifest, record_refusal, verify_backup
-from wpfarm_assets.core.config import Site, validate_absolute_path, validate_identifier
+from wpfarm_assets.core.config import RESTORE_DATABASE_PREFIX, Site, validate_absolute_path, validate_identifier
 from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.keys import (
     BackupKey,
@@ -102,14 +103,66 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
                            "(--force to do it anyway)")
     if touching:
         touching()
-    db.create_database(target)
+    in_place = target == site.database and db.database_exists(target)
+    load_into = scratch_database(site.name) if in_place else target
+    if in_place:
+        drop_scratch(db, site.name)  # a killed restore's
+    db.create_database(load_into)
     try:
-        plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), db.load(target),
+        plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), db.load(load_into),
                                    stall_timeout=db.stall_timeout)
+        swapped = in_place and swap_in(db, load_into, target)
+        if in_place and not swapped:  # views, triggers, routines or events: loaded over the live database
+            db.drop_database(load_into)
+            restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), db.load(target),
+                           stall_timeout=db.stall_timeout)
     except Exception as exc:
         raise RestoreError(f"site {site.name}: restoring {key.data_key} into {target} failed: {exc}") from exc
+    finally:
+        if in_place:
+            drop_scratch(db, site.name)
     return {"backup": key.data_key, "database": target, "plaintext_bytes": plaintext, "backup_time": key.time,
-            "refused": refused, "manifest": manifest}
+            "refused": refused, "manifest": manifest, "swapped": bool(in_place and swapped)}
+
+
+def scratch_database(site: str) -> str:
+    """A scratch database for an in-place restore of `site`: the reserved prefix, a tag of the site
+    (the next restore of it drops a killed one's), a random part."""
+    return f"{RESTORE_DATABASE_PREFIX}{hashlib.sha256(site.encode()).hexdigest()[:10]}_{secrets.token_hex(4)}"
+
+
+def drop_scratch(db: MariaDB, site: str) -> None:
+    """Drop every scratch database of in-place restores of `site` (only names of that shape)."""
+    pattern = (RESTORE_DATABASE_PREFIX + hashlib.sha256(site.encode()).hexdigest()[:10] + "_").replace("_", "\\_")
+    for (name,) in db.query(f"SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE '{pattern}%'"):
+        db.drop_database(name)
+
+
+def swap_in(db: MariaDB, scratch: str, target: str) -> bool:
+    """Put the tables loaded into `scratch` in place of `target`'s, in one RENAME TABLE (atomic: a
+    kill leaves the old site or the new one, never a half-loaded table); `target`'s old tables go to
+    a scratch database of their own, dropped by the caller. False, changing nothing, when the dump
+    has views, triggers, routines or events (RENAME TABLE cannot move a table with triggers across
+    databases): the caller loads it over the live database instead."""
+    schema = f"'{scratch}'"
+    others = db.query(
+        f"SELECT (SELECT COUNT(*) FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {schema}) + "
+        f"(SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {schema}) + "
+        f"(SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {schema}) + "
+        f"(SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {schema}) + "
+        f"(SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{target}')")
+    if others[0][0] != "0":
+        return False
+    old = f"{scratch}_old"
+    db.create_database(old)
+    moves = [f"{_quote(target)}.{_quote(t)} TO {_quote(old)}.{_quote(t)}" for t in db.tables(target)]
+    moves += [f"{_quote(scratch)}.{_quote(t)} TO {_quote(target)}.{_quote(t)}" for t in db.tables(scratch)]
+    db.query("RENAME TABLE " + ", ".join(moves))
+    return True
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
 
 
 def restore_files(site: Site, store: Store, runner: Runner, gnupg_home: str | None,

@@ -67,6 +67,7 @@ SYSTEM_DIRECTORIES = ("/etc", "/proc", "/sys", "/dev", "/boot", "/bin", "/sbin",
                       "/root", "/run")
 SYSTEM_DATABASES = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 DRILL_DATABASE_PREFIX = "wpfarm_drill_"  # restore drills' scratch databases; never a site's
+RESTORE_DATABASE_PREFIX = "wpfarm_restore_"  # in-place restores' scratch databases; never a site's
 
 
 def system_path_problem(path: str) -> str | None:
@@ -92,9 +93,10 @@ def validate_site_database(name: str) -> str:
     validate_identifier(name)
     if name.lower() in SYSTEM_DATABASES:
         raise ConfigError(f"{name!r} is a system database of the server, not a site's")
-    if name.lower().startswith(DRILL_DATABASE_PREFIX):
-        raise ConfigError(f"{name!r}: names starting {DRILL_DATABASE_PREFIX} are restore drills' scratch databases "
-                          "(dropped after every drill), never a site's")
+    for prefix, whose in ((DRILL_DATABASE_PREFIX, "restore drills'"), (RESTORE_DATABASE_PREFIX, "in-place restores'")):
+        if name.lower().startswith(prefix):
+            raise ConfigError(f"{name!r}: names starting {prefix} are {whose} scratch databases (dropped after "
+                              "each), never a site's")
     return name
 
 
