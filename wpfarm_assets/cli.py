@@ -3,6 +3,7 @@ against the instance in $DAGSTER_HOME, so everything they do shows in the web UI
 
     wpfarm backup [SITE ...] [--failed]  back up the named sites now (all when none are named)
     wpfarm restore SITE [--date D | --at STAMP | --time T] [--to-database NAME] [--to-path DIR] [--kind all|db|files]
+                        [--table NAME ...] [--path PART]
     wpfarm backups SITE [--verify]       every restore point of a site and its verification state
     wpfarm drill [SITE ...]              restore drills now: newest backups into scratch space, proven, RTO
     wpfarm status                        every site's newest backup and last drill, their age and state; the RPO
@@ -315,7 +316,10 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
     site, retired = site_or_retired(config, store_of(config), args.site)
     if args.path and args.kind not in (None, "files"):
         raise ConfigError("--path is a part of the files: it goes with --kind files only")
-    args.kind = args.kind or ("files" if args.path else "all")
+    if args.table and (args.kind not in (None, "db") or args.time):
+        raise ConfigError("--table is a part of the database: it goes with --kind db, and --at or --date "
+                          "(not --time, yet)")
+    args.kind = args.kind or ("files" if args.path else "db" if args.table else "all")
     if retired and (problem := in_place_problem(site.name, args.kind, args.to_database, args.to_path)):
         raise ConfigError(problem)
     if args.path:
@@ -362,6 +366,7 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
         "to_path": args.to_path,
         "path": args.path,
         "gnupg_home": args.gnupg_home,
+        "tables": args.table,
     }
     result = run_job("restore_site", config, instance(), args.site,
                      run_config={"ops": {"restore_site_op": {"config": op_config}}})
@@ -375,6 +380,9 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
             print(f"{args.site}: {kind} restored into {where} as of {restored['time']:%Y-%m-%d %H:%M:%S} UTC: "
                   f"{restored['dump']} (GTID {restored['dump_gtid']}) and {restored['transactions_replayed']} "
                   f"transaction(s) from {len(restored['binlogs'])} archived binary log(s)")
+        elif "tables" in restored:
+            print(f"{args.site}: table(s) {', '.join(restored['tables'])} restored into {where} from "
+                  f"{restored['backup']} (swapped in at once; every other table untouched)")
         else:
             print(f"{args.site}: {kind} restored into {where} from {restored['backup']}")
     return 0
@@ -458,7 +466,7 @@ def demo(args: argparse.Namespace) -> int:
     scratch_db, scratch_dir = f"wp_{args.prefix}_restore_check", workdir / "restore-check"
     shutil.rmtree(scratch_dir, ignore_errors=True)
     db.drop_database(scratch_db)
-    ns = argparse.Namespace(site=site.name, kind="all", path=None, date=None, at=None, time=None, force=False,
+    ns = argparse.Namespace(site=site.name, kind="all", path=None, table=None, date=None, at=None, time=None, force=False,
                             to_database=scratch_db,
                             to_path=str(scratch_dir), gnupg_home=str(gnupg))
     if restore(ns, config) != 0:
@@ -520,7 +528,7 @@ def demo_pitr(workdir: Path, gnupg: str, fingerprint: str, prefix: str) -> bool:
         time.sleep(1.1)
         db.query(f"DELETE FROM {database}.wp_posts WHERE post_type = 'post'")  # a plugin gone wrong
         state("then a plugin deletes every post")
-        ns = argparse.Namespace(site=name, kind="db", path=None, date=None, at=None, time=moment.isoformat(),
+        ns = argparse.Namespace(site=name, kind="db", path=None, table=None, date=None, at=None, time=moment.isoformat(),
                                 force=False, to_database=None, to_path=None, gnupg_home=gnupg)
         if binlogs(config) != 0 or restore(ns, config) != 0:
             return False
@@ -593,7 +601,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--to-database", help="restore into this database instead of the site's own")
     r.add_argument("--to-path", help="extract wp-content (and wp-config.php) under this directory instead")
     r.add_argument("--path", help="restore only this part of the files, e.g. wp-content/uploads/2026 (implies --kind files)")
-    r.add_argument("--kind", choices=["all", "db", "files"], default=None, help="default: all (files with --path)")
+    r.add_argument("--table", action="append", metavar="NAME",
+                   help="restore only this table of the database (repeatable); every other table is untouched")
+    r.add_argument("--kind", choices=["all", "db", "files"], default=None,
+                   help="default: all (files with --path, db with --table)")
     r.add_argument("--force", action="store_true",
                    help="restore even into another site's database or folder, or a system directory")
     r.add_argument("--gnupg-home", default=os.environ.get("GNUPGHOME"), help="keyring with the farm's private key")

@@ -17,7 +17,7 @@ from wpfarm_assets.backups.assets import (
     retention,
     retired_sites,
 )
-from wpfarm_assets.backups.backup import clear_restoring, mark_restoring
+from wpfarm_assets.backups.backup import clear_restoring, mark_restoring, restoring
 from wpfarm_assets.backups.checks import (
     backup_age_check,
     backup_integrity_check,
@@ -87,6 +87,7 @@ class RestoreSiteConfig(dg.Config):
     path: str | None = None  # files only: just this part, relative to the site root (wp-content/uploads/2026)
     gnupg_home: str | None = None  # keyring with the farm's private key; default $GNUPGHOME
     force: bool = False  # restore even into another site's database or folder, or a system directory
+    tables: list[str] | None = None  # db only: just these tables, each swapped in atomically; the others untouched
 
 
 @dg.op
@@ -115,14 +116,28 @@ def restore_site_op(
         raise dg.Failure("at names one backup, of one kind: set kind to db or files", allow_retries=False)
     if problem and not config.force:
         raise dg.Failure(f"{problem}; refused (set force to do it anyway)", allow_retries=False)
+    if config.tables and (config.kind != "db" or config.time):
+        raise dg.Failure("tables are a part of the database: set kind to db (and date or at, not time)",
+                         allow_retries=False)
     if config.time and (config.date or config.at):
         raise dg.Failure("time, date and at each choose what to restore: set one", allow_retries=False)
     on = date.fromisoformat(config.date) if config.date else None
     restored = {}
 
-    def live(kind: str):  # in place: from its first write on, a killed restore leaves the site half-restored
+    marked: set[str] = set()  # the kinds whose interrupted-restore record this run wrote
+
+    def live(kind: str):
+        """In place, from its first write on, a killed restore leaves the site half-restored: record
+        that (keeping an earlier run's record; a table swap is atomic and needs none)."""
         in_place = not config.to_database or config.to_database == site.database if kind == "db" else not config.to_path
-        return (lambda: mark_restoring(store, site.name, kind, context.run.run_id)) if in_place else None
+        if not in_place or (kind == "db" and config.tables):
+            return None
+
+        def mark() -> None:
+            if restoring(store, site.name, kind) is None:
+                mark_restoring(store, site.name, kind, context.run.run_id)
+                marked.add(kind)
+        return mark
     at = config.at
     try:
         t = parse_time(config.time) if config.time else None
@@ -140,7 +155,7 @@ def restore_site_op(
                                  f"{len(restored['db']['binlogs'])} binary log(s)")
             else:
                 restored["db"] = restore_database(site, store, db, config.gnupg_home, config.to_database, on, at,
-                                                  config.force, touching=live("db"))
+                                                  config.force, touching=live("db"), tables=config.tables)
                 context.log.info(f"{site.name}: database restored from {restored['db']['backup']}")
         if config.kind in ("all", "files"):
             runner = storage_node.runner()
@@ -150,8 +165,8 @@ def restore_site_op(
             context.log.info(f"{site.name}: files restored from {restored['files']['backup']}")
     except (PitrError, NodeError) as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
-    for kind in restored:  # complete: whole again (also after an earlier restore was interrupted)
-        if live(kind) and not (kind == "files" and config.path):  # a part of the files makes no whole
+    for kind in restored:  # complete: a whole restore makes it whole again, also after an earlier one was
+        if kind in marked or (live(kind) and not config.path and not config.tables):  # interrupted; a part does not
             clear_restoring(store, site.name, kind)
     for r in restored.values():
         r.pop("manifest")

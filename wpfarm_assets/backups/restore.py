@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timezone
 
 from resources.gpg import decrypt_argv, require_secret_key
-from resources.mariadb import MariaDB
+from resources.mariadb import MariaDB, _literal, _quote
 from resources.object_store import Store
 from resources.restic import Repository
 from resources.ssh import Runner, run
@@ -89,11 +89,14 @@ def choose_backup(store: Store, site: str, kind: str, gnupg_home: str | None, on
 
 def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | None,
                      to_database: str | None = None, on: date | None = None, at: str | None = None,
-                     force: bool = False, touching: Callable[[], None] | None = None) -> dict:
+                     force: bool = False, touching: Callable[[], None] | None = None,
+                     tables: list[str] | None = None) -> dict:
     """Load the chosen dump into `to_database` (default: the site's own database, in place). Returns
     what was restored, from which backup (and its manifest), and the backups refused on the way.
     A target that holds another WordPress site (its address) is refused unless `force`.
-    `touching` is called once everything is checked, just before the target is first written."""
+    `touching` is called once everything is checked, just before the target is first written.
+    With `tables`, only those are replaced (each named table of the dump, all in one RENAME TABLE),
+    every other table of the target untouched; a name the dump does not have is refused first."""
     target = validate_identifier(to_database or site.database)
     key, manifest, refused = choose_backup(store, site.name, "db", gnupg_home, on, at)
     known = sorted({*(manifest.site_addresses or [a for a in (manifest.siteurl, manifest.home) if a]),
@@ -101,9 +104,12 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
     if not force and (problem := foreign_target(db, target, site.name, known)):
         raise RestoreError(f"site {site.name}: {problem}: restoring there overwrites another site; refused "
                            "(--force to do it anyway)")
+    if tables is not None and (missing := sorted(set(tables) - set(manifest.tables or {}))):
+        raise RestoreError(f"site {site.name}: backup {key.stamp} has no table {', '.join(missing)}; it has: "
+                           + ", ".join(sorted(manifest.tables or {})))
     if touching:
         touching()
-    in_place = target == site.database and db.database_exists(target)
+    in_place = tables is not None or (target == site.database and db.database_exists(target))
     load_into = scratch_database(site.name) if in_place else target
     if in_place:
         drop_scratch(db, site.name)  # a killed restore's
@@ -111,7 +117,12 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
     try:
         plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), db.load(load_into),
                                    stall_timeout=db.stall_timeout)
-        swapped = in_place and swap_in(db, load_into, target)
+        if tables is not None:
+            db.create_database(target)
+        swapped = in_place and swap_in(db, load_into, target, tables)
+        if tables is not None and not swapped:
+            raise RestoreError(f"triggers are defined on {', '.join(tables)}: RENAME TABLE cannot swap them in; "
+                               "restore the whole database instead")
         if in_place and not swapped:  # views, triggers, routines or events: loaded over the live database
             db.drop_database(load_into)
             restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), db.load(target),
@@ -122,7 +133,8 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
         if in_place:
             drop_scratch(db, site.name)
     return {"backup": key.data_key, "database": target, "plaintext_bytes": plaintext, "backup_time": key.time,
-            "refused": refused, "manifest": manifest, "swapped": bool(in_place and swapped)}
+            "refused": refused, "manifest": manifest, "swapped": bool(in_place and swapped),
+            **({"tables": sorted(tables)} if tables is not None else {})}
 
 
 def scratch_database(site: str) -> str:
@@ -138,31 +150,30 @@ def drop_scratch(db: MariaDB, site: str) -> None:
         db.drop_database(name)
 
 
-def swap_in(db: MariaDB, scratch: str, target: str) -> bool:
-    """Put the tables loaded into `scratch` in place of `target`'s, in one RENAME TABLE (atomic: a
-    kill leaves the old site or the new one, never a half-loaded table); `target`'s old tables go to
-    a scratch database of their own, dropped by the caller. False, changing nothing, when the dump
-    has views, triggers, routines or events (RENAME TABLE cannot move a table with triggers across
-    databases): the caller loads it over the live database instead."""
-    schema = f"'{scratch}'"
-    others = db.query(
-        f"SELECT (SELECT COUNT(*) FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {schema}) + "
-        f"(SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {schema}) + "
-        f"(SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {schema}) + "
-        f"(SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {schema}) + "
-        f"(SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{target}')")
-    if others[0][0] != "0":
+def swap_in(db: MariaDB, scratch: str, target: str, tables: list[str] | None = None) -> bool:
+    """Put the tables loaded into `scratch` (only `tables`, when given) in place of `target`'s, in
+    one RENAME TABLE (atomic: a kill leaves the old site or the new one, never a half-loaded
+    table); `target`'s replaced tables go to a scratch database of their own, dropped by the caller.
+    False, changing nothing, when triggers are on the tables moved (RENAME TABLE cannot move those
+    across databases) or, for the whole database, the dump has views, routines or events: the
+    caller loads it over the live database instead."""
+    def count(view: str, schema_column: str, database: str, extra: str = "") -> str:
+        return f"(SELECT COUNT(*) FROM information_schema.{view} WHERE {schema_column} = '{database}'{extra})"
+    on = "" if tables is None else " AND EVENT_OBJECT_TABLE IN (" + ", ".join(_literal(t) for t in tables) + ")"
+    checks = [count("TRIGGERS", "TRIGGER_SCHEMA", d, on) for d in (scratch, target)]
+    if tables is None:
+        checks += [count(v, c, scratch) for v, c in (("VIEWS", "TABLE_SCHEMA"), ("ROUTINES", "ROUTINE_SCHEMA"),
+                                                     ("EVENTS", "EVENT_SCHEMA"))]
+    if db.query("SELECT " + " + ".join(checks))[0][0] != "0":
         return False
     old = f"{scratch}_old"
     db.create_database(old)
-    moves = [f"{_quote(target)}.{_quote(t)} TO {_quote(old)}.{_quote(t)}" for t in db.tables(target)]
-    moves += [f"{_quote(scratch)}.{_quote(t)} TO {_quote(target)}.{_quote(t)}" for t in db.tables(scratch)]
+    incoming = db.tables(scratch) if tables is None else tables
+    outgoing = [t for t in db.tables(target) if tables is None or t in tables]
+    moves = [f"{_quote(target)}.{_quote(t)} TO {_quote(old)}.{_quote(t)}" for t in outgoing]
+    moves += [f"{_quote(scratch)}.{_quote(t)} TO {_quote(target)}.{_quote(t)}" for t in incoming]
     db.query("RENAME TABLE " + ", ".join(moves))
     return True
-
-
-def _quote(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
 
 
 def restore_files(site: Site, store: Store, runner: Runner, gnupg_home: str | None,
