@@ -114,26 +114,27 @@ class Repository:
 
     def run(self, args: list[str], cwd: str = "/", on_line: Callable[[bytes], bool] | None = None,
             timeout: float | None = None, probe: Callable[[], object] | None = None,
-            accept: frozenset[int] = frozenset({0})) -> Done:
+            accept: frozenset[int] = frozenset({0}), sink: Callable[[bytes], object] | None = None) -> Done:
         """Run `restic -r URL ARGS` in `cwd`. `on_line` sees each stdout line and says whether it
         was progress; by default any output is; `probe` is asked when there is none (Watchdog). No
         progress for `timeout` (default the stall timeout) kills restic. An exit status not in
-        `accept` raises, with restic's own words.
+        `accept` raises, with restic's own words. With `sink`, stdout goes there as it comes (a file's
+        bytes), not into the result.
 
         restic 0.14 honours a dead process's lock until `restic unlock` removes it (a lock is stale
         when its process is gone from this host, or it is 30 minutes old): a command refused by a
         lock runs `unlock` and is tried once more. A live lock refuses it again, and that is the error."""
         try:
-            return self._run(args, cwd, on_line, timeout, probe, accept)
+            return self._run(args, cwd, on_line, timeout, probe, accept, sink)
         except ResticError as exc:
             if "is already locked" not in str(exc):
                 raise
         self._run(["unlock"])
-        return self._run(args, cwd, on_line, timeout, probe, accept)
+        return self._run(args, cwd, on_line, timeout, probe, accept, sink)
 
     def _run(self, args: list[str], cwd: str = "/", on_line: Callable[[bytes], bool] | None = None,
              timeout: float | None = None, probe: Callable[[], object] | None = None,
-             accept: frozenset[int] = frozenset({0})) -> Done:
+             accept: frozenset[int] = frozenset({0}), sink: Callable[[bytes], object] | None = None) -> Done:
         command = f"restic {next(a for a in args if not a.startswith('-'))}"
         if self._secrets is None:
             raise ResticError(f"WPFARM_RESTIC_PASSWORD is not set: the file store ({self.url}) cannot be opened")
@@ -148,6 +149,10 @@ class Repository:
             proc.close_stdin()
             out, pending = bytearray(), b""
             while chunk := proc.read():
+                if sink:
+                    sink(chunk)
+                    watchdog.progress()
+                    continue
                 out += chunk
                 *lines, pending = (pending + chunk).split(b"\n")
                 if any(on_line(line) for line in lines) if on_line else True:
@@ -210,6 +215,25 @@ class Repository:
         restic 0.14 restores silently: `probe` (the size of what it wrote) tells it is working."""
         literal = re.sub(r"([*?\[\]\\])", r"\\\1", include) if include else None
         self.run(["restore", snapshot, "--target", target, *([f"--include=/{literal}"] if literal else [])], probe=probe)
+
+    def ls(self, snapshot: str, path: str = "") -> list[dict]:
+        """The entries directly in folder `path` of the snapshot (its top when empty), or, for a file,
+        the file itself: restic's nodes (name, type, path, size, mtime, mode)."""
+        folder = "/" + path.strip("/")
+        nodes = self._nodes(snapshot, folder)
+        if nodes or folder == "/":
+            return nodes
+        parent, name = posixpath.split(folder)
+        return [n for n in self._nodes(snapshot, parent) if n["name"] == name]
+
+    def _nodes(self, snapshot: str, folder: str) -> list[dict]:
+        out = self.run(["--no-lock", "ls", "--json", snapshot, folder]).stdout
+        found = (json.loads(line) for line in out.splitlines() if line.strip())
+        return [n for n in found if n.get("struct_type") == "node" and n["path"] != folder]
+
+    def dump(self, snapshot: str, path: str, sink: Callable[[bytes], object]) -> None:
+        """The bytes of file `path` of the snapshot, to `sink` as they come."""
+        self.run(["--no-lock", "dump", snapshot, "/" + path.strip("/")], sink=sink)
 
     def check(self, read_data_subset: str | None = None) -> None:
         """restic check (structure, and the packs of one subset read whole); raises on any error.

@@ -5,6 +5,7 @@ against the instance in $DAGSTER_HOME, so everything they do shows in the web UI
     wpfarm restore SITE [--date D | --at STAMP | --time T] [--to-database NAME] [--to-path DIR] [--kind all|db|files]
                         [--table NAME ...] [--path PART]
     wpfarm backups SITE [--verify]       every restore point of a site and its verification state
+    wpfarm files SITE ls [PATH] | cat PATH [--at STAMP]   browse or read a files backup, restoring nothing
     wpfarm drill [SITE ...]              restore drills now: newest backups into scratch space, proven, RTO
     wpfarm status                        every site's newest backup and last drill, their age and state; the RPO
     wpfarm binlogs                       archive the binary logs now (point-in-time recovery)
@@ -347,10 +348,7 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
         if args.kind == "all":
             raise ConfigError("--at names one backup, of one kind: add --kind db or --kind files "
                               "(a site's database and files backups have stamps of their own)")
-        try:
-            parse_stamp(args.at)
-        except ValueError:
-            raise ConfigError(f"--at {args.at!r}: use a backup's stamp, yyyymmddThhmmssZ (`wpfarm backups SITE`)") from None
+        parse_at(args.at)
     if problem := config.restore_target_problem(site, args.to_database, args.to_path):
         if not args.force:
             raise ConfigError(f"{problem}; refused (add --force to do it anyway)")
@@ -427,6 +425,48 @@ def backups(args: argparse.Namespace, config: FarmConfig) -> int:
             print(f"{kind:5}  {key.stamp}  {size:>12}  {state:8}  {detail}")
     print(f"\n{sum(len(entry.backups[k]) for k in KINDS) if entry else 0} restore points, {bad} not ok")
     return 1 if bad else 0
+
+
+def files(args: argparse.Namespace, config: FarmConfig) -> int:
+    """Browse (`ls`) or read (`cat`) a files backup without restoring anything: the newest, or the
+    one stamped --at. `cat` writes the file's bytes, nothing else, to stdout (for a pipe)."""
+    from wpfarm_assets.backups.restore import RestoreError, choose_backup, validate_member_path
+    from wpfarm_assets.backups.retired import site_or_retired
+    from wpfarm_assets.definitions import build_resources
+
+    store = store_of(config)
+    site, _ = site_or_retired(config, store, args.site)
+    content = Path(site.content_path).name
+    path = validate_member_path(args.path, content) if args.path else ""
+    if args.at:
+        parse_at(args.at)
+    repository = build_resources(config)["object_store"].process_config_and_initialize().repository(site.name)
+    key, manifest, _ = choose_backup(store, site.name, "files", None, at=args.at, repository=repository)
+    if not manifest.is_snapshot:
+        raise RestoreError(f"{key.stamp} is an older tar archive: browse it by restoring it "
+                           "(wpfarm restore SITE --kind files --at STAMP --path PART --to-path DIR)")
+    entries = repository.ls(manifest.snapshot_id, path)
+    if not entries:
+        raise RestoreError(f"{args.path} is not in files backup {key.stamp} of {site.name}")
+    if args.action == "cat":
+        if len(entries) != 1 or entries[0]["type"] != "file" or entries[0]["path"] != "/" + path:
+            raise RestoreError(f"{args.path} is a folder in files backup {key.stamp}: `ls` it, or `cat` a file in it")
+        repository.dump(manifest.snapshot_id, path, sys.stdout.buffer.write)
+        sys.stdout.buffer.flush()
+        return 0
+    print(f"# {site.name} files backup {key.stamp} (snapshot {manifest.snapshot_id[:8]}): /{path}", file=sys.stderr)
+    for e in sorted(entries, key=lambda e: (e["type"] != "dir", e["name"])):
+        size = "-" if e["type"] == "dir" else f"{e.get('size', 0):,}"
+        print(f"{e['type']:7} {size:>15}  {e.get('mtime', '')[:19].replace('T', ' ')}  {e['path'].lstrip('/')}"
+              + ("/" if e["type"] == "dir" else ""))
+    return 0
+
+
+def parse_at(text: str):
+    try:
+        return parse_stamp(text)
+    except ValueError:
+        raise ConfigError(f"--at {text!r}: use a backup's stamp, yyyymmddThhmmssZ (`wpfarm backups SITE`)") from None
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -610,6 +650,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--gnupg-home", default=os.environ.get("GNUPGHOME"), help="keyring with the farm's private key")
     dr = sub.add_parser("drill", help="restore drills now: newest backups restored into scratch space and proven")
     dr.add_argument("sites", nargs="*", metavar="SITE")
+    fl = sub.add_parser("files", help="browse (ls) or read (cat) a files backup without restoring it")
+    fl.add_argument("site", metavar="SITE")
+    fl.add_argument("action", choices=["ls", "cat"])
+    fl.add_argument("path", nargs="?", metavar="PATH", help="wp-content/… or wp-config.php (ls: default the top)")
+    fl.add_argument("--at", help="yyyymmddThhmmssZ: this files backup (default: the newest)")
     sub.add_parser("status", help="the newest backup of every site and kind, and its last drill: age and state")
     sub.add_parser("binlogs", help="archive the binary logs now (what the schedule runs every few minutes)")
     bk = sub.add_parser("backups", help="every restore point of a site, with its verification state")
@@ -661,6 +706,10 @@ def main(argv: list[str] | None = None) -> int:
             return drill(args.sites, config)
         if args.command == "backups":
             return backups(args, config)
+        if args.command == "files":
+            if args.action == "cat" and not args.path:
+                raise ConfigError("files cat needs a PATH: a file of the backup, e.g. wp-config.php")
+            return files(args, config)
         if args.command == "site":
             return site_create(args, config)
         if args.command == "provision":
