@@ -153,7 +153,8 @@ def drop_scratch(db: MariaDB, site: str) -> None:
 def swap_in(db: MariaDB, scratch: str, target: str, tables: list[str] | None = None) -> bool:
     """Put the tables loaded into `scratch` (only `tables`, when given) in place of `target`'s, in
     one RENAME TABLE (atomic: a kill leaves the old site or the new one, never a half-loaded
-    table); `target`'s replaced tables go to a scratch database of their own, dropped by the caller.
+    table); `target`'s tables of those names go to a scratch database of their own, dropped by the
+    caller; its other tables stay.
     False, changing nothing, when triggers are on the tables moved (RENAME TABLE cannot move those
     across databases) or, for the whole database, the dump has views, routines or events: the
     caller loads it over the live database instead."""
@@ -169,7 +170,9 @@ def swap_in(db: MariaDB, scratch: str, target: str, tables: list[str] | None = N
     old = f"{scratch}_old"
     db.create_database(old)
     incoming = db.tables(scratch) if tables is None else tables
-    outgoing = [t for t in db.tables(target) if tables is None or t in tables]
+    # Only the tables the dump has are replaced: one the site made since stays, as when a dump is
+    # loaded over the live database (its DROP TABLE IF EXISTS names only its own).
+    outgoing = [t for t in db.tables(target) if t in incoming]
     moves = [f"{_quote(target)}.{_quote(t)} TO {_quote(old)}.{_quote(t)}" for t in outgoing]
     moves += [f"{_quote(scratch)}.{_quote(t)} TO {_quote(target)}.{_quote(t)}" for t in incoming]
     db.query("RENAME TABLE " + ", ".join(moves))
