@@ -317,7 +317,7 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
     site, retired = site_or_retired(config, store_of(config), args.site)
     if args.path and args.kind not in (None, "files"):
         raise ConfigError("--path is a part of the files: it goes with --kind files only")
-    if args.table and (args.kind not in (None, "db") or args.time):
+    if args.table and (args.kind not in (None, "db") or args.time or args.path):
         raise ConfigError("--table is a part of the database: it goes with --kind db, and --at or --date "
                           "(not --time, yet)")
     args.kind = args.kind or ("files" if args.path else "db" if args.table else "all")
@@ -449,8 +449,10 @@ def files(args: argparse.Namespace, config: FarmConfig) -> int:
     if not entries:
         raise RestoreError(f"{args.path} is not in files backup {key.stamp} of {site.name}")
     if args.action == "cat":
-        if len(entries) != 1 or entries[0]["type"] != "file" or entries[0]["path"] != "/" + path:
-            raise RestoreError(f"{args.path} is a folder in files backup {key.stamp}: `ls` it, or `cat` a file in it")
+        itself = [e for e in entries if e["path"] == "/" + path]  # a folder's listing is of what is in it
+        if not itself or itself[0]["type"] != "file":
+            kind = f"a {itself[0]['type']}" if itself else "a folder"
+            raise RestoreError(f"{args.path} is {kind} in files backup {key.stamp}: `cat` reads a file (`ls` it)")
         repository.dump(manifest.snapshot_id, path, sys.stdout.buffer.write)
         sys.stdout.buffer.flush()
         return 0

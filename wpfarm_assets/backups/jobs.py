@@ -138,6 +138,12 @@ def restore_site_op(
                 mark_restoring(store, site.name, kind, context.run.run_id)
                 marked.add(kind)
         return mark
+
+    def completed(kind: str) -> None:
+        """A whole restore makes the site's `kind` whole again (also after an earlier one was interrupted);
+        a part of it (path, tables) clears only the record it wrote itself."""
+        if kind in marked or (live(kind) and not config.path and not config.tables):
+            clear_restoring(store, site.name, kind)
     at = config.at
     try:
         t = parse_time(config.time) if config.time else None
@@ -153,21 +159,21 @@ def restore_site_op(
                 context.log.info(f"{site.name}: database restored to {t.isoformat()}: {restored['db']['dump']} and "
                                  f"{restored['db']['transactions_replayed']} transactions of "
                                  f"{len(restored['db']['binlogs'])} binary log(s)")
+                completed("db")
             else:
                 restored["db"] = restore_database(site, store, db, config.gnupg_home, config.to_database, on, at,
                                                   config.force, touching=live("db"), tables=config.tables)
                 context.log.info(f"{site.name}: database restored from {restored['db']['backup']}")
+            completed("db")
         if config.kind in ("all", "files"):
             runner = storage_node.runner()
             restored["files"] = restore_files(site, store, runner, config.gnupg_home, config.to_path, on, at,
                                               object_store.repository(site.name, runner), config.path,
                                               touching=live("files"))
             context.log.info(f"{site.name}: files restored from {restored['files']['backup']}")
+            completed("files")
     except (PitrError, NodeError) as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
-    for kind in restored:  # complete: a whole restore makes it whole again, also after an earlier one was
-        if kind in marked or (live(kind) and not config.path and not config.tables):  # interrupted; a part does not
-            clear_restoring(store, site.name, kind)
     for r in restored.values():
         r.pop("manifest")
     context.add_output_metadata({

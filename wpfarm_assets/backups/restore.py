@@ -109,7 +109,13 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
                            + ", ".join(sorted(manifest.tables or {})))
     if touching:
         touching()
-    in_place = tables is not None or (target == site.database and db.database_exists(target))
+    # A server that writes binary logs replays them for point-in-time recovery, filtered by the
+    # site's database: a load into a scratch database and a RENAME across databases would not replay
+    # (the restore would be lost to every later --time). There the dump is loaded in place, as before.
+    in_place = (tables is not None or (target == site.database and db.database_exists(target))) and not logged(db)
+    if tables is not None and not in_place:
+        raise RestoreError("--table needs a scratch database and RENAME TABLE, which a server that writes binary "
+                           "logs would not replay: restore the whole database, or --to-database another")
     load_into = scratch_database(site.name) if in_place else target
     if in_place:
         drop_scratch(db, site.name)  # a killed restore's
@@ -131,10 +137,18 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
         raise RestoreError(f"site {site.name}: restoring {key.data_key} into {target} failed: {exc}") from exc
     finally:
         if in_place:
-            drop_scratch(db, site.name)
+            try:
+                drop_scratch(db, site.name)
+            except WpfarmError:  # never hides the restore's own outcome; the next restore drops it
+                pass
     return {"backup": key.data_key, "database": target, "plaintext_bytes": plaintext, "backup_time": key.time,
             "refused": refused, "manifest": manifest, "swapped": bool(in_place and swapped),
             **({"tables": sorted(tables)} if tables is not None else {})}
+
+
+def logged(db: MariaDB) -> bool:
+    """Whether the server writes binary logs."""
+    return db.query("SELECT @@log_bin")[0][0] == "1"
 
 
 def scratch_database(site: str) -> str:
@@ -175,7 +189,8 @@ def swap_in(db: MariaDB, scratch: str, target: str, tables: list[str] | None = N
     outgoing = [t for t in db.tables(target) if t in incoming]
     moves = [f"{_quote(target)}.{_quote(t)} TO {_quote(old)}.{_quote(t)}" for t in outgoing]
     moves += [f"{_quote(scratch)}.{_quote(t)} TO {_quote(target)}.{_quote(t)}" for t in incoming]
-    db.query("RENAME TABLE " + ", ".join(moves))
+    if moves:  # a site's queries queue behind the RENAME's locks: it waits for theirs a bounded time
+        db.query(f"SET SESSION lock_wait_timeout = {max(1, int(db.stall_timeout))}; RENAME TABLE " + ", ".join(moves))
     return True
 
 
