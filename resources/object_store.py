@@ -63,6 +63,11 @@ class Store(Protocol):
     def abort_upload(self, upload: UnfinishedUpload) -> None: ...
 
 
+def exists(store: Store, key: str) -> bool:
+    """Whether the store holds an object at exactly `key` (a listing of that prefix: no error for a missing one)."""
+    return any(obj.key == key for obj in store.list(key))
+
+
 class LocalStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()

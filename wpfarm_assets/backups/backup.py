@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 
 from resources.gpg import gpg_version
 from resources.mariadb import COMPLETION_MARKER, MariaDB, NodeStatus
-from resources.object_store import Store, StoreError
+from resources.object_store import Store, StoreError, exists
 from resources.restic import QUIET_COMMAND_FACTOR, Repository
 from resources.ssh import Runner, run
 from wpfarm_assets.backups.identity import identity_problem, known_addresses, read_addresses, record_identity
@@ -452,7 +452,7 @@ def refuse_half_restored(store: Store, site: str, kind: str) -> None:
 def restoring(store: Store, site: str, kind: str) -> str | None:
     """Why the site's `kind` may be half-restored (an interrupted restore), or None."""
     key = restoring_key(site, kind)
-    if not any(obj.key == key for obj in store.list(key)):
+    if not exists(store, key):
         return None
     try:
         record = json.loads(store.get_bytes(key))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from resources.gpg import GPGError, encryption_expiry, key_fingerprint
-from resources.object_store import Store, StoredObject, StoreError
+from resources.object_store import Store, StoredObject, StoreError, exists
 from resources.restic import Repository, ResticError
 from wpfarm_assets.backups.verify import record_refusal, verify_backup
 from wpfarm_assets.core.config import Site
@@ -42,9 +42,9 @@ def record_sites(store: Store, sites: list[Site], now: datetime) -> None:
     retired site that comes back is not retired any more: its history goes on."""
     for site in sites:
         key = site_record_key(site.name)
-        if not any(obj.key == key for obj in store.list(key)):
+        if not exists(store, key):
             store.put_bytes(key, json.dumps({**site.model_dump(), "added_at": now.isoformat()}).encode())
-        if any(obj.key == retired_record_key(site.name) for obj in store.list(retired_record_key(site.name))):
+        if exists(store, retired_record_key(site.name)):
             store.delete([retired_record_key(site.name)])
 
 

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
-from resources.object_store import Store, StoreError
+from resources.object_store import Store, StoreError, exists
 from wpfarm_assets.backups.health import OK, WARNING, Finding, SiteBackups, group_listing, record_sites
 from wpfarm_assets.backups.retention import plan_retention
 from wpfarm_assets.backups.verify import read_manifest
@@ -40,7 +40,7 @@ def retire(store: Store, names: list[str], now: datetime) -> None:
     """Write the retired record of each of `names` that has none."""
     for name in names:
         key = retired_record_key(name)
-        if not any(obj.key == key for obj in store.list(key)):
+        if not exists(store, key):
             store.put_bytes(key, json.dumps({"site": name, "retired_at": now.isoformat()}).encode())
 
 
