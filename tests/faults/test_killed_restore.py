@@ -80,7 +80,7 @@ def test_a_restore_killed_mid_import_is_shown_refuses_backups_and_the_next_resto
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(name) and " db " in line)
     assert "CRITICAL" in row and "did not complete" in row and "half-restored" in row, row
     assert main(["backup"]) == 1  # it would record the damage as a good restore point
-    assert "database backup refused" in capsys.readouterr().err
+    assert "database backup failed: refused: a restore into the live site" in capsys.readouterr().err
 
     assert main(["restore", name, "--kind", "db", "--gnupg-home", keyring.home]) == 0
     assert db.checksums(database) == backed_up

@@ -113,8 +113,8 @@ def back_up_database(site: Site, db: MariaDB, store: Store, encrypt_argv: list[s
     started = now or datetime.now(timezone.utc)
     key = BackupKey(site.name, "db", started)
     with_gtid = server is not None and server.log_bin
-    refuse_half_restored(store, site.name, "db")
     try:
+        refuse_half_restored(store, site.name, "db")
         tables = db.row_counts(site.database)
         if tables is None:
             raise BackupError(f"database {site.database!r} does not exist on {db.runner.where}")
@@ -197,8 +197,8 @@ def back_up_files(site: Site, runner: Runner, store: Store, repository: Reposito
     started = now or datetime.now(timezone.utc)
     key = BackupKey(site.name, "files", started)
     prefix = repository_prefix(site.name)
-    refuse_half_restored(store, site.name, "files")
     try:
+        refuse_half_restored(store, site.name, "files")
         root, members, excludes = site_members(runner, site)
         if not any(True for _ in store.list(prefix + "config")):
             repository.init()
@@ -445,8 +445,8 @@ def refuse_half_restored(store: Store, site: str, kind: str) -> None:
     as a good restore point."""
     if problem := restoring(store, site, kind):
         what = "database" if kind == "db" else "files"
-        raise BackupError(f"site {site}: {what} backup refused: {problem}; its {what} may be half-restored, and a "
-                          f"backup would record that as a good restore point: restore it again first")
+        raise BackupError(f"refused: {problem}; its {what} may be half-restored, and a backup would record that "
+                          "as a good restore point: restore it again first")
 
 
 def restoring(store: Store, site: str, kind: str) -> str | None:
