@@ -74,11 +74,16 @@ def step_failures(result) -> list[str]:
     return reasons
 
 
-def store_of(config: FarmConfig):
-    """The backup target, outside a run: the resource's dg.EnvVar credentials resolved here."""
+def object_store_of(config: FarmConfig):
+    """The object_store resource, outside a run: its dg.EnvVar credentials resolved here."""
     from wpfarm_assets.definitions import build_resources
 
-    return build_resources(config)["object_store"].process_config_and_initialize().store()
+    return build_resources(config)["object_store"].process_config_and_initialize()
+
+
+def store_of(config: FarmConfig):
+    """The backup target, outside a run."""
+    return object_store_of(config).store()
 
 
 def sync_partitions(inst: dg.DagsterInstance, config: FarmConfig) -> list[str]:
@@ -432,15 +437,15 @@ def files(args: argparse.Namespace, config: FarmConfig) -> int:
     one stamped --at. `cat` writes the file's bytes, nothing else, to stdout (for a pipe)."""
     from wpfarm_assets.backups.restore import RestoreError, choose_backup, validate_member_path
     from wpfarm_assets.backups.retired import site_or_retired
-    from wpfarm_assets.definitions import build_resources
 
-    store = store_of(config)
+    object_store = object_store_of(config)
+    store = object_store.store()
     site, _ = site_or_retired(config, store, args.site)
     content = Path(site.content_path).name
     path = validate_member_path(args.path, content) if args.path else ""
     if args.at:
         parse_at(args.at)
-    repository = build_resources(config)["object_store"].process_config_and_initialize().repository(site.name)
+    repository = object_store.repository(site.name)
     key, manifest, _ = choose_backup(store, site.name, "files", None, at=args.at, repository=repository)
     if not manifest.is_snapshot:
         raise RestoreError(f"{key.stamp} is an older tar archive: browse it by restoring it "

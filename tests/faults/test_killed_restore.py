@@ -95,7 +95,7 @@ def test_a_files_restore_killed_while_staging_leaves_the_site_as_it_was_and_no_p
     assert main(["backup"]) == 0
     before = tree_digest(root)
 
-    restic = killed_during(name, "files", "restore", keyring.home)
+    restic = killed_during(name, "files", "--target", keyring.home)  # `restic restore … --target STAGING`
     assert gone(restic), "restic outlived the killed restore"
     assert tree_digest(root) == before  # the copy over the live files had not begun: untouched
     leftovers = [p.name for p in root.iterdir() if p.name.startswith(".wpfarm-restore-")]

@@ -159,7 +159,6 @@ def restore_site_op(
                 context.log.info(f"{site.name}: database restored to {t.isoformat()}: {restored['db']['dump']} and "
                                  f"{restored['db']['transactions_replayed']} transactions of "
                                  f"{len(restored['db']['binlogs'])} binary log(s)")
-                completed("db")
             else:
                 restored["db"] = restore_database(site, store, db, config.gnupg_home, config.to_database, on, at,
                                                   config.force, touching=live("db"), tables=config.tables)

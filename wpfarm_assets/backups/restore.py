@@ -173,7 +173,7 @@ def swap_in(db: MariaDB, scratch: str, target: str, tables: list[str] | None = N
     across databases) or, for the whole database, the dump has views, routines or events: the
     caller loads it over the live database instead."""
     def count(view: str, schema_column: str, database: str, extra: str = "") -> str:
-        return f"(SELECT COUNT(*) FROM information_schema.{view} WHERE {schema_column} = '{database}'{extra})"
+        return f"(SELECT COUNT(*) FROM information_schema.{view} WHERE {schema_column} = {_literal(database)}{extra})"
     on = "" if tables is None else " AND EVENT_OBJECT_TABLE IN (" + ", ".join(_literal(t) for t in tables) + ")"
     checks = [count("TRIGGERS", "TRIGGER_SCHEMA", d, on) for d in (scratch, target)]
     if tables is None:
