@@ -64,3 +64,14 @@ def test_swapped_databases_warn_naming_both_addresses_and_an_in_place_restore_ne
     assert main([*restore, "--force"]) == 0
     assert db.query(f"SELECT option_value FROM {raw['sites'][0]['database']}.wp_options "
                     "WHERE option_name = 'siteurl'") == [[f"https://{one}"]]
+
+    # farm.yaml put right again: a restore without --at passes over the dumps that hold site two.
+    raw["sites"][0]["database"], raw["sites"][1]["database"] = raw["sites"][1]["database"], raw["sites"][0]["database"]
+    farm.config_path.write_text(yaml.safe_dump(raw))
+    capsys.readouterr()
+    assert main(["restore", one, "--kind", "db", "--gnupg-home", farm.keyring.home]) == 0
+    out = capsys.readouterr()
+    assert f"from sites/{one}/db/{oldest}" in out.out, out
+    assert out.err.count("another site's dump, passed over") >= 1 and f"https://{two}" in out.err, out.err
+    assert db.query(f"SELECT option_value FROM {raw['sites'][0]['database']}.wp_options "
+                    "WHERE option_name = 'siteurl'") == [[f"https://{one}"]]
