@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import urlparse
@@ -41,6 +41,17 @@ class StoredObject:
     key: str
     size: int
     modified: datetime
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """One version of an object in a versioned bucket; a delete marker has `deleted` set."""
+
+    key: str
+    version_id: str
+    size: int
+    modified: datetime
+    deleted: bool = False
 
 
 @dataclass(frozen=True)
@@ -210,12 +221,21 @@ class S3Store:
     seconds: the other sites of the run fail at once naming it, instead of each waiting out its
     own timeouts and retries (an outage fails a farm's backups in minutes, not hours)."""
 
-    def __init__(self, bucket: str, prefix: str, client, deadline: float = 300.0):
+    def __init__(self, bucket: str, prefix: str, client, deadline: float = 300.0, lock_days: int | None = None):
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.prefix}"
         self._s3 = _Breaker(client, self, deadline)
         self._endpoint = str(client.meta.endpoint_url)
+        # With lock_days, every object written gets an S3 Object Lock COMPLIANCE retention of that
+        # many days (the off-site copy): no key, not even the bucket owner's, deletes it before then.
+        self.lock_days = lock_days
+
+    def _lock(self) -> dict:
+        if not self.lock_days:
+            return {}
+        until = datetime.now(timezone.utc) + timedelta(days=self.lock_days)
+        return {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": until}
 
     @property
     def unreachable(self) -> tuple[float, str] | None:
@@ -243,19 +263,23 @@ class S3Store:
                 buffer += chunk
                 if len(buffer) >= PART_SIZE:
                     if upload_id is None:
-                        upload_id = self._s3.create_multipart_upload(Bucket=self.bucket, Key=full)["UploadId"]
+                        upload_id = self._s3.create_multipart_upload(Bucket=self.bucket, Key=full,
+                                                                     **self._lock())["UploadId"]
                     parts.append(self._upload_part(full, upload_id, len(parts) + 1, bytes(buffer)))
                     buffer.clear()
             before_commit()
             if upload_id is None:
-                self._s3.put_object(Bucket=self.bucket, Key=full, Body=bytes(buffer))
+                self._s3.put_object(Bucket=self.bucket, Key=full, Body=bytes(buffer), **self._lock())
                 return
             if buffer:
                 parts.append(self._upload_part(full, upload_id, len(parts) + 1, bytes(buffer)))
-            self._s3.complete_multipart_upload(
+            done = self._s3.complete_multipart_upload(
                 Bucket=self.bucket, Key=full, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
             upload_id = None
+            if lock := self._lock():  # set again on the version itself: not every store applies the upload's
+                self._s3.put_object_retention(Bucket=self.bucket, Key=full, VersionId=done["VersionId"], Retention={
+                    "Mode": lock["ObjectLockMode"], "RetainUntilDate": lock["ObjectLockRetainUntilDate"]})
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self._fail("upload", key, exc) from None
         finally:
@@ -271,7 +295,7 @@ class S3Store:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         try:
-            self._s3.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
+            self._s3.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data, **self._lock())
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self._fail("upload", key, exc) from None
 
@@ -332,6 +356,95 @@ class S3Store:
             raise self._fail("abort upload", upload.key, exc) from None
 
 
+    def lock_problem(self) -> str | None:
+        """Why the bucket cannot hold immutable copies (no S3 Object Lock), or None."""
+        try:
+            found = self._s3.get_object_lock_configuration(Bucket=self.bucket)["ObjectLockConfiguration"]
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ObjectLockConfigurationNotFoundError":
+                raise self._fail("read the object lock configuration of", self.bucket, exc) from None
+            found = {}
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._fail("read the object lock configuration of", self.bucket, exc) from None
+        if found.get("ObjectLockEnabled") != "Enabled":
+            return (f"bucket {self.bucket} has no S3 Object Lock: every copy there can be deleted by whoever holds "
+                    "its keys (object lock can only be enabled when a bucket is created)")
+        return None
+
+    def lock_of(self, key: str) -> tuple[str | None, datetime | None]:
+        """The object lock mode and retain-until date of the current version of `key`."""
+        try:
+            head = self._s3.head_object(Bucket=self.bucket, Key=self.prefix + key)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._fail("read the lock of", key, exc) from None
+        return head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
+
+    def versions(self, prefix: str) -> Iterator[StoredVersion]:
+        """Every version of every object under `prefix`, delete markers included (a versioned bucket)."""
+        try:
+            for page in self._pages("list_object_versions", Prefix=self.prefix + prefix):
+                for v in page.get("Versions", []):
+                    yield StoredVersion(v["Key"][len(self.prefix):], v["VersionId"], v["Size"], v["LastModified"])
+                for m in page.get("DeleteMarkers", []):
+                    yield StoredVersion(m["Key"][len(self.prefix):], m["VersionId"], 0, m["LastModified"], True)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._fail("list versions under", prefix, exc) from None
+
+    def open_version(self, key: str, version_id: str) -> BinaryIO:
+        try:
+            return _Body(self._s3.get_object(Bucket=self.bucket, Key=self.prefix + key, VersionId=version_id)["Body"],
+                         self, key)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._fail("read", f"{key} (version {version_id})", exc) from None
+
+
+class AsOfStore:
+    """A versioned bucket as it was at `as_of`, read-only: for each key the newest version written
+    at or before then; keys whose newest such version is a delete marker, and everything written
+    later, are not there. What was deleted or overwritten after `as_of` does not matter."""
+
+    def __init__(self, store: S3Store, as_of: datetime):
+        self._store, self.as_of = store, as_of
+        self.url = f"{store.url} as of {as_of:%Y-%m-%d %H:%M:%S} UTC"
+        self._chosen: dict[str, dict[str, StoredVersion]] = {}  # listed prefix -> key -> version
+
+    def _versions(self, prefix: str) -> dict[str, StoredVersion]:
+        for listed, chosen in self._chosen.items():
+            if prefix.startswith(listed):
+                return {k: v for k, v in chosen.items() if k.startswith(prefix)}
+        newest: dict[str, StoredVersion] = {}
+        for v in self._store.versions(prefix):
+            if v.modified <= self.as_of and (v.key not in newest or v.modified > newest[v.key].modified):
+                newest[v.key] = v  # (two versions in one second: S3 lists the newer first, and it stays)
+        self._chosen[prefix] = chosen = {k: v for k, v in newest.items() if not v.deleted}
+        return chosen
+
+    def _version(self, key: str) -> StoredVersion:
+        found = self._versions(key).get(key)
+        if found is None:
+            raise StoreError(f"cannot read {key} from {self.url}: it did not exist then")
+        return found
+
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        for key, v in sorted(self._versions(prefix).items()):
+            yield StoredObject(key, v.size, v.modified)
+
+    def open(self, key: str) -> BinaryIO:
+        return self._store.open_version(key, self._version(key).version_id)
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open(key) as f:
+            return f.read()
+
+    def _read_only(self, *args, **kwargs):
+        raise StoreError(f"{self.url} is read-only")
+
+    put_stream = put_bytes = delete = abort_upload = _read_only
+
+    def unfinished_uploads(self, prefix: str) -> list[UnfinishedUpload]:
+        return []
+
+
 class _Body:
     """An object being read: each read within the request deadline, errors as StoreError."""
 
@@ -363,6 +476,7 @@ def open_store(
     secret_access_key: str | None = None,
     timeout: float = 60,
     deadline: float = 300,
+    lock_days: int | None = None,
 ) -> Store:
     """`file:///path` or `s3://bucket/prefix`; S3 keys fall back to boto3's own credential chain.
     `timeout`: seconds an S3 request may wait for an answer (connect: at most 5), 3 attempts;
@@ -382,7 +496,7 @@ def open_store(
                 retries={"max_attempts": 3, "mode": "standard"},
             ),
         )
-        return S3Store(parsed.netloc, parsed.path, client, deadline)
+        return S3Store(parsed.netloc, parsed.path, client, deadline, lock_days)
     raise StoreError(f"unsupported backup target {target!r}")
 
 
@@ -397,10 +511,21 @@ class ObjectStoreResource(dg.ConfigurableResource):
     timeout: float = 60  # min(60, backup.stall_timeout)
     restic_password: str | None = None  # the farm's file store password (WPFARM_RESTIC_PASSWORD)
     stall_timeout: float = 300.0  # backup.stall_timeout, for restic
+    lock_days: int | None = None  # the off-site copy: every object written gets a COMPLIANCE lock this long
+    keys_from: str = "SPACES"  # the keys' variables: <keys_from>_ACCESS_KEY_ID, <keys_from>_SECRET_ACCESS_KEY
 
     def store(self) -> Store:
+        """The target, opened. One of its two keys set without the other is an error naming the missing
+        variable (boto3 would fail later, with a traceback); the off-site copy needs its own keys."""
+        names = (f"{self.keys_from}_ACCESS_KEY_ID", f"{self.keys_from}_SECRET_ACCESS_KEY")
+        if bool(self.access_key_id) != bool(self.secret_access_key):
+            missing, given = names if not self.access_key_id else names[::-1]
+            raise StoreError(f"{missing} is not set, but {given} is: set both (or neither, for {self.target})")
+        if self.lock_days and not self.access_key_id:
+            raise StoreError(f"{names[0]} and {names[1]} are not set: the off-site copy {self.target} has keys of "
+                             "its own, never the primary target's")
         return open_store(self.target, self.endpoint_url, self.region, self.access_key_id, self.secret_access_key,
-                          self.timeout, self.stall_timeout)
+                          self.timeout, self.stall_timeout, self.lock_days)
 
     def repository(self, site: str, runner: Runner | None = None) -> Repository:
         """The site's restic repository on this target, used through `runner` (default: this machine).

@@ -22,6 +22,7 @@ import re
 import secrets
 import shutil
 import sys
+import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -79,6 +80,13 @@ def object_store_of(config: FarmConfig):
     from wpfarm_assets.definitions import build_resources
 
     return build_resources(config)["object_store"].process_config_and_initialize()
+
+
+def offsite_store_of(config: FarmConfig):
+    """A function opening the off-site copy (backup.offsite), outside a run."""
+    from wpfarm_assets.definitions import build_resources
+
+    return build_resources(config)["offsite"].process_config_and_initialize().store
 
 
 def store_of(config: FarmConfig):
@@ -195,9 +203,42 @@ def backup(names: list[str], config: FarmConfig, failed_only: bool = False) -> i
                              asset_selection=assets) for assets, chosen in plan])
     # As the retention sensors do after every backup run (also a failed one), without the daemon.
     backed_up = sorted({name for _, chosen in plan for name in chosen})
-    ok = run_over_sites("apply_retention", backed_up, order, config, inst) and ok
+    ok = run_over_sites("apply_retention", backed_up, order, config, inst, {RETENTION_BY_CLI: "cli"}) and ok
+    if config.backup.offsite:  # as the offsite sensors do after every retention run
+        ok = run_over_sites("copy_offsite", backed_up, order, config, inst) and ok
     ok = run_job("check_backup_health", config, inst).success and ok  # as sensors/checks_after_runs.py does
     return 0 if ok else 1
+
+
+def offsite(args: argparse.Namespace, config: FarmConfig) -> int:
+    """`offsite copy [SITE…]`: the copy_offsite job now. `offsite recover`: every site's backups (and
+    the binary-log archive) from the copy as it was at --as-of, written to --to, manifests last;
+    what is there already is left alone, so it can be run again after an interruption."""
+    from wpfarm_assets.backups.offsite import parse_as_of, recover
+
+    if config.backup.offsite is None:
+        raise ConfigError("no off-site copy is configured (backup.offsite in farm.yaml)")
+    if args.offsite_command == "copy":
+        selected = chosen_sites(args.sites, config)
+        inst = instance()
+        ok = run_over_sites("copy_offsite", selected, sync_partitions(inst, config), config, inst)
+        ok = run_job("check_backup_health", config, inst).success and ok
+        return 0 if ok else 1
+    from resources.object_store import AsOfStore
+
+    as_of = parse_as_of(args.as_of)
+    for name in args.site or []:
+        validate_site_name(name)
+    copy = offsite_store_of(config)()
+    target = object_store_of(config).model_copy(update={"target": args.to}).store()
+    started = time.monotonic()
+    reports = recover(AsOfStore(copy, as_of), target, args.site)
+    for report in reports:
+        print(f"{report.prefix}: {report.backups_copied} backup(s), {len(report.copied)} object(s), "
+              f"{report.bytes_copied:,} bytes")
+    print(f"recovered {sum(r.backups_copied for r in reports)} backup(s) of {len(reports) - 1} site(s) from "
+          f"{copy.url} as of {as_of:%Y-%m-%d %H:%M:%S} UTC into {target.url} in {time.monotonic() - started:.1f} s")
+    return 0
 
 
 def drill(names: list[str], config: FarmConfig) -> int:
@@ -265,11 +306,21 @@ def status(config: FarmConfig) -> int:
     drills = {f.site: f for f in farm_drill_findings(store, config, now)}
     archive = read_archive(store, ends_only=True) if pitr_on(config, store) else None
     windows = {f.site: f for f in pitr_findings(store, [s.name for s in config.sites], archive, now)} if archive else {}
+    copy_state, copies = [], {}
+    if offsite := config.backup.offsite:  # the copy's lock state (a farm row), and each site's lag
+        from wpfarm_assets.backups.offsite import copy_health
+
+        copy_state = copy_health(offsite_store_of(config), [s.name for s in config.sites], listing, now,
+                                 offsite.lock_days, config.alerts.warning_after_hours, config.alerts.critical_after_hours)
+        copies = {f.site: f for f in copy_state if f.site != "farm"}
+        copy_state = [f for f in copy_state if f.site == "farm"]
     findings = [f for site in sorted({f.site for f in findings}) for f in
-                [*(g for g in findings if g.site == site), drills[site], *([windows[site]] if windows else [])]]
+                [*(g for g in findings if g.site == site), drills[site], *([windows[site]] if windows else []),
+                 *([copies[site]] if site in copies else [])]]
     if archive is not None:  # the farm's recovery point, and any gap in the archive
         findings += binlog_findings(archive, config, now)
     findings.append(farm_key(config.backup.gpg_recipient, config.backup.gpg_home, now))
+    findings += copy_state
     width = max([len(f.site) for f in findings] + [4])
     print(f"{'SITE':{width}}  KIND        NEWEST (UTC)          AGE h  STATE     DETAIL")
     for f in findings:
@@ -337,6 +388,17 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
             date.fromisoformat(args.date)
         except ValueError:
             raise ConfigError(f"--date {args.date!r}: use YYYY-MM-DD (a UTC day)") from None
+    if args.as_of and args.source != "offsite":
+        raise ConfigError("--as-of is a time of the off-site copy: it goes with --from offsite")
+    if args.source == "offsite":
+        from wpfarm_assets.backups.offsite import parse_as_of
+
+        if config.backup.offsite is None:
+            raise ConfigError("--from offsite: no off-site copy is configured (backup.offsite in farm.yaml)")
+        if args.time:
+            raise ConfigError("--time replays binary logs from the primary target: from the copy, use --at or --date")
+        if args.as_of:
+            parse_as_of(args.as_of)
     if args.to_database:
         validate_identifier(args.to_database)
     if args.to_path:
@@ -370,6 +432,8 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
         "path": args.path,
         "gnupg_home": args.gnupg_home,
         "tables": args.table,
+        "source": args.source,
+        "as_of": args.as_of,
     }
     result = run_job("restore_site", config, instance(), args.site,
                      run_config={"ops": {"restore_site_op": {"config": op_config}}})
@@ -655,6 +719,18 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true",
                    help="restore even into another site's database or folder, or a system directory")
     r.add_argument("--gnupg-home", default=os.environ.get("GNUPGHOME"), help="keyring with the farm's private key")
+    r.add_argument("--from", dest="source", choices=["primary", "offsite"], default="primary",
+                   help="offsite: from the off-site copy (backup.offsite), as it was at --as-of")
+    r.add_argument("--as-of", help="with --from offsite: 2026-12-07T14:32:05Z (UTC); what was deleted or overwritten "
+                                   "on the copy after then is ignored (default: now)")
+    off = sub.add_parser("offsite", help="the off-site copy").add_subparsers(dest="offsite_command", required=True)
+    oc = off.add_parser("copy", help="copy new backups of sites (all when none) to the off-site target now")
+    oc.add_argument("sites", nargs="*", metavar="SITE")
+    orc = off.add_parser("recover", help="rebuild a backup target from the off-site copy as it was at --as-of")
+    orc.add_argument("--as-of", required=True, help="2026-12-07T14:32:05Z (UTC): a time before the incident")
+    orc.add_argument("--to", required=True, metavar="TARGET",
+                     help="s3://bucket[/prefix] or file:///path; the keys of backup.target (SPACES_*) are used")
+    orc.add_argument("--site", action="append", metavar="SITE", help="only this site (repeatable; default: all)")
     dr = sub.add_parser("drill", help="restore drills now: newest backups restored into scratch space and proven")
     dr.add_argument("sites", nargs="*", metavar="SITE")
     fl = sub.add_parser("files", help="browse (ls) or read (cat) a files backup without restoring it")
@@ -721,6 +797,8 @@ def main(argv: list[str] | None = None) -> int:
             return site_create(args, config)
         if args.command == "provision":
             return provision(args, config)
+        if args.command == "offsite":
+            return offsite(args, config)
         return backup(args.sites, config, args.failed) if args.command == "backup" else restore(args, config)
     except WpfarmError as exc:  # meant for the operator: one line; anything else is a bug and keeps its traceback
         print(f"wpfarm: {exc}", file=sys.stderr)

@@ -29,7 +29,12 @@ from schedules.backup_health import (
 from schedules.daily_backup import build_daily_backup_schedule
 from schedules.restore_drill import build_restore_drill_schedule
 from sensors.checks_after_runs import checks_after_failed_run, checks_after_run
-from sensors.retention_after_backup import retention_after_backup, retention_after_failed_backup
+from sensors.retention_after_backup import (
+    offsite_after_failed_retention,
+    offsite_after_retention,
+    retention_after_backup,
+    retention_after_failed_backup,
+)
 from sensors.run_failures import run_failure_alert
 from sensors.site_inventory import site_inventory_sensor
 from sensors.swarm_nodes import swarm_node_sensor
@@ -38,6 +43,7 @@ from wpfarm_assets.backups.assets import (
     binlog_archive,
     database_dump,
     file_archive,
+    offsite_copy,
     restore_drill,
     retention,
     retired_sites,
@@ -49,6 +55,7 @@ from wpfarm_assets.backups.checks import (
     database_dump_age_check,
     farm_key_check,
     file_archive_age_check,
+    offsite_copy_check,
     restore_drill_check,
 )
 from wpfarm_assets.backups.jobs import (
@@ -56,6 +63,7 @@ from wpfarm_assets.backups.jobs import (
     archive_binlogs_job,
     back_up_sites_job,
     check_backup_health_job,
+    copy_offsite_job,
     drill_sites_job,
     restore_site,
     verify_backups_job,
@@ -98,6 +106,18 @@ def build_resources(config: FarmConfig) -> dict:
             restic_password=secret("WPFARM_RESTIC_PASSWORD"),
             stall_timeout=config.backup.stall_timeout,
         ),
+        **({"offsite": ObjectStoreResource(
+            target=config.backup.offsite.target,
+            endpoint_url=config.backup.offsite.s3_endpoint_url,
+            region=config.backup.offsite.s3_region,
+            access_key_id=secret("OFFSITE_ACCESS_KEY_ID"),
+            secret_access_key=secret("OFFSITE_SECRET_ACCESS_KEY"),
+            timeout=min(60.0, config.backup.stall_timeout),
+            restic_password=secret("WPFARM_RESTIC_PASSWORD"),  # the copy's repositories are the primary's, copied
+            stall_timeout=config.backup.stall_timeout,
+            lock_days=config.backup.offsite.lock_days,
+            keys_from="OFFSITE",
+        )} if config.backup.offsite else {}),
         "gpg": GPGResource(recipient=config.backup.gpg_recipient, home=config.backup.gpg_home),
         "alertmanager": AlertmanagerResource(url=config.alerts.alertmanager_url),
         "pushgateway": PushgatewayResource(url=config.alerts.pushgateway_url),
@@ -117,15 +137,18 @@ def target_kinds(asset: dg.AssetsDefinition, config: FarmConfig) -> dg.AssetsDef
 def build_definitions(config: FarmConfig) -> dg.Definitions:
     absent = not_configured(config)  # infrastructure this farm gives no way to check: not in the graph
     pitr = config.database.pitr_enabled  # the binary-log archive, when the farm has point-in-time recovery
+    offsite = config.backup.offsite is not None  # the off-site copy, when the farm has one
     return dg.Definitions(
         assets=wired_past([*infrastructure_assets, site_provisioning,
                            *(target_kinds(a, config) for a in (database_dump, file_archive, retention, retired_sites)),
-                           restore_drill, backup_inventory, *([target_kinds(binlog_archive, config)] if pitr else [])],
+                           restore_drill, backup_inventory, *([target_kinds(binlog_archive, config)] if pitr else []),
+                           *([offsite_copy] if offsite else [])],
                           set(absent)),
         asset_checks=[backup_age_check, backup_integrity_check, restore_drill_check, database_dump_age_check,
-                      file_archive_age_check, farm_key_check, *([binlog_archive_check] if pitr else [])],
+                      file_archive_age_check, farm_key_check, *([binlog_archive_check] if pitr else []),
+                      *([offsite_copy_check] if offsite else [])],
         jobs=[back_up_sites_job, apply_retention_job, check_backup_health_job, verify_backups_job, drill_sites_job,
-              *([archive_binlogs_job] if pitr else []),
+              *([archive_binlogs_job] if pitr else []), *([copy_offsite_job] if offsite else []),
               check_infrastructure_job(absent), restore_site, provision_farm, provision_sites_job],
         schedules=[build_daily_backup_schedule(config.backup.schedule, config.backup.sites_per_run),
                    build_restore_drill_schedule(config.drill.schedule), backup_health_schedule,
@@ -133,6 +156,7 @@ def build_definitions(config: FarmConfig) -> dg.Definitions:
                    *([build_binlog_schedule(config.database.binlog_every_minutes)] if pitr else [])],
         sensors=[site_inventory_sensor, *([swarm_node_sensor] if "swarm_nodes" not in absent else []),
                  retention_after_backup, retention_after_failed_backup, checks_after_run, checks_after_failed_run,
+                 *([offsite_after_retention, offsite_after_failed_retention] if offsite else []),
                  run_failure_alert],
         resources=build_resources(config),
     )

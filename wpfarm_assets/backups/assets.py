@@ -25,6 +25,7 @@ from wpfarm_assets.backups.drill import DrillError, drill_site, sync_drill_alert
 from wpfarm_assets.backups.health import group_listing
 from wpfarm_assets.backups.inventory import backup_inventory as inventory_frame
 from wpfarm_assets.backups.inventory import spaces_monthly_cost
+from wpfarm_assets.backups.offsite import copy_prefix, copy_site
 from wpfarm_assets.backups.pitr import PitrError, archive_binlogs, binlog_retention
 from wpfarm_assets.backups.retention import RULES, RetentionReport, apply_retention, list_sites
 from wpfarm_assets.backups.retired import (
@@ -37,7 +38,7 @@ from wpfarm_assets.backups.retired import (
 from wpfarm_assets.core.binlog import parse_position, seq_in
 from wpfarm_assets.core.config import FarmConfig, Site
 from wpfarm_assets.core.errors import WpfarmError
-from wpfarm_assets.core.keys import SITES
+from wpfarm_assets.core.keys import BINLOGS, SITES
 from wpfarm_assets.infrastructure.assets import database_tier, storage_tier
 from wpfarm_assets.partitions import for_each_site, mark_retired, sites
 from wpfarm_assets.provisioning.assets import site_provisioning
@@ -226,6 +227,52 @@ def retention_metadata(report: RetentionReport) -> dict:
             kind: {**k.kept, "deleted": k.deleted, "bytes_freed": k.bytes_freed} for kind, k in report.kinds.items()
         }),
     }
+
+
+OFFSITE_PARALLELISM = 4  # sites copied at once (object store to object store: no tier is touched)
+
+
+@dg.asset(
+    partitions_def=sites,
+    deps=[database_dump, file_archive],
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1000),  # as retention: after the backups
+    output_required=False,  # each site's materialization is an event of for_each_site
+    group_name="backups",
+    kinds={"s3"},
+)
+def offsite_copy(context: dg.AssetExecutionContext, farm: dg.ResourceParam[FarmConfig],
+                 object_store: ObjectStoreResource, offsite: ObjectStoreResource) -> Iterator[dg.AssetMaterialization]:
+    """The site's backups copied to the off-site target (backup.offsite), byte for byte and checked
+    by sha256, each object locked (S3 Object Lock, COMPLIANCE) for backup.offsite.lock_days. Only
+    what is new travels; read from the primary target, never from the site. Refused, for every
+    site, while the copy's bucket has no object lock."""
+    try:
+        primary, copy = object_store.store(), offsite.store()
+        if problem := copy.lock_problem():
+            raise WpfarmError(f"off-site copy refused: {problem}")
+    except WpfarmError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
+    binlogs = None
+    if farm.database.pitr_enabled:  # the farm's binary-log archive is a backup too
+        try:
+            binlogs = copy_prefix(primary, copy, BINLOGS)
+            context.log.info(f"binary logs: {len(binlogs.copied)} object(s) copied, {len(binlogs.deleted)} deleted")
+        except WpfarmError as exc:
+            binlogs = exc
+            context.log.error(f"binary logs not copied: {exc}")
+
+    def one(site: Site) -> dict:
+        report = copy_site(primary, copy, site.name)
+        if report.not_deleted:
+            context.log.warning(f"site {site.name}: {report.not_deleted}")
+        return {"copy": copy.url, "objects_copied": len(report.copied), "backups_copied": report.backups_copied,
+                "bytes_copied": report.bytes_copied, "copied": size_text(report.bytes_copied),
+                "objects_deleted": len(report.deleted), "deletions_not_followed": report.not_deleted or "none",
+                "lock_days": offsite.lock_days}
+
+    yield from for_each_site(context, farm, OFFSITE_PARALLELISM, one)
+    if isinstance(binlogs, WpfarmError):
+        raise dg.Failure(f"binary logs not copied: {binlogs}", allow_retries=False)
 
 
 class DrillRunConfig(dg.Config):

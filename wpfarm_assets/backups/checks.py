@@ -8,7 +8,7 @@ import dagster as dg
 
 from resources.alerts import AlertmanagerResource
 from resources.object_store import ObjectStoreResource
-from wpfarm_assets.backups.assets import backup_inventory, binlog_archive, database_dump, file_archive
+from wpfarm_assets.backups.assets import backup_inventory, binlog_archive, database_dump, file_archive, offsite_copy
 from wpfarm_assets.backups.drill import DRILL_ALERT, farm_drill_findings
 from wpfarm_assets.backups.health import (
     ALERTING,
@@ -25,6 +25,7 @@ from wpfarm_assets.backups.health import (
     identity_flags,
     sync_alerts,
 )
+from wpfarm_assets.backups.offsite import LOCK_SAMPLE, OFFSITE_ALERT, copy_health
 from wpfarm_assets.backups.pitr import binlog_findings, read_archive
 from wpfarm_assets.backups.retired import retired_findings, retired_sites_of
 from wpfarm_assets.core.config import FarmConfig
@@ -125,3 +126,15 @@ def binlog_archive_check(context: dg.AssetCheckExecutionContext, farm: dg.Resour
     archive = read_archive(object_store.store(), ends_only=True)
     findings = binlog_findings(archive, farm, datetime.now(timezone.utc))
     return health_result(context, farm, findings, alertmanager, BINLOG_ALERT, findings[0].reason)
+
+
+@dg.asset_check(asset=offsite_copy, name="copy_lag", description="The off-site copy: its bucket has object lock and a "
+                f"sample of {LOCK_SAMPLE} recent objects are locked (COMPLIANCE), else critical; per site, the oldest "
+                "backup on the primary not yet copied (warning, critical after the backup-age thresholds).")
+def offsite_copy_check(context: dg.AssetCheckExecutionContext, farm: dg.ResourceParam[FarmConfig],
+                       object_store: ObjectStoreResource, offsite: ObjectStoreResource,
+                       alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
+    farm_sites, now = [s.name for s in farm.sites], datetime.now(timezone.utc)
+    findings = copy_health(offsite.store, farm_sites, group_listing(list(object_store.store().list(SITES))), now,
+                           offsite.lock_days, farm.alerts.warning_after_hours, farm.alerts.critical_after_hours)
+    return health_result(context, farm, findings, alertmanager, OFFSITE_ALERT, findings[0].reason)

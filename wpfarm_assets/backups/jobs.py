@@ -1,18 +1,20 @@
 """Jobs: back up any set of sites (asset job over the `sites` partitions) and restore one site."""
 
 
-from datetime import date
+from datetime import date, datetime, timezone
 
 import dagster as dg
 
 from resources.mariadb import MariaDBResource, NodeError
-from resources.object_store import ObjectStoreResource
-from resources.ssh import NodeResource
+from resources.object_store import AsOfStore, ObjectStoreResource
+from resources.restic import Repository, site_password
+from resources.ssh import LocalRunner, NodeResource
 from wpfarm_assets.backups.assets import (
     backup_inventory,
     binlog_archive,
     database_dump,
     file_archive,
+    offsite_copy,
     restore_drill,
     retention,
     retired_sites,
@@ -27,10 +29,17 @@ from wpfarm_assets.backups.checks import (
     file_archive_age_check,
     restore_drill_check,
 )
+from wpfarm_assets.backups.offsite import (
+    OffsiteError,
+    materialize_repository,
+    parse_as_of,
+    scratch_repository_dir,
+)
 from wpfarm_assets.backups.pitr import PitrError, newest_before, parse_time, restore_to_time
 from wpfarm_assets.backups.restore import restore_database, restore_files
 from wpfarm_assets.backups.retired import in_place_problem, site_or_retired
 from wpfarm_assets.core.config import ConfigError, FarmConfig
+from wpfarm_assets.core.errors import WpfarmError
 
 back_up_sites_job = dg.define_asset_job(
     "back_up_sites",
@@ -46,6 +55,12 @@ apply_retention_job = dg.define_asset_job(
     description="Keep each selected site's 14 daily / 26 weekly / 12 monthly backups; delete the rest.",
 )
 
+copy_offsite_job = dg.define_asset_job(
+    "copy_offsite",
+    selection=dg.AssetSelection.assets(offsite_copy).without_checks(),  # its check runs hourly (check_backup_health)
+    description="Copy the selected sites' new backups to the off-site target (backup.offsite), each object locked.",
+)
+
 drill_sites_job = dg.define_asset_job(
     "drill_sites",
     selection=[restore_drill],
@@ -56,9 +71,10 @@ check_backup_health_job = dg.define_asset_job(
     "check_backup_health",
     selection=dg.AssetSelection.assets(retired_sites, backup_inventory).without_checks()
     | dg.AssetSelection.checks(backup_age_check, restore_drill_check, database_dump_age_check, file_archive_age_check,
-                              farm_key_check),
+                              farm_key_check)
+    | dg.AssetSelection.checks_for_assets(offsite_copy),  # when backup.offsite is set
     description="Retired sites (kept, then deleted), the backup inventory, every site's backup age and last restore "
-                "drill, the farm key "
+                "drill, the farm key, the off-site copy's lag and lock "
                 "(alerts fire and resolve).",
 )
 
@@ -88,6 +104,8 @@ class RestoreSiteConfig(dg.Config):
     gnupg_home: str | None = None  # keyring with the farm's private key; default $GNUPGHOME
     force: bool = False  # restore even into another site's database or folder, or a system directory
     tables: list[str] | None = None  # db only: just these tables, each swapped in atomically; the others untouched
+    source: str = "primary"  # primary | offsite: from the off-site copy (backup.offsite)
+    as_of: str | None = None  # offsite only, ISO 8601 UTC: the copy as it was then (later deletions ignored)
 
 
 @dg.op
@@ -123,6 +141,7 @@ def restore_site_op(
         raise dg.Failure("time, date and at each choose what to restore: set one", allow_retries=False)
     on = date.fromisoformat(config.date) if config.date else None
     restored = {}
+    source, scratch = offsite_source(config, farm, site, storage_node) if config.source != "primary" else (store, None)
 
     marked: set[str] = set()  # the kinds whose interrupted-restore record this run wrote
 
@@ -154,31 +173,58 @@ def restore_site_op(
             for reason in passed:
                 context.log.warning(f"passed over {reason}")
             if t is not None:
-                restored["db"] = restore_to_time(site, store, db, config.gnupg_home, t, config.to_database,
+                restored["db"] = restore_to_time(site, source, db, config.gnupg_home, t, config.to_database,
                                                  config.force, farm_databases=farm.databases, touching=live("db"))
                 context.log.info(f"{site.name}: database restored to {t.isoformat()}: {restored['db']['dump']} and "
                                  f"{restored['db']['transactions_replayed']} transactions of "
                                  f"{len(restored['db']['binlogs'])} binary log(s)")
             else:
-                restored["db"] = restore_database(site, store, db, config.gnupg_home, config.to_database, on, at,
+                restored["db"] = restore_database(site, source, db, config.gnupg_home, config.to_database, on, at,
                                                   config.force, touching=live("db"), tables=config.tables)
                 context.log.info(f"{site.name}: database restored from {restored['db']['backup']}")
             completed("db")
         if config.kind in ("all", "files"):
             runner = storage_node.runner()
-            restored["files"] = restore_files(site, store, runner, config.gnupg_home, config.to_path, on, at,
-                                              object_store.repository(site.name, runner), config.path,
-                                              touching=live("files"))
+            repository = object_store.repository(site.name, runner) if scratch is None else Repository(
+                runner, str(materialize_repository(source, site.name, scratch.name)),
+                site_password(object_store.restic_password, site.name) if object_store.restic_password else None)
+            restored["files"] = restore_files(site, source, runner, config.gnupg_home, config.to_path, on, at,
+                                              repository, config.path, touching=live("files"))
             context.log.info(f"{site.name}: files restored from {restored['files']['backup']}")
             completed("files")
-    except (PitrError, NodeError) as exc:
+    except (PitrError, NodeError, OffsiteError) as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
     for r in restored.values():
         r.pop("manifest")
     context.add_output_metadata({
         kind: dg.MetadataValue.json({k: str(v) for k, v in r.items()}) for kind, r in restored.items()
     })
     return restored
+
+
+def offsite_source(config: RestoreSiteConfig, farm: FarmConfig, site, storage_node: NodeResource):
+    """(the off-site copy as of config.as_of (default now), a scratch folder for its restic repository)."""
+    from wpfarm_assets.definitions import build_resources  # (definitions imports this module)
+
+    if config.source != "offsite":
+        raise dg.Failure(f"source must be primary or offsite, not {config.source!r}", allow_retries=False)
+    if farm.backup.offsite is None:
+        raise dg.Failure("no off-site copy is configured (backup.offsite)", allow_retries=False)
+    if config.time:
+        raise dg.Failure("time (binary logs) restores from the primary target only; from the copy: date or at",
+                         allow_retries=False)
+    if config.kind != "db" and not isinstance(storage_node.runner(), LocalRunner):
+        raise dg.Failure("files from the off-site copy are restored on this machine: storage.ssh is set; restore "
+                         "with to_path here, or `wpfarm offsite recover` first", allow_retries=False)
+    try:
+        as_of = parse_as_of(config.as_of) if config.as_of else datetime.now(timezone.utc)
+        copy = build_resources(farm)["offsite"].process_config_and_initialize().store()
+    except WpfarmError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
+    return AsOfStore(copy, as_of), scratch_repository_dir() if config.kind != "db" else None
 
 
 @dg.job(description="Restore one site's database and/or files from its newest (or a given day's) backup.")

@@ -241,6 +241,23 @@ class ProvisioningConfig(_Model):
         return Path(path) if Path(path).is_absolute() else DEFAULT_CONFIG_PATH.parent.parent / path
 
 
+class OffsiteConfig(_Model):
+    """The off-site copy: a second S3 target with its own keys (OFFSITE_ACCESS_KEY_ID,
+    OFFSITE_SECRET_ACCESS_KEY) and S3 Object Lock; every object written there is locked lock_days."""
+
+    target: str
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    lock_days: int = Field(default=30, ge=1)
+
+    @model_validator(mode="after")
+    def _s3_only(self) -> OffsiteConfig:
+        if not re.match(r"^s3://[a-z0-9.-]{3,63}(/|$)", self.target):
+            raise ValueError(f"backup.offsite.target {self.target!r} must be s3://bucket[/prefix] (a bucket with "
+                             "object lock)")
+        return self
+
+
 class BackupConfig(_Model):
     target: str
     s3_endpoint_url: str | None = None
@@ -257,9 +274,13 @@ class BackupConfig(_Model):
     # Files larger than this are left out of files backups and named in the manifest and the run
     # (a site's own user can make a 1 TiB sparse file; restic 0.14 would read and restore its holes).
     max_file_bytes: int = Field(default=4 << 30, gt=0)
+    offsite: OffsiteConfig | None = None
 
     @model_validator(mode="after")
     def _target_scheme(self) -> BackupConfig:
+        if (self.offsite and self.offsite.target.split("/")[2] == self.target.split("/")[2]
+                and self.offsite.s3_endpoint_url == self.s3_endpoint_url):
+            raise ValueError("backup.offsite.target is in backup.target's bucket: the copy must be another bucket")
         if not (self.target.startswith("file:///") or re.match(r"^s3://[a-z0-9.-]{3,63}(/|$)", self.target)):
             raise ValueError(
                 f"backup.target {self.target!r} must be file:///absolute/path or s3://bucket[/prefix]"

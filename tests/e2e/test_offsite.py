@@ -1,0 +1,142 @@
+"""The off-site copy on moto_server with S3 Object Lock: an attacker holding every key wpfarm holds
+wipes the primary target and the copy's current objects, and cannot delete a locked version; the
+site comes back from the copy as it was before the attack, and the primary is rebuilt from it. A
+copy without object lock, or with wrong keys, fails by itself; the primary backups go on."""
+
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import botocore.exceptions
+import pytest
+
+from wpfarm_assets.backups.verify import tree_digest
+from wpfarm_assets.cli import main
+
+
+def offsite_farm(make_farm, s3, monkeypatch, lock: bool = True, n: int = 2):
+    primary, copy = s3.new_bucket(), f"wpfarm-copy-{time.time_ns()}"
+    s3.client().create_bucket(Bucket=copy, ObjectLockEnabledForBucket=lock)
+    monkeypatch.setenv("OFFSITE_ACCESS_KEY_ID", "offsite-key")
+    monkeypatch.setenv("OFFSITE_SECRET_ACCESS_KEY", "offsite-secret")
+    farm = make_farm(n, target=f"s3://{primary}/farm", s3_endpoint_url=s3.endpoint,
+                     offsite={"target": f"s3://{copy}/wpfarm", "s3_endpoint_url": s3.endpoint, "lock_days": 30})
+    return farm, primary, copy
+
+
+def keys(s3, bucket: str, prefix: str = "") -> list[str]:
+    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def test_a_site_comes_back_from_the_locked_copy_after_both_targets_are_wiped(
+        make_farm, s3, db, keyring, dagster_home, monkeypatch, capsys):
+    farm, primary, copy = offsite_farm(make_farm, s3, monkeypatch)
+    site = farm.sites[0]
+    assert main(["backup"]) == 0
+    copied = keys(s3, copy, "wpfarm/sites/")
+    assert copied and keys(s3, primary, "farm/sites/") == [k.replace("wpfarm/", "farm/", 1) for k in copied]
+    dump = next(k for k in copied if k.endswith(".sql.zst.gpg") and site["name"] in k)
+    pack = next(k for k in copied if "/restic/data/" in k)
+    for key in (dump, pack):  # every object wpfarm writes there is locked
+        head = s3.client().head_object(Bucket=copy, Key=key)
+        assert head["ObjectLockMode"] == "COMPLIANCE"
+        assert (head["ObjectLockRetainUntilDate"] - datetime.now(timezone.utc)).days >= 29
+    capsys.readouterr()
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "object lock on" in out and out.count("copied up to") == 2, out
+
+    before = db.checksums(site["database"]), tree_digest(farm.site_root(0))
+    time.sleep(1.1)
+    as_of = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    time.sleep(1.1)
+
+    # The attack, with every key wpfarm holds: the primary wiped; every version of the copy tried.
+    client = s3.client()
+    for key in keys(s3, primary):
+        client.delete_object(Bucket=primary, Key=key)
+    versions = [v for page in client.get_paginator("list_object_versions").paginate(Bucket=copy)
+                for v in page.get("Versions", [])]
+    refused = 0
+    for v in versions:
+        try:
+            client.delete_object(Bucket=copy, Key=v["Key"], VersionId=v["VersionId"])
+        except botocore.exceptions.ClientError as exc:
+            refused += exc.response["Error"]["Code"] == "AccessDenied"
+    assert refused == len(versions) > 0
+    for key in copied:  # overwrite the manifests and dumps, delete everything else
+        if key.endswith((".json", ".gpg")):
+            client.put_object(Bucket=copy, Key=key, Body=b"ransom note")
+        else:
+            client.delete_object(Bucket=copy, Key=key)
+    db.query(f"DROP TABLE `{site['database']}`.`wp_posts`")
+    shutil.rmtree(Path(site["content_path"]) / "uploads")
+
+    assert main(["restore", site["name"], "--from", "offsite", "--as-of", as_of, "--gnupg-home", keyring.home]) == 0
+    assert db.checksums(site["database"]) == before[0]
+    assert tree_digest(farm.site_root(0)) == before[1]
+
+    assert main(["offsite", "recover", "--as-of", as_of, "--to", f"s3://{primary}/farm"]) == 0
+    assert keys(s3, primary, "farm/sites/") == [k.replace("wpfarm/", "farm/", 1) for k in copied]
+    assert main(["backup"]) == 0  # the rebuilt primary takes the next night's backups, and the copy follows
+    capsys.readouterr()
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("copied up to") == 2 and "not on the copy" not in out, out
+
+
+def test_a_copy_without_object_lock_is_refused_and_wrong_keys_fail_only_the_copy(
+        make_farm, s3, db, dagster_home, monkeypatch, capsys):
+    farm, primary, copy = offsite_farm(make_farm, s3, monkeypatch, lock=False, n=1)
+    capsys.readouterr()
+    assert main(["backup"]) == 1
+    err = capsys.readouterr().err
+    assert f"off-site copy refused: bucket {copy} has no S3 Object Lock" in err, err
+    assert keys(s3, copy) == []
+    capsys.readouterr()
+    assert main(["status"]) == 1
+    out = capsys.readouterr().out
+    (line,) = [row for row in out.splitlines() if row.startswith("farm") and "offsite" in row]
+    assert "CRITICAL" in line and "not immutable" in line, out
+    rows = [row.split() for row in out.splitlines() if row.startswith(farm.sites[0]["name"])]
+    assert {row[1]: row[5] for row in rows if row[1] in ("db", "files")} == {"db": "OK", "files": "OK"}, out
+
+
+@pytest.mark.parametrize("fault", ["dead endpoint", "missing key"])
+def test_a_dead_copy_fails_per_site_and_the_next_run_catches_up(make_farm, s3, db, dagster_home, monkeypatch,
+                                                                 capsys, fault):
+    farm, primary, copy = offsite_farm(make_farm, s3, monkeypatch)
+    config = farm.config_path.read_text()
+    if fault == "dead endpoint":
+        farm.config_path.write_text(config.replace(f"s3_endpoint_url: {s3.endpoint}\n    target: s3://{copy}",
+                                                   f"s3_endpoint_url: http://127.0.0.1:9\n    target: s3://{copy}"))
+        assert "127.0.0.1:9" in farm.config_path.read_text()
+    else:
+        monkeypatch.delenv("OFFSITE_ACCESS_KEY_ID")
+    capsys.readouterr()
+    assert main(["backup"]) == 1
+    err = capsys.readouterr().err
+    assert "copy_offsite" in err or "offsite_copy" in err, err
+    if fault == "missing key":
+        assert "OFFSITE_ACCESS_KEY_ID is not set, but OFFSITE_SECRET_ACCESS_KEY is" in err, err
+    assert "back_up_sites" not in err.split("offsite")[0]  # the backups themselves succeeded
+    assert keys(s3, primary, "farm/sites/") and keys(s3, copy) == []
+
+    farm.config_path.write_text(config)
+    monkeypatch.setenv("OFFSITE_ACCESS_KEY_ID", "offsite-key")
+    assert main(["offsite", "copy"]) == 0  # everything the failed runs missed
+    assert keys(s3, copy, "wpfarm/sites/") == [k.replace("farm/", "wpfarm/", 1) for k in keys(s3, primary, "farm/sites/")]
+
+
+def test_one_key_of_a_pair_is_one_clear_line(make_farm, s3, monkeypatch, capsys):
+    _, primary, _ = offsite_farm(make_farm, s3, monkeypatch, n=1)
+    target = f"s3://{primary}/farm"
+    monkeypatch.setenv("SPACES_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.delenv("SPACES_ACCESS_KEY_ID", raising=False)
+    capsys.readouterr()
+    assert main(["status"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("wpfarm: SPACES_ACCESS_KEY_ID is not set, but SPACES_SECRET_ACCESS_KEY is: set both (or neither, "
+                   f"for {target})"), err
