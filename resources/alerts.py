@@ -112,6 +112,13 @@ BINLOG_METRICS = {
 }
 
 
+OFFSITE_METRICS = {
+    "wpfarm_offsite_last_success_timestamp_seconds": "Unix time the site's last off-site copy finished with every "
+                                                     "backup of the primary on the copy.",
+    "wpfarm_offsite_bytes_copied": "Bytes the site's last off-site copy sent.",
+}
+
+
 class PushgatewayResource(dg.ConfigurableResource):
     """Pushes each backup's metrics, grouped by site and kind (job="wpfarm_backup"), and each restore
     drill's, by site (job="wpfarm_drill"). No url: off."""
@@ -153,11 +160,20 @@ class PushgatewayResource(dg.ConfigurableResource):
         _request("PUT", f"{self.url.rstrip('/')}/metrics/{group}", metric_lines(metrics, BACKUP_METRICS),
                  "text/plain; version=0.0.4")
 
+    def push_offsite(self, site: str, finished: datetime, bytes_copied: int) -> None:
+        """A site's off-site copy (job="wpfarm_offsite"); the alert rule takes its age from it."""
+        if not self.url:
+            return
+        metrics = {"wpfarm_offsite_last_success_timestamp_seconds": finished.timestamp(),
+                   "wpfarm_offsite_bytes_copied": bytes_copied}
+        _request("PUT", f"{self.url.rstrip('/')}/metrics/job/wpfarm_offsite/site/{site}",
+                 metric_lines(metrics, OFFSITE_METRICS), "text/plain; version=0.0.4")
+
     def forget_site(self, site: str) -> None:
         """Delete a retired site's metric groups, so that Prometheus's staleness rule stops firing
         for a site that gets no backups on purpose."""
         if not self.url:
             return
         for group in (f"job/wpfarm_backup/site/{site}/kind/db", f"job/wpfarm_backup/site/{site}/kind/files",
-                      f"job/wpfarm_drill/site/{site}"):
+                      f"job/wpfarm_drill/site/{site}", f"job/wpfarm_offsite/site/{site}"):
             _request("DELETE", f"{self.url.rstrip('/')}/metrics/{group}")

@@ -9,10 +9,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import botocore.exceptions
+import dagster as dg
 import pytest
 
 from wpfarm_assets.backups.verify import tree_digest
-from wpfarm_assets.cli import main
+from wpfarm_assets.cli import instance, main
 
 
 def offsite_farm(make_farm, s3, monkeypatch, lock: bool = True, n: int = 2):
@@ -43,6 +44,9 @@ def test_a_site_comes_back_from_the_locked_copy_after_both_targets_are_wiped(
         head = s3.client().head_object(Bucket=copy, Key=key)
         assert head["ObjectLockMode"] == "COMPLIANCE"
         assert (head["ObjectLockRetainUntilDate"] - datetime.now(timezone.utc)).days >= 29
+    copied_run = instance().get_latest_materialization_event(dg.AssetKey("offsite_copy")).asset_materialization
+    assert copied_run.metadata["backups_copied"].value == 2  # the site's dump and snapshot
+    assert copied_run.metadata["restic_check_of_copy"].value.endswith("no errors")  # read with the copy's keys
     capsys.readouterr()
     assert main(["status"]) == 0
     out = capsys.readouterr().out

@@ -16,13 +16,14 @@ import dagster as dg
 from resources.alerts import AlertError, AlertmanagerResource, PushgatewayResource
 from resources.gpg import GPGResource
 from resources.mariadb import MariaDBResource
-from resources.object_store import ObjectStoreResource
+from resources.object_store import ObjectStoreResource, exists
+from resources.restic import ResticError
 from resources.ssh import LocalRunner, NodeResource
 from wpfarm_assets.backups.backup import Backup
 from wpfarm_assets.backups.backup import back_up_database as _back_up_database
 from wpfarm_assets.backups.backup import back_up_files as _back_up_files
 from wpfarm_assets.backups.drill import DrillError, drill_site, sync_drill_alerts
-from wpfarm_assets.backups.health import group_listing
+from wpfarm_assets.backups.health import check_subset, group_listing
 from wpfarm_assets.backups.inventory import backup_inventory as inventory_frame
 from wpfarm_assets.backups.inventory import spaces_monthly_cost
 from wpfarm_assets.backups.offsite import copy_prefix, copy_site
@@ -38,7 +39,7 @@ from wpfarm_assets.backups.retired import (
 from wpfarm_assets.core.binlog import parse_position, seq_in
 from wpfarm_assets.core.config import FarmConfig, Site
 from wpfarm_assets.core.errors import WpfarmError
-from wpfarm_assets.core.keys import BINLOGS, SITES
+from wpfarm_assets.core.keys import BINLOGS, SITES, repository_prefix
 from wpfarm_assets.infrastructure.assets import database_tier, storage_tier
 from wpfarm_assets.partitions import for_each_site, mark_retired, sites
 from wpfarm_assets.provisioning.assets import site_provisioning
@@ -241,11 +242,13 @@ OFFSITE_PARALLELISM = 4  # sites copied at once (object store to object store: n
     kinds={"s3"},
 )
 def offsite_copy(context: dg.AssetExecutionContext, farm: dg.ResourceParam[FarmConfig],
-                 object_store: ObjectStoreResource, offsite: ObjectStoreResource) -> Iterator[dg.AssetMaterialization]:
+                 object_store: ObjectStoreResource, offsite: ObjectStoreResource,
+                 pushgateway: PushgatewayResource) -> Iterator[dg.AssetMaterialization]:
     """The site's backups copied to the off-site target (backup.offsite), byte for byte and checked
     by sha256, each object locked (S3 Object Lock, COMPLIANCE) for backup.offsite.lock_days. Only
-    what is new travels; read from the primary target, never from the site. Refused, for every
-    site, while the copy's bucket has no object lock."""
+    what is new travels; read from the primary target, never from the site. Then restic check of the
+    site's repository on the copy reads today's 1/30 of its packs (with the copy's keys). Refused,
+    for every site, while the copy's bucket has no object lock."""
     try:
         primary, copy = object_store.store(), offsite.store()
         if problem := copy.lock_problem():
@@ -261,14 +264,25 @@ def offsite_copy(context: dg.AssetExecutionContext, farm: dg.ResourceParam[FarmC
             binlogs = exc
             context.log.error(f"binary logs not copied: {exc}")
 
+    subset = check_subset(datetime.now(timezone.utc))
+
     def one(site: Site) -> dict:
         report = copy_site(primary, copy, site.name)
+        if exists(copy, f"{repository_prefix(site.name)}config"):  # the copy is restorable, read 1/30 at a time
+            try:
+                offsite.repository(site.name).check(subset)
+            except ResticError as exc:
+                raise WpfarmError(f"site {site.name}: copied, but restic check of the copy failed: {exc}") from None
         if report.not_deleted:
             context.log.warning(f"site {site.name}: {report.not_deleted}")
+        try:  # a Pushgateway outage is logged, never fails a good copy
+            pushgateway.push_offsite(site.name, datetime.now(timezone.utc), report.bytes_copied)
+        except AlertError as exc:
+            context.log.warning(f"site {site.name}: metrics not pushed: {exc}")
         return {"copy": copy.url, "objects_copied": len(report.copied), "backups_copied": report.backups_copied,
                 "bytes_copied": report.bytes_copied, "copied": size_text(report.bytes_copied),
                 "objects_deleted": len(report.deleted), "deletions_not_followed": report.not_deleted or "none",
-                "lock_days": offsite.lock_days}
+                "restic_check_of_copy": f"packs {subset}: no errors", "lock_days": offsite.lock_days}
 
     yield from for_each_site(context, farm, OFFSITE_PARALLELISM, one)
     if isinstance(binlogs, WpfarmError):
