@@ -434,6 +434,7 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
         "tables": args.table,
         "source": args.source,
         "as_of": args.as_of,
+        "checkpoint": args.checkpoint,
     }
     result = run_job("restore_site", config, instance(), args.site,
                      run_config={"ops": {"restore_site_op": {"config": op_config}}})
@@ -442,6 +443,11 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
     for kind, restored in result.output_for_node("restore_site_op").items():
         for refusal in restored["refused"]:
             print(f"{args.site}: {kind} backup {refusal}: refused", file=sys.stderr)
+        if restored["checkpoint"]:
+            print(f"{args.site}: {kind} checkpoint {restored['checkpoint']} taken first (kept 7 days); to undo: "
+                  f"wpfarm restore {args.site} --kind {kind} --at {restored['checkpoint']}")
+        elif not args.checkpoint:
+            print(f"{args.site}: no {kind} checkpoint taken (--no-checkpoint): this restore cannot be undone")
         where = restored.get("database") or restored.get("path")
         if "transactions_replayed" in restored:
             print(f"{args.site}: {kind} restored into {where} as of {restored['time']:%Y-%m-%d %H:%M:%S} UTC: "
@@ -719,6 +725,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true",
                    help="restore even into another site's database or folder, or a system directory")
     r.add_argument("--gnupg-home", default=os.environ.get("GNUPGHOME"), help="keyring with the farm's private key")
+    r.add_argument("--no-checkpoint", dest="checkpoint", action="store_false",
+                   help="in place, do not first back up what the restore overwrites (by default it does: the undo)")
     r.add_argument("--from", dest="source", choices=["primary", "offsite"], default="primary",
                    help="offsite: from the off-site copy (backup.offsite), as it was at --as-of")
     r.add_argument("--as-of", help="with --from offsite: 2026-12-07T14:32:05Z (UTC); what was deleted or overwritten "

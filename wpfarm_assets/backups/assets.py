@@ -211,7 +211,7 @@ def retention(
 
 
 def retention_metadata(report: RetentionReport) -> dict:
-    kept = {tier: sum(k.kept[tier] for k in report.kinds.values()) for tier in RULES}
+    kept = {tier: sum(k.kept[tier] for k in report.kinds.values()) for tier in (*RULES, "checkpoint")}
     oldest = [k.oldest for k in report.kinds.values() if k.oldest]
     newest = [k.newest for k in report.kinds.values() if k.newest]
     return {

@@ -68,6 +68,8 @@ class SiteBackups:
     refused: set[BackupKey] = field(default_factory=set)  # backups a restore or check found bad
     retired: datetime | None = None  # when it left the farm configuration (its retired record)
     restoring: dict[str, datetime] = field(default_factory=dict)  # per kind: a restore into the live site began
+    # per kind: checkpoints, taken before a restore overwrote the live site (not among `backups`)
+    checkpoints: dict[str, list[BackupKey]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
 
 
 def group_listing(objects: list[StoredObject]) -> dict[str, SiteBackups]:
@@ -89,8 +91,9 @@ def group_listing(objects: list[StoredObject]) -> dict[str, SiteBackups]:
         elif (key := parse_refusal_key(obj.key)) is not None and key.site == site:
             entry.refused.add(key)
     for entry in sites.values():
-        for backups in entry.backups.values():
-            backups.sort()
+        for kind, backups in entry.backups.items():
+            entry.checkpoints[kind] = [k for k in backups if k.checkpoint_key in entry.objects]
+            backups[:] = sorted(k for k in backups if k.checkpoint_key not in entry.objects)
     return sites
 
 

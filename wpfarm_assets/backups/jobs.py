@@ -1,10 +1,12 @@
 """Jobs: back up any set of sites (asset job over the `sites` partitions) and restore one site."""
 
 
+from collections.abc import Callable
 from datetime import date, datetime, timezone
 
 import dagster as dg
 
+from resources.gpg import GPGResource
 from resources.mariadb import MariaDBResource, NodeError
 from resources.object_store import AsOfStore, ObjectStoreResource
 from resources.restic import Repository, site_password
@@ -19,7 +21,14 @@ from wpfarm_assets.backups.assets import (
     retention,
     retired_sites,
 )
-from wpfarm_assets.backups.backup import clear_restoring, mark_restoring, restoring
+from wpfarm_assets.backups.backup import (
+    Backup,
+    back_up_database,
+    back_up_files,
+    clear_restoring,
+    mark_restoring,
+    restoring,
+)
 from wpfarm_assets.backups.checks import (
     backup_age_check,
     backup_integrity_check,
@@ -106,6 +115,7 @@ class RestoreSiteConfig(dg.Config):
     tables: list[str] | None = None  # db only: just these tables, each swapped in atomically; the others untouched
     source: str = "primary"  # primary | offsite: from the off-site copy (backup.offsite)
     as_of: str | None = None  # offsite only, ISO 8601 UTC: the copy as it was then (later deletions ignored)
+    checkpoint: bool = True  # in place: first back up what is about to be overwritten (kept 7 days), to undo it
 
 
 @dg.op
@@ -117,6 +127,7 @@ def restore_site_op(
     database_node: NodeResource,
     storage_node: NodeResource,
     object_store: ObjectStoreResource,
+    gpg: GPGResource,
 ) -> dict:
     if config.kind not in ("all", "db", "files"):
         raise dg.Failure(f"kind must be all, db or files, not {config.kind!r}")
@@ -163,15 +174,48 @@ def restore_site_op(
         a part of it (path, tables) clears only the record it wrote itself."""
         if kind in marked or (live(kind) and not config.path and not config.tables):
             clear_restoring(store, site.name, kind)
+    checkpoints: dict[str, str] = {}
+
+    def checkpoint(kind: str, there: bool, take: Callable[[], Backup]) -> None:
+        """In place, first a backup of what is about to be overwritten, marked as a checkpoint (kept
+        7 days outside the tiers): `--at` its stamp undoes the restore. Not of a half-restored site,
+        nor of a database or folder that is not `there` (nothing to overwrite)."""
+        in_place = not config.to_database or config.to_database == site.database if kind == "db" else not config.to_path
+        if not config.checkpoint or not in_place:
+            return
+        if not there:
+            context.log.info(f"{site.name}: no {kind} checkpoint: there is nothing to overwrite")
+            return
+        if restoring(store, site.name, kind) is not None:
+            context.log.warning(f"{site.name}: no {kind} checkpoint: an earlier restore did not complete, the site "
+                                "may be half-restored")
+            return
+        try:
+            backup = take()
+            store.put_bytes(backup.key.checkpoint_key, f"taken before restore run {context.run.run_id}".encode())
+        except WpfarmError as exc:
+            raise dg.Failure(f"{site.name}: the checkpoint before the restore failed, nothing was restored: {exc} "
+                             "(restore without one: --no-checkpoint)", allow_retries=False) from None
+        checkpoints[kind] = backup.key.stamp
+        context.log.info(f"{site.name}: checkpoint {kind} {backup.key.stamp} taken (undo: --kind {kind} --at "
+                         f"{backup.key.stamp})")
+
     at = config.at
     try:
         t = parse_time(config.time) if config.time else None
         if t is not None and config.kind in ("all", "files"):  # before the database is touched
             at = newest_before(store, site.name, "files", t).stamp
         if config.kind in ("all", "db"):
-            db, _, passed = mariadb.source(database_node.runner(), farm.database.galera_nodes)
+            db, server, passed = mariadb.source(database_node.runner(), farm.database.galera_nodes)
             for reason in passed:
                 context.log.warning(f"passed over {reason}")
+            checkpoint("db", db.database_exists(site.database), lambda: back_up_database(site, db, store, gpg.encrypt_argv(), gpg.fingerprint(),
+                                                      server=server))
+        if config.kind in ("all", "files"):
+            runner = storage_node.runner()
+            checkpoint("files", runner.exists(site.content_path), lambda: back_up_files(site, runner, store, object_store.repository(site.name, runner),
+                                                      max_file_bytes=farm.backup.max_file_bytes))
+        if config.kind in ("all", "db"):
             if t is not None:
                 restored["db"] = restore_to_time(site, source, db, config.gnupg_home, t, config.to_database,
                                                  config.force, farm_databases=farm.databases, touching=live("db"))
@@ -184,7 +228,6 @@ def restore_site_op(
                 context.log.info(f"{site.name}: database restored from {restored['db']['backup']}")
             completed("db")
         if config.kind in ("all", "files"):
-            runner = storage_node.runner()
             repository = object_store.repository(site.name, runner) if scratch is None else Repository(
                 runner, str(materialize_repository(source, site.name, scratch.name)),
                 site_password(object_store.restic_password, site.name) if object_store.restic_password else None)
@@ -197,8 +240,9 @@ def restore_site_op(
     finally:
         if scratch is not None:
             scratch.cleanup()
-    for r in restored.values():
+    for kind, r in restored.items():
         r.pop("manifest")
+        r["checkpoint"] = checkpoints.get(kind)
     context.add_output_metadata({
         kind: dg.MetadataValue.json({k: str(v) for k, v in r.items()}) for kind, r in restored.items()
     })

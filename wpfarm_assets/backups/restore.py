@@ -54,7 +54,8 @@ def choose_backup(store: Store, site: str, kind: str, gnupg_home: str | None, on
     (and restic checks every blob it restores). Those that do not verify are passed over, recorded as
     refused, and named in the third value. Backups stamped in the future are never taken as the
     newest (a named day or stamp is taken as named); an explicit `at` is not replaced by another one.
-    A dump flagged as holding another site's database (identity.py) is passed over unless named by `at`."""
+    A dump flagged as holding another site's database (identity.py), and a checkpoint (taken before a
+    restore overwrote the site), are passed over unless named by `at`."""
     backups = list_backups(store, site, kind)
     if at is not None:
         backups = [k for k in backups if k.time == parse_stamp(at)]
@@ -62,14 +63,16 @@ def choose_backup(store: Store, site: str, kind: str, gnupg_home: str | None, on
         backups = [k for k in backups if k.time.date() == on]
     else:
         backups, _ = split_future(backups, datetime.now(timezone.utc))
+    marked = {o.key for o in store.list(site_prefix(site, kind)) if o.key.endswith((".identity", ".checkpoint"))}
+    if at is None:  # a checkpoint is the state before a restore: taken only by its stamp (the undo)
+        backups = [k for k in backups if k.checkpoint_key not in marked]
     if not backups:
         when = f" stamped {at}" if at else f" from {on.isoformat()}" if on else ""
         raise RestoreError(f"site {site}: no {kind} backup{when} in {store.url}")
     refused = []
     snapshots = listed_snapshots(store, site) if kind == "files" else None
-    flagged = {o.key for o in store.list(site_prefix(site, kind)) if o.key.endswith(".identity")} if at is None else set()
     for key in reversed(backups):
-        if key.identity_key in flagged:  # another site's database was dumped under this site's name
+        if at is None and key.identity_key in marked:  # another site's database was dumped under this site's name
             reason = store.get_bytes(key.identity_key).decode(errors="replace")
             refused.append(f"{key.stamp}: {reason}: another site's dump, passed over (--at takes it all the same)")
             continue

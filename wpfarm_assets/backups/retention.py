@@ -33,6 +33,7 @@ from wpfarm_assets.core.keys import (
 from wpfarm_assets.core.manifest import ManifestError
 
 RULES = ("daily", "weekly", "monthly")
+CHECKPOINT_KEPT = timedelta(days=7)  # a checkpoint (taken before a restore overwrote the site), outside the tiers
 ABORTED_UPLOAD_AGE = timedelta(days=1)
 # From this many sites on, one paginated listing of the whole farm costs fewer requests than one
 # listing per site (a site holds a few hundred objects: one page; the farm, one page per 1000).
@@ -124,7 +125,7 @@ class RetentionRefused(WpfarmError):
 
 @dataclass
 class KindReport:
-    kept: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RULES, 0))
+    kept: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*RULES, "checkpoint"), 0))
     deleted: int = 0
     bytes_freed: int = 0
     oldest: datetime | None = None
@@ -182,7 +183,7 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
     for kind in KINDS:
         every = [k for k in map(parse_manifest_key, objects) if k and k.kind == kind and k.site == site]
         for key in every:
-            referenced.update((key.manifest_key, key.data_key, key.refusal_key, key.identity_key))
+            referenced.update((key.manifest_key, key.data_key, key.refusal_key, key.identity_key, key.checkpoint_key))
         # Backups stamped in the future are kept, and neither counted nor taken as the newest.
         backups, _ = split_future(every, now)
         kind_report = report.kinds.setdefault(kind, KindReport())
@@ -193,8 +194,10 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
             raise RetentionRefused(f"site {site}: newest {kind} backup {newest.stamp} failed verification "
                                    "(a restore or check refused it); retention skipped, nothing deleted")
         _verify(store, newest, objects)
-        plan = plan_retention([k.time for k in backups], daily, weekly, monthly)
-        plan.setdefault(newest.time, "daily")  # the newest is never deleted, whatever the counts say
+        checkpoints = {k for k in backups if k.checkpoint_key in objects}  # kept CHECKPOINT_KEPT, outside the tiers
+        plan = plan_retention([k.time for k in backups if k not in checkpoints], daily, weekly, monthly)
+        plan.update({k.time: "checkpoint" for k in checkpoints if now - k.time < CHECKPOINT_KEPT})
+        plan.setdefault(newest.time, "checkpoint" if newest in checkpoints else "daily")  # never deleted
         for key in backups:
             if key.time in plan:
                 kind_report.kept[plan[key.time]] += 1
@@ -208,7 +211,7 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
                     expired_snapshots.append(manifest.snapshot_id)
             manifests_to_delete.append(key.manifest_key)
             kind_report.deleted += 1
-            for k in (key.manifest_key, key.data_key, key.refusal_key, key.identity_key):
+            for k in (key.manifest_key, key.data_key, key.refusal_key, key.identity_key, key.checkpoint_key):
                 if k in objects:
                     objects_to_delete.append(k)
                     kind_report.bytes_freed += objects[k].size

@@ -64,6 +64,12 @@ class BackupKey:
         return f"{site_prefix(self.site, self.kind)}{self.stamp}.refused"
 
     @property
+    def checkpoint_key(self) -> str:
+        """Written beside a backup taken just before a restore overwrote the live site: the state it
+        undoes to. Kept CHECKPOINT_DAYS outside the tiers; never taken as the newest backup."""
+        return f"{site_prefix(self.site, self.kind)}{self.stamp}.checkpoint"
+
+    @property
     def identity_key(self) -> str:
         """Written beside a dump whose database held another site's address (backups/identity.py):
         the reason, which status and the age check show while it is the site's newest dump."""
