@@ -52,6 +52,7 @@ class StoredVersion:
     size: int
     modified: datetime
     deleted: bool = False
+    latest: bool = False  # the key's current version (S3's IsLatest)
 
 
 @dataclass(frozen=True)
@@ -277,9 +278,8 @@ class S3Store:
                 Bucket=self.bucket, Key=full, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
             upload_id = None
-            if lock := self._lock():  # set again on the version itself: not every store applies the upload's
-                self._s3.put_object_retention(Bucket=self.bucket, Key=full, VersionId=done["VersionId"], Retention={
-                    "Mode": lock["ObjectLockMode"], "RetainUntilDate": lock["ObjectLockRetainUntilDate"]})
+            if self.lock_days:  # set again on the version itself: not every store applies the upload's
+                self._lock_version(full, done.get("VersionId"))
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self._fail("upload", key, exc) from None
         finally:
@@ -356,6 +356,19 @@ class S3Store:
             raise self._fail("abort upload", upload.key, exc) from None
 
 
+    def _lock_version(self, full_key: str, version_id: str | None = None) -> None:
+        lock = self._lock()
+        self._s3.put_object_retention(Bucket=self.bucket, Key=full_key, **({"VersionId": version_id} if version_id else {}),
+                                      Retention={"Mode": lock["ObjectLockMode"],
+                                                 "RetainUntilDate": lock["ObjectLockRetainUntilDate"]})
+
+    def lock_again(self, key: str) -> None:
+        """Lock the current version of `key` for lock_days from now (COMPLIANCE only ever lengthens)."""
+        try:
+            self._lock_version(self.prefix + key)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._fail("lock", key, exc) from None
+
     def lock_problem(self) -> str | None:
         """Why the bucket cannot hold immutable copies (no S3 Object Lock), or None."""
         try:
@@ -384,9 +397,11 @@ class S3Store:
         try:
             for page in self._pages("list_object_versions", Prefix=self.prefix + prefix):
                 for v in page.get("Versions", []):
-                    yield StoredVersion(v["Key"][len(self.prefix):], v["VersionId"], v["Size"], v["LastModified"])
+                    yield StoredVersion(v["Key"][len(self.prefix):], v["VersionId"], v["Size"], v["LastModified"],
+                                        latest=v.get("IsLatest", False))
                 for m in page.get("DeleteMarkers", []):
-                    yield StoredVersion(m["Key"][len(self.prefix):], m["VersionId"], 0, m["LastModified"], True)
+                    yield StoredVersion(m["Key"][len(self.prefix):], m["VersionId"], 0, m["LastModified"], True,
+                                        m.get("IsLatest", False))
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self._fail("list versions under", prefix, exc) from None
 
@@ -396,6 +411,13 @@ class S3Store:
                          self, key)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise self._fail("read", f"{key} (version {version_id})", exc) from None
+
+
+def _newer(a: StoredVersion, b: StoredVersion) -> bool:
+    """Whether version `a` of a key was written after `b`. Times are whole seconds: within one, the
+    current version is the newer, else a delete marker (a key is written, then deleted), else the
+    one listed first (S3 lists a key's versions newest first)."""
+    return a.modified > b.modified or (a.modified == b.modified and (a.latest, a.deleted) > (b.latest, b.deleted))
 
 
 class AsOfStore:
@@ -414,8 +436,8 @@ class AsOfStore:
                 return {k: v for k, v in chosen.items() if k.startswith(prefix)}
         newest: dict[str, StoredVersion] = {}
         for v in self._store.versions(prefix):
-            if v.modified <= self.as_of and (v.key not in newest or v.modified > newest[v.key].modified):
-                newest[v.key] = v  # (two versions in one second: S3 lists the newer first, and it stays)
+            if v.modified <= self.as_of and (v.key not in newest or _newer(v, newest[v.key])):
+                newest[v.key] = v
         self._chosen[prefix] = chosen = {k: v for k, v in newest.items() if not v.deleted}
         return chosen
 

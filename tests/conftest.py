@@ -40,6 +40,18 @@ from wpfarm_assets.demo import DemoSize, create_site_content, create_site_databa
 VENV_BIN = Path(sys.executable).parent
 
 
+# Tests that start a service of the machine's (a Galera cluster, dockerd and Swarm, glusterd, the
+# cache tier, Prometheus, network namespaces) run in one pytest-xdist worker, one after another: two
+# workers would start two of them. The rest are spread over the workers (`-n 2 --dist loadgroup`).
+MACHINE_SERVICES = {"galera", "swarm", "gluster", "cache", "prometheus_server", "cluster"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if MACHINE_SERVICES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("machine-services"))
+
+
 @pytest.fixture(scope="session")
 def db() -> MariaDB:
     client = MariaDB(LocalRunner(), "127.0.0.1", 3306, "root", None)
@@ -123,8 +135,8 @@ def sshd() -> SSHService:
 def backup_user() -> str:
     """An unprivileged account for SSH sources: root reads every file, a real backup user does not."""
     name = "wpfarm-test"
-    if subprocess.run(["id", name], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", name], check=True)
+    if subprocess.run(["id", name], capture_output=True).returncode != 0:  # (exit 9: another worker made it)
+        assert subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", name]).returncode in (0, 9)
     subprocess.run(["usermod", "-p", "*", name], check=True)  # no password, but not locked: key login works
     return name
 

@@ -114,7 +114,7 @@ def free_dead_slots(inst: dg.DagsterInstance) -> None:
     storage = inst.event_log_storage
     if not storage.supports_global_concurrency_limits:
         return
-    for pool in ("database", "storage", "drill", "binlogs"):
+    for pool in ("database", "storage", "drill", "binlogs", "offsite"):
         holders = sorted({slot.run_id for slot in storage.get_concurrency_info(pool).claimed_slots})
         if holders:
             print(f"wpfarm: pool {pool!r} is in use by run {', '.join(holders)}: steps of this run wait for it",
@@ -214,7 +214,8 @@ def offsite(args: argparse.Namespace, config: FarmConfig) -> int:
     """`offsite copy [SITE…]`: the copy_offsite job now. `offsite recover`: every site's backups (and
     the binary-log archive) from the copy as it was at --as-of, written to --to, manifests last;
     what is there already is left alone, so it can be run again after an interruption."""
-    from wpfarm_assets.backups.offsite import parse_as_of, recover
+    from wpfarm_assets.backups.offsite import recover
+    from wpfarm_assets.backups.pitr import parse_time
 
     if config.backup.offsite is None:
         raise ConfigError("no off-site copy is configured (backup.offsite in farm.yaml)")
@@ -226,7 +227,7 @@ def offsite(args: argparse.Namespace, config: FarmConfig) -> int:
         return 0 if ok else 1
     from resources.object_store import AsOfStore
 
-    as_of = parse_as_of(args.as_of)
+    as_of = parse_time(args.as_of, "--as-of")
     for name in args.site or []:
         validate_site_name(name)
     copy = offsite_store_of(config)()
@@ -238,6 +239,10 @@ def offsite(args: argparse.Namespace, config: FarmConfig) -> int:
               f"{report.bytes_copied:,} bytes")
     print(f"recovered {sum(r.backups_copied for r in reports)} backup(s) of {len(reports) - 1} site(s) from "
           f"{copy.url} as of {as_of:%Y-%m-%d %H:%M:%S} UTC into {target.url} in {time.monotonic() - started:.1f} s")
+    # The copy's current view too (what was deleted or rewritten there since), so that the next copy
+    # finds it whole: the versions of that time written again, as new (locked) versions.
+    repaired = recover(AsOfStore(copy, as_of), copy, args.site)
+    print(f"the copy's current view: {sum(len(r.copied) for r in repaired)} object(s) put back as of that time")
     return 0
 
 
@@ -307,11 +312,11 @@ def status(config: FarmConfig) -> int:
     archive = read_archive(store, ends_only=True) if pitr_on(config, store) else None
     windows = {f.site: f for f in pitr_findings(store, [s.name for s in config.sites], archive, now)} if archive else {}
     copy_state, copies = [], {}
-    if offsite := config.backup.offsite:  # the copy's lock state (a farm row), and each site's lag
+    if config.backup.offsite:  # the copy's lock state (a farm row), and each site's lag
         from wpfarm_assets.backups.offsite import copy_health
 
         copy_state = copy_health(offsite_store_of(config), [s.name for s in config.sites], listing, now,
-                                 offsite.lock_days, config.alerts.warning_after_hours, config.alerts.critical_after_hours)
+                                 config.alerts.warning_after_hours, config.alerts.critical_after_hours)
         copies = {f.site: f for f in copy_state if f.site != "farm"}
         copy_state = [f for f in copy_state if f.site == "farm"]
     findings = [f for site in sorted({f.site for f in findings}) for f in
@@ -391,14 +396,14 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
     if args.as_of and args.source != "offsite":
         raise ConfigError("--as-of is a time of the off-site copy: it goes with --from offsite")
     if args.source == "offsite":
-        from wpfarm_assets.backups.offsite import parse_as_of
+        from wpfarm_assets.backups.pitr import parse_time
 
         if config.backup.offsite is None:
             raise ConfigError("--from offsite: no off-site copy is configured (backup.offsite in farm.yaml)")
         if args.time:
             raise ConfigError("--time replays binary logs from the primary target: from the copy, use --at or --date")
         if args.as_of:
-            parse_as_of(args.as_of)
+            parse_time(args.as_of, "--as-of")
     if args.to_database:
         validate_identifier(args.to_database)
     if args.to_path:
@@ -583,9 +588,8 @@ def demo(args: argparse.Namespace) -> int:
     scratch_db, scratch_dir = f"wp_{args.prefix}_restore_check", workdir / "restore-check"
     shutil.rmtree(scratch_dir, ignore_errors=True)
     db.drop_database(scratch_db)
-    ns = argparse.Namespace(site=site.name, kind="all", path=None, table=None, date=None, at=None, time=None, force=False,
-                            to_database=scratch_db,
-                            to_path=str(scratch_dir), gnupg_home=str(gnupg))
+    ns = parser().parse_args(["restore", site.name, "--to-database", scratch_db, "--to-path", str(scratch_dir),
+                              "--gnupg-home", str(gnupg)])
     if restore(ns, config) != 0:
         return 1
     source_sums, restored_sums = db.checksums(site.database), db.checksums(scratch_db)
@@ -645,8 +649,7 @@ def demo_pitr(workdir: Path, gnupg: str, fingerprint: str, prefix: str) -> bool:
         time.sleep(1.1)
         db.query(f"DELETE FROM {database}.wp_posts WHERE post_type = 'post'")  # a plugin gone wrong
         state("then a plugin deletes every post")
-        ns = argparse.Namespace(site=name, kind="db", path=None, table=None, date=None, at=None, time=moment.isoformat(),
-                                force=False, to_database=None, to_path=None, gnupg_home=gnupg)
+        ns = parser().parse_args(["restore", name, "--kind", "db", "--time", moment.isoformat(), "--gnupg-home", gnupg])
         if binlogs(config) != 0 or restore(ns, config) != 0:
             return False
         state(f"restored to {moment:%H:%M:%S}")

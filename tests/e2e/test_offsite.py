@@ -3,6 +3,7 @@ wipes the primary target and the copy's current objects, and cannot delete a loc
 site comes back from the copy as it was before the attack, and the primary is rebuilt from it. A
 copy without object lock, or with wrong keys, fails by itself; the primary backups go on."""
 
+import re
 import shutil
 import time
 from datetime import datetime, timezone
@@ -37,7 +38,8 @@ def test_a_site_comes_back_from_the_locked_copy_after_both_targets_are_wiped(
     site = farm.sites[0]
     assert main(["backup"]) == 0
     copied = keys(s3, copy, "wpfarm/sites/")
-    assert copied and keys(s3, primary, "farm/sites/") == [k.replace("wpfarm/", "farm/", 1) for k in copied]
+    assert copied and keys(s3, primary, "farm/sites/") == [k.replace("wpfarm/", "farm/", 1) for k in copied
+                                                           if not k.endswith("offsite-lock.json")]
     dump = next(k for k in copied if k.endswith(".sql.zst.gpg") and site["name"] in k)
     pack = next(k for k in copied if "/restic/data/" in k)
     for key in (dump, pack):  # every object wpfarm writes there is locked
@@ -57,10 +59,11 @@ def test_a_site_comes_back_from_the_locked_copy_after_both_targets_are_wiped(
     as_of = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     time.sleep(1.1)
 
-    # The attack, with every key wpfarm holds: the primary wiped; every version of the copy tried.
+    # The attack, with every key wpfarm holds: the primary bucket deleted; every version of the copy tried.
     client = s3.client()
     for key in keys(s3, primary):
         client.delete_object(Bucket=primary, Key=key)
+    client.delete_bucket(Bucket=primary)
     versions = [v for page in client.get_paginator("list_object_versions").paginate(Bucket=copy)
                 for v in page.get("Versions", [])]
     refused = 0
@@ -78,12 +81,19 @@ def test_a_site_comes_back_from_the_locked_copy_after_both_targets_are_wiped(
     db.query(f"DROP TABLE `{site['database']}`.`wp_posts`")
     shutil.rmtree(Path(site["content_path"]) / "uploads")
 
-    assert main(["restore", site["name"], "--from", "offsite", "--as-of", as_of, "--gnupg-home", keyring.home]) == 0
+    # With the primary gone, there is nowhere to put a checkpoint: one line says so, nothing is touched.
+    capsys.readouterr()
+    assert main(["restore", site["name"], "--from", "offsite", "--as-of", as_of, "--gnupg-home", keyring.home]) == 1
+    assert "the checkpoint before the restore failed, nothing was restored" in capsys.readouterr().err
+    assert main(["restore", site["name"], "--from", "offsite", "--as-of", as_of, "--no-checkpoint",
+                 "--gnupg-home", keyring.home]) == 0
     assert db.checksums(site["database"]) == before[0]
     assert tree_digest(farm.site_root(0)) == before[1]
 
+    client.create_bucket(Bucket=primary)  # a new, empty primary, then rebuilt from the copy
     assert main(["offsite", "recover", "--as-of", as_of, "--to", f"s3://{primary}/farm"]) == 0
-    assert keys(s3, primary, "farm/sites/") == [k.replace("wpfarm/", "farm/", 1) for k in copied]
+    assert keys(s3, primary, "farm/sites/") == [k.replace("wpfarm/", "farm/", 1) for k in copied
+                                                 if not k.endswith("offsite-lock.json")]
     assert main(["backup"]) == 0  # the rebuilt primary takes the next night's backups, and the copy follows
     capsys.readouterr()
     assert main(["status"]) == 0
@@ -121,17 +131,25 @@ def test_a_dead_copy_fails_per_site_and_the_next_run_catches_up(make_farm, s3, d
         monkeypatch.delenv("OFFSITE_ACCESS_KEY_ID")
     capsys.readouterr()
     assert main(["backup"]) == 1
-    err = capsys.readouterr().err
-    assert "copy_offsite" in err or "offsite_copy" in err, err
-    if fault == "missing key":
-        assert "OFFSITE_ACCESS_KEY_ID is not set, but OFFSITE_SECRET_ACCESS_KEY is" in err, err
-    assert "back_up_sites" not in err.split("offsite")[0]  # the backups themselves succeeded
+    out, err = capsys.readouterr()
+    assert re.search(r"back_up_sites sites? [^:]+: success", out) and re.search(r"apply_retention sites? [^:]+: success", out)
+    assert re.search(r"copy_offsite sites? [^:]+: FAILED", out), out
+    reason = ("OFFSITE_ACCESS_KEY_ID is not set, but OFFSITE_SECRET_ACCESS_KEY is" if fault == "missing key"
+              else "127.0.0.1:9")
+    assert "offsite_copy: " in err and reason in err, err
     assert keys(s3, primary, "farm/sites/") and keys(s3, copy) == []
+    capsys.readouterr()
+    assert main(["status"]) == 1  # the backups are ok; the copy is not
+    rows = [row.split() for row in capsys.readouterr().out.splitlines()]
+    assert {row[1]: row[5] for row in rows if row and row[0] == farm.sites[0]["name"] and row[1] in ("db", "files")
+            } == {"db": "OK", "files": "OK"}
+    assert any(row[:3] == ["farm", "offsite", "-"] and "CRITICAL" in row for row in rows), rows
 
     farm.config_path.write_text(config)
     monkeypatch.setenv("OFFSITE_ACCESS_KEY_ID", "offsite-key")
     assert main(["offsite", "copy"]) == 0  # everything the failed runs missed
-    assert keys(s3, copy, "wpfarm/sites/") == [k.replace("farm/", "wpfarm/", 1) for k in keys(s3, primary, "farm/sites/")]
+    assert [k for k in keys(s3, copy, "wpfarm/sites/") if not k.endswith("offsite-lock.json")] == [
+        k.replace("farm/", "wpfarm/", 1) for k in keys(s3, primary, "farm/sites/")]
 
 
 def test_one_key_of_a_pair_is_one_clear_line(make_farm, s3, monkeypatch, capsys):

@@ -1,19 +1,26 @@
 """The copy's rules on moto_server with object lock: only what is new travels; a forged object is
-not copied (nor its manifest); a deletion by retention is followed as a delete marker, a wiped
-primary is not followed; the copy as of a time ignores what was written or deleted later."""
+not copied (nor its manifest), a rewritten one not again; a deletion by retention is followed as a
+delete marker, a wiped primary is not followed; what the copy holds is locked again; the copy as of
+a time ignores what was written or deleted later."""
 
 import hashlib
 import json
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from resources.object_store import AsOfStore, StoreError, open_store
-from wpfarm_assets.backups.offsite import OffsiteError, copy_prefix, copy_site, recover
+from wpfarm_assets.backups.offsite import OffsiteError, copy_prefix, recover
+from wpfarm_assets.backups.offsite import copy_site as copy_with
 
 SITE = "shop.example.com"
 ROOT = f"sites/{SITE}/"
+NOW = datetime(2026, 12, 3, 12, tzinfo=timezone.utc)
+
+
+def copy_site(primary, copy, site, now=NOW):
+    return copy_with(primary, copy, site, now, (2, 0, 0))
 
 
 @pytest.fixture
@@ -65,23 +72,52 @@ def test_retention_deletions_are_followed_a_wiped_primary_is_not(stores):
     for day in ("01", "02", "03"):
         dump(primary, f"202612{day}T020000Z", f"day {day}".encode())
     copy_site(primary, copy, SITE)
-    primary.delete([f"{ROOT}db/20261201T020000Z.json", f"{ROOT}db/20261201T020000Z.sql.zst.gpg"])  # retention
+    primary.delete([f"{ROOT}db/20261201T020000Z.json", f"{ROOT}db/20261201T020000Z.sql.zst.gpg"])  # retention (2 daily)
     report = copy_site(primary, copy, SITE)
-    assert sorted(report.deleted) == [f"{ROOT}db/20261201T020000Z.json", f"{ROOT}db/20261201T020000Z.sql.zst.gpg"]
-    assert len(list(copy.list(ROOT))) == 4
+    assert report.deleted == [f"{ROOT}db/20261201T020000Z.json", f"{ROOT}db/20261201T020000Z.sql.zst.gpg"]
+    assert len([o for o in copy.list(f"{ROOT}db/")]) == 4
     versions = client.list_object_versions(Bucket=bucket, Prefix=f"c/{ROOT}db/20261201")
     assert len(versions["Versions"]) == 2 and len(versions["DeleteMarkers"]) == 2  # the locked data stays
 
-    primary.delete([o.key for o in primary.list(ROOT)])  # wiped: the copy keeps everything
+    # Wiped, then a new backup on the empty primary: the copy's own retention keeps the 2 newest.
+    primary.delete([o.key for o in primary.list(ROOT)])
+    dump(primary, "20261204T020000Z", b"after the wipe")
+    report = copy_site(primary, copy, SITE, NOW + timedelta(days=1))
+    assert report.backups_copied == 1 and report.deleted == [f"{ROOT}db/20261202T020000Z.json",
+                                                             f"{ROOT}db/20261202T020000Z.sql.zst.gpg"]
+    assert sorted(report.kept) == [f"{ROOT}db/20261203T020000Z.json", f"{ROOT}db/20261203T020000Z.sql.zst.gpg"]
+    # Its data deleted alone (the manifest kept): not followed.
+    primary.delete([f"{ROOT}db/20261204T020000Z.sql.zst.gpg"])
+    assert copy_site(primary, copy, SITE, NOW + timedelta(days=1)).deleted == []
+
+
+def test_a_rewritten_backup_object_is_not_copied_again(stores):
+    primary, copy, _, bucket = stores
+    dump(primary, "20261201T020000Z", b"the dump")
+    copy_site(primary, copy, SITE)
+    primary.put_bytes(f"{ROOT}db/20261201T020000Z.sql.zst.gpg", b"RANSOMED, and longer")
     report = copy_site(primary, copy, SITE)
-    assert report.deleted == [] and "newest backup" in report.not_deleted
-    assert len(list(copy.list(ROOT))) == 4
+    assert report.changed == [f"{ROOT}db/20261201T020000Z.sql.zst.gpg"] and report.copied == []
+    assert copy.get_bytes(f"{ROOT}db/20261201T020000Z.sql.zst.gpg") == b"the dump"
+
+
+def test_what_the_copy_holds_is_locked_again_before_its_lock_ends(stores):
+    primary, copy, client, bucket = stores
+    dump(primary, "20261201T020000Z", b"the dump")
+    first = copy_site(primary, copy, SITE, datetime.now(timezone.utc))
+    assert first.relocked == 2  # nothing recorded yet: everything locked (again) now
+    key = f"c/{ROOT}db/20261201T020000Z.sql.zst.gpg"
+    until = client.head_object(Bucket=bucket, Key=key)["ObjectLockRetainUntilDate"]
+    assert copy_site(primary, copy, SITE, datetime.now(timezone.utc)).relocked == 0  # within lock_days / 2
+    later = datetime.now(timezone.utc) + timedelta(hours=13)  # lock_days is 1 here
+    assert copy_site(primary, copy, SITE, later).relocked == 2
+    assert client.head_object(Bucket=bucket, Key=key)["ObjectLockRetainUntilDate"] > until
 
 
 def test_the_copy_as_of_a_time_and_recover(stores, s3):
     primary, copy, client, bucket = stores
     dump(primary, "20261201T020000Z", b"good")
-    copy_prefix(primary, copy, ROOT)
+    copy_prefix(primary, copy, ROOT, NOW, (2, 0, 0), 14)
     time.sleep(1.1)
     as_of = datetime.now(timezone.utc)
     time.sleep(1.1)
@@ -90,8 +126,8 @@ def test_the_copy_as_of_a_time_and_recover(stores, s3):
     client.put_object(Bucket=bucket, Key=f"c/{ROOT}db/20261209T020000Z.json", Body=b"{}")  # planted later
 
     then = AsOfStore(copy, as_of)
-    assert [o.key for o in then.list(ROOT)] == [f"{ROOT}db/20261201T020000Z.json",
-                                                f"{ROOT}db/20261201T020000Z.sql.zst.gpg"]
+    assert [o.key for o in then.list(ROOT) if "offsite-lock" not in o.key] == [
+        f"{ROOT}db/20261201T020000Z.json", f"{ROOT}db/20261201T020000Z.sql.zst.gpg"]
     assert then.get_bytes(f"{ROOT}db/20261201T020000Z.sql.zst.gpg") == b"good"
     with pytest.raises(StoreError, match="read-only"):
         then.put_bytes("x", b"")

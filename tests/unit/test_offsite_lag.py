@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from wpfarm_assets.backups.health import CRITICAL, NEW, OK, WARNING, SiteBackups
-from wpfarm_assets.backups.offsite import copyable, newest_backups, offsite_findings, order
+from wpfarm_assets.backups.offsite import copyable, deletable, offsite_findings, order
 from wpfarm_assets.core.keys import KINDS, BackupKey
 
 NOW = datetime(2026, 12, 7, 12, tzinfo=timezone.utc)
@@ -40,9 +40,17 @@ def test_data_travels_before_indexes_snapshots_and_manifests_and_transient_state
     assert copyable(f"sites/{SITE}/site.json")
 
 
-def test_the_newest_backup_of_each_kind_is_what_a_wipe_would_remove():
-    keys = [f"sites/{SITE}/db/2026120{d}T020000Z.json" for d in (5, 6, 7)] + [
-        f"sites/{SITE}/files/20261201T020000Z.json", "binlogs/20261207T020000Z-0001.json",
-        "binlogs/20261207T030000Z-0001.json", "binlogs/gaps/20261207T030000Z.json"]
-    assert newest_backups(keys) == {f"sites/{SITE}/db/20261207T020000Z.json", f"sites/{SITE}/files/20261201T020000Z.json",
-                                    "binlogs/20261207T030000Z-0001.json"}
+def test_the_copy_lets_go_only_of_what_its_own_retention_expires():
+    root = f"sites/{SITE}/db/"
+    days = [NOW - timedelta(days=d) for d in range(10)]
+    there = {f"{root}{t:%Y%m%dT%H%M%SZ}{ext}": None for t in days for ext in (".json", ".sql.zst.gpg")}
+    checkpoint = NOW - timedelta(days=9, hours=12)  # older than 7 days
+    there |= {f"{root}{checkpoint:%Y%m%dT%H%M%SZ}{ext}": None for ext in (".json", ".sql.zst.gpg", ".checkpoint")}
+    binlogs = [f"binlogs/{NOW - timedelta(days=d):%Y%m%dT%H%M%SZ}-0001" for d in (1, 20, 30)]
+    allowed = deletable(None, f"sites/{SITE}/", there, {}, NOW, (3, 0, 0), 14)
+    kept = {k[len(root):len(root) + 16] for k in there} - {k[len(root):len(root) + 16] for k in allowed}
+    assert kept == {f"{t:%Y%m%dT%H%M%SZ}" for t in days[:3]}  # 3 daily; the old checkpoint goes
+    assert f"{root}{checkpoint:%Y%m%dT%H%M%SZ}.checkpoint" in allowed
+    logs = {f"{b}{ext}": None for b in binlogs for ext in (".json", ".binlog.zst.gpg")}
+    assert deletable(None, "binlogs/", logs, {}, NOW, (3, 0, 0), 14) == {f"{b}{ext}" for b in binlogs[1:]
+                                                                        for ext in (".json", ".binlog.zst.gpg")}

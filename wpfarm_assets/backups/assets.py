@@ -240,15 +240,20 @@ OFFSITE_PARALLELISM = 4  # sites copied at once (object store to object store: n
     output_required=False,  # each site's materialization is an event of for_each_site
     group_name="backups",
     kinds={"s3"},
+    pool="offsite",  # one copy step at a time, farm-wide (each also copies the binary-log archive)
 )
 def offsite_copy(context: dg.AssetExecutionContext, farm: dg.ResourceParam[FarmConfig],
                  object_store: ObjectStoreResource, offsite: ObjectStoreResource,
                  pushgateway: PushgatewayResource) -> Iterator[dg.AssetMaterialization]:
     """The site's backups copied to the off-site target (backup.offsite), byte for byte and checked
-    by sha256, each object locked (S3 Object Lock, COMPLIANCE) for backup.offsite.lock_days. Only
-    what is new travels; read from the primary target, never from the site. Then restic check of the
-    site's repository on the copy reads today's 1/30 of its packs (with the copy's keys). Refused,
-    for every site, while the copy's bucket has no object lock."""
+    by sha256, each object locked (S3 Object Lock, COMPLIANCE) for backup.offsite.lock_days, and
+    locked again while the copy holds it. Only what is new travels; read from the primary target,
+    never from the site. Then restic check of the site's repository on the copy reads today's 1/30
+    of its packs (with the copy's keys). Refused, for every site, while the copy's bucket has no
+    object lock."""
+    now = datetime.now(timezone.utc)
+    rules = farm.retention
+    tiers = (rules.daily, rules.weekly, rules.monthly)
     try:
         primary, copy = object_store.store(), offsite.store()
         if problem := copy.lock_problem():
@@ -258,31 +263,38 @@ def offsite_copy(context: dg.AssetExecutionContext, farm: dg.ResourceParam[FarmC
     binlogs = None
     if farm.database.pitr_enabled:  # the farm's binary-log archive is a backup too
         try:
-            binlogs = copy_prefix(primary, copy, BINLOGS)
+            binlogs = copy_prefix(primary, copy, BINLOGS, now, tiers, farm.database.pitr_days)
             context.log.info(f"binary logs: {len(binlogs.copied)} object(s) copied, {len(binlogs.deleted)} deleted")
         except WpfarmError as exc:
             binlogs = exc
             context.log.error(f"binary logs not copied: {exc}")
-
-    subset = check_subset(datetime.now(timezone.utc))
+    subset = check_subset(now)
 
     def one(site: Site) -> dict:
-        report = copy_site(primary, copy, site.name)
+        report = copy_site(primary, copy, site.name, now, tiers, farm.database.pitr_days)
+        if report.changed:  # a backup object never changes: the copy keeps the one it has
+            raise WpfarmError(f"site {site.name}: {len(report.changed)} backup object(s) changed on the primary "
+                              f"since they were copied, e.g. {report.changed[0]}: the copy keeps its own (locked); "
+                              "find out who rewrote them")
+        checked = "not run: no file store repository on the copy"
         if exists(copy, f"{repository_prefix(site.name)}config"):  # the copy is restorable, read 1/30 at a time
             try:
                 offsite.repository(site.name).check(subset)
             except ResticError as exc:
                 raise WpfarmError(f"site {site.name}: copied, but restic check of the copy failed: {exc}") from None
-        if report.not_deleted:
-            context.log.warning(f"site {site.name}: {report.not_deleted}")
+            checked = f"packs {subset}: no errors"
+        if report.kept:
+            context.log.info(f"site {site.name}: {len(report.kept)} object(s) gone from the primary are kept on the "
+                             "copy (its own retention keeps them)")
         try:  # a Pushgateway outage is logged, never fails a good copy
             pushgateway.push_offsite(site.name, datetime.now(timezone.utc), report.bytes_copied)
         except AlertError as exc:
             context.log.warning(f"site {site.name}: metrics not pushed: {exc}")
         return {"copy": copy.url, "objects_copied": len(report.copied), "backups_copied": report.backups_copied,
                 "bytes_copied": report.bytes_copied, "copied": size_text(report.bytes_copied),
-                "objects_deleted": len(report.deleted), "deletions_not_followed": report.not_deleted or "none",
-                "restic_check_of_copy": f"packs {subset}: no errors", "lock_days": offsite.lock_days}
+                "objects_deleted": len(report.deleted), "gone_from_primary_kept": len(report.kept),
+                "objects_locked_again": report.relocked, "restic_check_of_copy": checked,
+                "lock_days": offsite.lock_days}
 
     yield from for_each_site(context, farm, OFFSITE_PARALLELISM, one)
     if isinstance(binlogs, WpfarmError):

@@ -129,12 +129,12 @@ def binlog_archive_check(context: dg.AssetCheckExecutionContext, farm: dg.Resour
 
 
 @dg.asset_check(asset=offsite_copy, name="copy_lag", description="The off-site copy: its bucket has object lock and a "
-                f"sample of {LOCK_SAMPLE} recent objects are locked (COMPLIANCE), else critical; per site, the oldest "
+                f"sample of {LOCK_SAMPLE} of its objects are locked (COMPLIANCE), else critical; per site, the oldest "
                 "backup on the primary not yet copied (warning, critical after the backup-age thresholds).")
 def offsite_copy_check(context: dg.AssetCheckExecutionContext, farm: dg.ResourceParam[FarmConfig],
                        object_store: ObjectStoreResource, offsite: ObjectStoreResource,
                        alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
     farm_sites, now = [s.name for s in farm.sites], datetime.now(timezone.utc)
     findings = copy_health(offsite.store, farm_sites, group_listing(list(object_store.store().list(SITES))), now,
-                           offsite.lock_days, farm.alerts.warning_after_hours, farm.alerts.critical_after_hours)
+                           farm.alerts.warning_after_hours, farm.alerts.critical_after_hours)
     return health_result(context, farm, findings, alertmanager, OFFSITE_ALERT, findings[0].reason)

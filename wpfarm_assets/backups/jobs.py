@@ -8,7 +8,7 @@ import dagster as dg
 
 from resources.gpg import GPGResource
 from resources.mariadb import MariaDBResource, NodeError
-from resources.object_store import AsOfStore, ObjectStoreResource
+from resources.object_store import AsOfStore, ObjectStoreResource, StoreError
 from resources.restic import Repository, site_password
 from resources.ssh import LocalRunner, NodeResource
 from wpfarm_assets.backups.assets import (
@@ -41,7 +41,6 @@ from wpfarm_assets.backups.checks import (
 from wpfarm_assets.backups.offsite import (
     OffsiteError,
     materialize_repository,
-    parse_as_of,
     scratch_repository_dir,
 )
 from wpfarm_assets.backups.pitr import PitrError, newest_before, parse_time, restore_to_time
@@ -164,15 +163,21 @@ def restore_site_op(
             return None
 
         def mark() -> None:
-            if restoring(store, site.name, kind) is None:
-                mark_restoring(store, site.name, kind, context.run.run_id)
-                marked.add(kind)
+            try:
+                if restoring(store, site.name, kind) is None:
+                    mark_restoring(store, site.name, kind, context.run.run_id)
+                    marked.add(kind)
+            except StoreError as exc:
+                if config.source == "primary":
+                    raise
+                # From the copy after losing the primary: the restore goes on, unrecorded.
+                context.log.warning(f"{site.name}: the interrupted-restore record cannot be written: {exc}")
         return mark
 
     def completed(kind: str) -> None:
         """A whole restore makes the site's `kind` whole again (also after an earlier one was interrupted);
         a part of it (path, tables) clears only the record it wrote itself."""
-        if kind in marked or (live(kind) and not config.path and not config.tables):
+        if kind in marked or (live(kind) and not config.path and not config.tables and config.source == "primary"):
             clear_restoring(store, site.name, kind)
     checkpoints: dict[str, str] = {}
 
@@ -186,11 +191,11 @@ def restore_site_op(
         if not there:
             context.log.info(f"{site.name}: no {kind} checkpoint: there is nothing to overwrite")
             return
-        if restoring(store, site.name, kind) is not None:
-            context.log.warning(f"{site.name}: no {kind} checkpoint: an earlier restore did not complete, the site "
-                                "may be half-restored")
-            return
         try:
+            if restoring(store, site.name, kind) is not None:
+                context.log.warning(f"{site.name}: no {kind} checkpoint: an earlier restore did not complete, the "
+                                    "site may be half-restored")
+                return
             backup = take()
             store.put_bytes(backup.key.checkpoint_key, f"taken before restore run {context.run.run_id}".encode())
         except WpfarmError as exc:
@@ -264,7 +269,7 @@ def offsite_source(config: RestoreSiteConfig, farm: FarmConfig, site, storage_no
         raise dg.Failure("files from the off-site copy are restored on this machine: storage.ssh is set; restore "
                          "with to_path here, or `wpfarm offsite recover` first", allow_retries=False)
     try:
-        as_of = parse_as_of(config.as_of) if config.as_of else datetime.now(timezone.utc)
+        as_of = parse_time(config.as_of, "as_of") if config.as_of else datetime.now(timezone.utc)
         copy = build_resources(farm)["offsite"].process_config_and_initialize().store()
     except WpfarmError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None

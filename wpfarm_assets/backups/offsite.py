@@ -4,21 +4,27 @@ retention of `backup.offsite.lock_days`).
 
 What is copied, per site (`sites/<site>/`): dumps and their manifests, the site's restic repository
 (its files, not a `restic copy`: restic reads one set of S3 keys, and the copy's keys must never meet
-the primary's; the files are content-addressed, so only new ones travel), refusal and identity flags,
-drill and site records. Farm-wide: the binary-log archive (`binlogs/`). Never: an interrupted-restore
-record (state of the live site, not a backup) or a restic lock.
+the primary's; the files are content-addressed, so only new ones travel), refusal, identity and
+checkpoint flags, drill and site records. Farm-wide: the binary-log archive (`binlogs/`). Never: an
+interrupted-restore record (state of the live site, not a backup), a restic lock, or a dump or log
+whose manifest is not written yet.
 
 Every object is checked while it streams: a dump or binary log against its manifest's sha256, a
 restic file against its name (restic names every file but `config` by the SHA-256 of its content);
-a mismatch aborts that upload. Data goes first, restic snapshots and manifests last, so the copy's
-listing never names a backup whose data is not there yet. The copy reads the primary target only.
+a mismatch aborts that upload. A backup object never changes: one whose size differs from the
+copy's is not copied again, and the site's copy fails naming it. Data goes first, restic snapshots
+and manifests last, so the copy never lists a backup whose data is missing. It reads the primary
+target only.
 
-Deletions follow the primary's retention and restic prune (a deleted object on the copy is a delete
-marker; the locked version stays until its lock ends), except when they would remove the newest
-backup of a kind the copy holds: retention never does that, a wiped primary does. Then nothing is
-deleted and the report says why.
+What is gone from the primary is deleted on the copy (a delete marker while the lock holds) only as
+far as the copy's own retention says so: a backup the tiers (or a checkpoint's 7 days) expire, on
+the copy's own listing, with its objects; restic files only while the primary still holds every
+snapshot the copy keeps; binary logs older than database.pitr_days. A wiped or vandalised primary is
+therefore not followed.
 
-`as_of(T)` (AsOfStore) is the copy as it was at T; `recover` writes it back to a target.
+Locks end `lock_days` after they are set; what the copy still holds is locked again for `lock_days`
+every `lock_days / 2` (per prefix, recorded in `<prefix>offsite-lock.json` on the copy), so nothing
+it needs is ever unlocked while the copy runs.
 """
 
 from __future__ import annotations
@@ -29,18 +35,34 @@ import os
 import random
 import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from resources.object_store import S3Store, Store
+from resources.object_store import S3Store, Store, StoredObject
 from wpfarm_assets.backups.health import CRITICAL, NEW, OK, WARNING, Finding, SiteBackups, group_listing
+from wpfarm_assets.backups.retention import CHECKPOINT_KEPT, plan_retention
 from wpfarm_assets.core.errors import WpfarmError
-from wpfarm_assets.core.keys import BINLOGS, KINDS, REPOSITORY, SITES, parse_manifest_key, repository_prefix, site_root
+from wpfarm_assets.core.keys import (
+    BINLOG_SUFFIX,
+    BINLOGS,
+    KINDS,
+    REPOSITORY,
+    SITES,
+    binlog_manifest_keys,
+    parse_manifest_key,
+    parse_stamp,
+    repository_prefix,
+    site_root,
+)
 
 _CONTENT_ADDRESSED = re.compile(r"/(data/[0-9a-f]{2}|index|snapshots|keys)/(?P<id>[0-9a-f]{64})$")
-_NOT_COPIED = re.compile(rf"^sites/[^/]+/(restoring-[a-z]+\.json|{REPOSITORY}/locks/.*)$")
+_NOT_COPIED = re.compile(rf"(^sites/[^/]+/(restoring-[a-z]+\.json|{REPOSITORY}/locks/.*)|/\.[^/]*\.partial-\d+"
+                         r"|(^|/)offsite-lock\.json)$")
+DATA_SUFFIXES = (*KINDS.values(), BINLOG_SUFFIX)
+MUTABLE = ("site.json", "retired.json")  # records a site rewrites; everything else is written once
+LOCK_RECORD = "offsite-lock.json"
 
 
 class OffsiteError(WpfarmError):
@@ -53,8 +75,9 @@ class CopyReport:
     copied: list[str] = field(default_factory=list)
     bytes_copied: int = 0
     deleted: list[str] = field(default_factory=list)
-    not_deleted: str | None = None  # why deletions were not followed
-    missing: list[str] = field(default_factory=list)  # backups (manifest keys) on the primary not on the copy
+    kept: list[str] = field(default_factory=list)  # gone from the primary, kept by the copy's own retention
+    changed: list[str] = field(default_factory=list)  # a backup object whose size differs: not copied
+    relocked: int = 0  # objects whose lock was set again
 
     @property
     def backups_copied(self) -> int:
@@ -62,8 +85,13 @@ class CopyReport:
 
 
 def is_backup_manifest(key: str) -> bool:
-    return parse_manifest_key(key) is not None or (key.startswith(BINLOGS) and key.endswith(".json")
-                                                   and "/gaps/" not in key)
+    return parse_manifest_key(key) is not None or bool(binlog_manifest_keys([key]))
+
+
+def manifest_of(key: str) -> str | None:
+    """The manifest that describes a dump, older files archive or binary log; None for other objects."""
+    suffix = next((s for s in DATA_SUFFIXES if key.endswith(s)), None)
+    return f"{key[:-len(suffix)]}.json" if suffix else None
 
 
 def order(key: str) -> int:
@@ -78,95 +106,148 @@ def order(key: str) -> int:
 
 
 def copyable(key: str) -> bool:
-    return not _NOT_COPIED.match(key) and "/.partial-" not in key
+    return not _NOT_COPIED.search(key) and not key.endswith("/")
 
 
-def expected_sha256(source: Store, manifests: Iterable[str]) -> dict[str, str]:
-    """For each data object of the backups whose manifests are named: the sha256 it must have."""
-    expected = {}
-    for key in manifests:
-        if is_backup_manifest(key):
-            manifest = json.loads(source.get_bytes(key))
-            if manifest.get("object_key") and manifest.get("sha256"):
-                expected[manifest["object_key"]] = manifest["sha256"]
-    return expected
+def _chunks(store: Store, key: str, digest) -> Iterator[bytes]:
+    """The object's bytes, fed to `digest` as they stream."""
+    with store.open(key) as body:
+        while chunk := body.read(1 << 20):
+            digest.update(chunk)
+            yield chunk
 
 
-def copy_object(primary: Store, copy: Store, key: str, want: str | None) -> int:
-    """Stream one object from the primary to the copy; the upload is committed only if its sha256 is
-    `want` (or, for a restic file, its name). Returns the bytes copied."""
-    if want is None and (match := _CONTENT_ADDRESSED.search(key)):
-        want = match["id"]
-    digest, size = hashlib.sha256(), 0
+def expected_sha256(source: Store, key: str, listing: dict[str, StoredObject]) -> str | None:
+    """The sha256 an object must have: a dump's or log's, from its manifest (which must name it); a
+    restic file's, from its name. Raises when a dump or log has no manifest yet (not copied yet)."""
+    if manifest_key := manifest_of(key):
+        if manifest_key not in listing:
+            raise LookupError(key)
+        manifest = json.loads(source.get_bytes(manifest_key))
+        if manifest.get("object_key") != key or not manifest.get("sha256"):
+            raise OffsiteError(f"{manifest_key} does not describe {key}: not copied")
+        return manifest["sha256"]
+    match = _CONTENT_ADDRESSED.search(key)
+    return match["id"] if match else None
 
-    def chunks():
+
+def copy_object(source: Store, target: Store, key: str, want: str | None) -> int:
+    """Stream one object; the upload is committed only if its sha256 is `want`. Returns its bytes."""
+    digest = hashlib.sha256()
+    size = 0
+
+    def counted() -> Iterator[bytes]:
         nonlocal size
-        with primary.open(key) as body:
-            while chunk := body.read(1 << 20):
-                digest.update(chunk)
-                size += len(chunk)
-                yield chunk
+        for chunk in _chunks(source, key, digest):
+            size += len(chunk)
+            yield chunk
 
     def check() -> None:
         if want is not None and digest.hexdigest() != want:
-            raise OffsiteError(f"{key} on the primary has sha256 {digest.hexdigest()[:12]}…, not {want[:12]}… as "
-                               "its manifest (or name) says: not copied")
+            raise OffsiteError(f"{key} in {source.url} has sha256 {digest.hexdigest()[:12]}…, not {want[:12]}… as its "
+                               "manifest (or name) says: not copied")
 
-    copy.put_stream(key, chunks(), check)
+    target.put_stream(key, counted(), check)
     return size
 
 
-def copy_new(source: Store, target: Store, prefix: str) -> tuple[CopyReport, set[str], set[str]]:
-    """Copy what `target` lacks under `prefix` (a new key, or one of another size), data first and
-    manifests last. Returns the report and the keys of each side before the copy."""
+def copy_new(source: Store, target: Store, prefix: str, replace_changed: bool = False
+             ) -> tuple[CopyReport, dict[str, StoredObject], dict[str, StoredObject]]:
+    """Copy what `target` lacks under `prefix`, data first and manifests last; a dump or log only
+    once its manifest is there. An object of another size on the target is copied again only if
+    it is a record sites rewrite, or with `replace_changed`; else it is reported. Returns the report
+    and each side's listing before the copy."""
     report = CopyReport(prefix)
     listing = {o.key: o for o in source.list(prefix) if copyable(o.key)}
     there = {o.key: o for o in target.list(prefix)}
-    todo = sorted((k for k, o in listing.items() if k not in there or there[k].size != o.size),
-                  key=lambda k: (order(k), k))
-    expected = expected_sha256(source, [k for k in todo if is_backup_manifest(k)])
-    for key in todo:
-        report.bytes_copied += copy_object(source, target, key, expected.get(key))
+    todo = []
+    for key, obj in listing.items():
+        if key not in there:
+            todo.append(key)
+        elif there[key].size != obj.size:
+            (todo if replace_changed or key.rsplit("/", 1)[-1] in MUTABLE else report.changed).append(key)
+    for key in sorted(todo, key=lambda k: (order(k), k)):
+        try:
+            want = expected_sha256(source, key, listing)
+        except LookupError:
+            continue  # its manifest is not written yet: a backup still running, or one that never will be
+        report.bytes_copied += copy_object(source, target, key, want)
         report.copied.append(key)
-    return report, set(listing), set(there)
+    return report, listing, there
 
 
-def copy_prefix(primary: Store, copy: Store, prefix: str) -> CopyReport:
-    """Make the copy's `prefix` what the primary's is: new or changed objects copied, deleted ones
-    deleted, unless that would remove the newest backup of a kind the copy holds."""
-    report, source, there = copy_new(primary, copy, prefix)
-    gone = sorted(k for k in there if k not in source and copyable(k))
+def copy_prefix(primary: Store, copy: Store, prefix: str, now: datetime, tiers: tuple[int, int, int],
+                pitr_days: int) -> CopyReport:
+    """Bring the copy's `prefix` up to the primary's: new objects copied; what is gone from the
+    primary deleted only as the copy's own retention allows (`deletable`)."""
+    report, listing, there = copy_new(primary, copy, prefix)
+    there = {**there, **{k: listing[k] for k in report.copied}}  # what the copy holds now
+    gone = {k for k in there if k not in listing and copyable(k)}
     if gone:
-        if lost := sorted(set(gone) & newest_backups(there)):
-            report.not_deleted = (f"{len(gone)} object(s) gone from the primary, among them the newest backup "
-                                  f"{lost[0]}: retention never deletes that, so the copy keeps them all")
-        else:
-            copy.delete(sorted(gone, key=lambda k: -order(k)))  # manifests first: no backup without its data
-            report.deleted = gone
+        allowed = deletable(copy, prefix, there, listing, now, tiers, pitr_days) & gone
+        report.kept = sorted(gone - allowed)
+        if allowed:
+            copy.delete(sorted(allowed, key=lambda k: -order(k)))  # manifests first: no backup without its data
+            report.deleted = sorted(allowed)
+    if getattr(copy, "lock_days", None):
+        report.relocked = relock(copy, prefix, set(there) - set(report.deleted), now)
     return report
 
 
-def newest_backups(listing: Iterable[str]) -> set[str]:
-    """The manifest key of the newest backup of each (site, kind) in a listing, and of the binary logs."""
-    newest: dict[tuple, str] = {}
-    for key in listing:
-        if (parsed := parse_manifest_key(key)) is not None:
-            group = (parsed.site, parsed.kind)
-        elif is_backup_manifest(key):
-            group = ("binlogs",)
-        else:
+def deletable(copy: Store, prefix: str, there: dict[str, StoredObject], primary: dict[str, StoredObject],
+              now: datetime, tiers: tuple[int, int, int], pitr_days: int) -> set[str]:
+    """What the copy's own retention lets go under `prefix`, judged on the copy's listing `there`."""
+    allowed: set[str] = set()
+    if prefix == BINLOGS:
+        for manifest in binlog_manifest_keys(there)[:-1]:  # never the newest
+            if parse_stamp(manifest[len(BINLOGS):].split("-")[0]) < now - timedelta(days=pitr_days + 1):
+                allowed |= {manifest, f"{manifest[:-len('.json')]}{BINLOG_SUFFIX}"}
+        return allowed
+    kept_snapshots: set[str] = set()
+    for kind in KINDS:
+        backups = sorted(k for k in map(parse_manifest_key, there) if k and k.kind == kind)
+        if not backups:
             continue
-        if group not in newest or key > newest[group]:
-            newest[group] = key
-    return set(newest.values())
+        checkpoints = {k for k in backups if k.checkpoint_key in there}
+        plan = set(plan_retention([k.time for k in backups if k not in checkpoints], *tiers))
+        plan |= {k.time for k in checkpoints if now - k.time < CHECKPOINT_KEPT} | {backups[-1].time}
+        for key in backups:
+            if key.time not in plan:
+                allowed |= {key.manifest_key, key.data_key, key.refusal_key, key.identity_key, key.checkpoint_key}
+            elif kind == "files" and key.data_key not in there:
+                snapshot = json.loads(copy.get_bytes(key.manifest_key)).get("snapshot_id")
+                kept_snapshots.add(snapshot)
+    repo = repository_prefix(prefix.split("/")[1])
+    if f"{repo}config" in primary and all(f"{repo}snapshots/{s}" in primary for s in kept_snapshots):
+        allowed |= {k for k in there if k.startswith(repo)}  # a prune the kept snapshots survived
+    return allowed
 
 
-def copy_site(primary: Store, copy: Store, site: str) -> CopyReport:
-    return copy_prefix(primary, copy, site_root(site))
+def relock(copy: S3Store, prefix: str, listing: Iterable[str], now: datetime) -> int:
+    """Every `lock_days / 2`, lock again for `lock_days` everything the copy holds under `prefix`
+    (a lock set at upload would otherwise end while a monthly dump or a restic pack is still
+    needed). Returns how many objects were locked again."""
+    record = f"{prefix}{LOCK_RECORD}"
+    try:
+        last = datetime.fromisoformat(json.loads(copy.get_bytes(record))["locked_at"])
+    except (WpfarmError, ValueError, KeyError):
+        last = None  # first run, or unreadable: lock everything again now
+    if last is not None and now - last < timedelta(days=copy.lock_days / 2):
+        return 0
+    keys = [k for k in listing if copyable(k)]
+    for key in keys:
+        copy.lock_again(key)
+    copy.put_bytes(record, json.dumps({"locked_at": now.isoformat(), "objects": len(keys)}).encode())
+    return len(keys)
+
+
+def copy_site(primary: Store, copy: S3Store, site: str, now: datetime, tiers: tuple[int, int, int],
+              pitr_days: int = 14) -> CopyReport:
+    return copy_prefix(primary, copy, site_root(site), now, tiers, pitr_days)
 
 
 OFFSITE_ALERT = "WpfarmOffsiteCopy"
-LOCK_SAMPLE = 5  # objects of the copy, written within their lock, whose lock is read back each check
+LOCK_SAMPLE = 5  # objects of the copy whose lock is read back each check
 
 
 def offsite_findings(sites: Iterable[str], primary: dict[str, SiteBackups], copy: dict[str, SiteBackups],
@@ -193,31 +274,31 @@ def offsite_findings(sites: Iterable[str], primary: dict[str, SiteBackups], copy
     return findings
 
 
-def lock_findings(copy: S3Store, listing: dict[str, SiteBackups], lock_days: int, now: datetime,
+def lock_findings(copy: S3Store, listing: dict[str, SiteBackups], now: datetime,
                   sample: int = LOCK_SAMPLE) -> list[Finding]:
-    """The copy is immutable: its bucket has object lock, and a random sample of the manifests
-    written within their lock carry a COMPLIANCE retention that has not ended. Critical if not."""
+    """The copy is immutable: its bucket has object lock, and a random sample of the objects it
+    holds (any age: they are locked again while held) carry a COMPLIANCE retention that has not
+    ended. Critical if not."""
     if problem := copy.lock_problem():
         return [Finding("farm", "offsite", CRITICAL, f"the off-site copy is not immutable: {problem}")]
-    recent = [o.key for entry in listing.values() for key, o in entry.objects.items()
-              if parse_manifest_key(key) and now - o.modified < timedelta(days=lock_days)]
-    for key in random.sample(recent, min(sample, len(recent))):
+    held = [key for entry in listing.values() for key in entry.objects if copyable(key)]
+    for key in random.sample(held, min(sample, len(held))):
         mode, until = copy.lock_of(key)
         if mode != "COMPLIANCE" or until is None or until <= now:
             return [Finding("farm", "offsite", CRITICAL, f"{key} on the off-site copy is not locked (mode {mode}, "
                             f"until {until}): it can be deleted")]
-    return [Finding("farm", "offsite", OK, f"{copy.url}: object lock on; {min(sample, len(recent))} recent "
-                    "object(s) checked: COMPLIANCE, locked")]
+    return [Finding("farm", "offsite", OK, f"{copy.url}: object lock on; {min(sample, len(held))} object(s) checked: "
+                    "COMPLIANCE, locked")]
 
 
 def copy_health(open_copy: Callable[[], S3Store], sites: list[str], listing: dict[str, SiteBackups], now: datetime,
-                lock_days: int, warning_hours: float, critical_hours: float) -> list[Finding]:
+                warning_hours: float, critical_hours: float) -> list[Finding]:
     """The copy's lock state (one farm finding, first), then each site's lag; a copy that cannot be
     read (keys wrong, endpoint dead) is one critical finding."""
     try:
         copy = open_copy()
         copied = group_listing(list(copy.list(SITES)))
-        state = lock_findings(copy, copied, lock_days, now)
+        state = lock_findings(copy, copied, now)
     except WpfarmError as exc:
         return [Finding("farm", "offsite", CRITICAL, f"the off-site copy cannot be read: {exc}")]
     return state + offsite_findings(sites, listing, copied, now, warning_hours, critical_hours)
@@ -226,17 +307,18 @@ def copy_health(open_copy: Callable[[], S3Store], sites: list[str], listing: dic
 def materialize_repository(store: Store, site: str, into: str | os.PathLike) -> Path:
     """The site's restic repository from `store` (e.g. the copy as of a time) as a local folder that
     restic reads with `-r`: every file written, each restic file checked against its name."""
-    root = Path(into)
+    root = Path(into).resolve()
     prefix = repository_prefix(site)
     for obj in store.list(prefix):
-        path = root / obj.key[len(prefix):]
-        if not path.resolve().is_relative_to(root.resolve()):
+        if not copyable(obj.key):
+            continue
+        path = (root / obj.key[len(prefix):]).resolve()
+        if not path.is_relative_to(root):
             raise OffsiteError(f"{obj.key} escapes the repository")
         path.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
-        with store.open(obj.key) as body, open(path, "wb") as out:
-            while chunk := body.read(1 << 20):
-                digest.update(chunk)
+        with open(path, "wb") as out:
+            for chunk in _chunks(store, obj.key, digest):
                 out.write(chunk)
         if (match := _CONTENT_ADDRESSED.search(obj.key)) and digest.hexdigest() != match["id"]:
             raise OffsiteError(f"{obj.key} in {store.url} does not match its name: the copy is damaged")
@@ -252,19 +334,8 @@ def scratch_repository_dir() -> tempfile.TemporaryDirectory:
 def recover(source: Store, target: Store, sites: Iterable[str] | None = None) -> list[CopyReport]:
     """Write the copy (as of a time: an AsOfStore) back to a target, every site and the binary-log
     archive, manifests last; what the target already holds (same key and size) is left alone, and
-    nothing there is deleted."""
-    names = sorted(sites) if sites is not None else sorted({k.split("/")[1] for k in keys_under(source, "sites/")})
-    return [copy_new(source, target, prefix)[0] for prefix in [*(site_root(n) for n in names), BINLOGS]]
-
-
-def keys_under(store: Store, prefix: str) -> list[str]:
-    return [o.key for o in store.list(prefix) if o.key.count("/") >= 2]
-
-
-def parse_as_of(text: str) -> datetime:
-    """`--as-of`: an ISO 8601 UTC time (2026-12-07T14:32:05Z)."""
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise OffsiteError(f"--as-of {text!r}: use an ISO 8601 UTC time, e.g. 2026-12-07T14:32:05Z") from None
-    return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    nothing there is deleted. An object of another size there (vandalised) is replaced; one of the
+    same size is not compared: recover into an empty target."""
+    names = sorted(sites) if sites is not None else sorted(group_listing(list(source.list(SITES))))
+    return [copy_new(source, target, prefix, replace_changed=True)[0]
+            for prefix in [*(site_root(n) for n in names), BINLOGS]]

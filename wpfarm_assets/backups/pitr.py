@@ -327,12 +327,12 @@ def _readable(store: Store, key: BackupKey) -> Manifest | None:
 
 # -------------------------------------------------------------------------------------- restoring
 
-def parse_time(text: str) -> datetime:
-    """--time as an operator types it: ISO 8601, UTC unless it says otherwise (2026-12-07T14:32:05Z)."""
+def parse_time(text: str, what: str = "--time") -> datetime:
+    """--time (or --as-of) as an operator types it: ISO 8601, UTC unless it says otherwise (2026-12-07T14:32:05Z)."""
     try:
         t = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        raise PitrError(f"--time {text!r} is not a time: use ISO 8601, e.g. 2026-12-07T14:32:05Z (UTC)") from None
+        raise PitrError(f"{what} {text!r} is not a time: use ISO 8601, e.g. 2026-12-07T14:32:05Z (UTC)") from None
     # Events are stamped in whole seconds: T is a second, and includes every write that began in it.
     return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).replace(microsecond=0)
 

@@ -13,6 +13,7 @@ import re
 import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
@@ -278,13 +279,14 @@ class BackupConfig(_Model):
 
     @model_validator(mode="after")
     def _target_scheme(self) -> BackupConfig:
-        if (self.offsite and self.offsite.target.split("/")[2] == self.target.split("/")[2]
-                and self.offsite.s3_endpoint_url == self.s3_endpoint_url):
-            raise ValueError("backup.offsite.target is in backup.target's bucket: the copy must be another bucket")
         if not (self.target.startswith("file:///") or re.match(r"^s3://[a-z0-9.-]{3,63}(/|$)", self.target)):
             raise ValueError(
                 f"backup.target {self.target!r} must be file:///absolute/path or s3://bucket[/prefix]"
             )
+        endpoint = lambda url: (url or "").rstrip("/")  # noqa: E731
+        if (self.offsite and urlparse(self.offsite.target).netloc == urlparse(self.target).netloc
+                and endpoint(self.offsite.s3_endpoint_url) == endpoint(self.s3_endpoint_url)):
+            raise ValueError("backup.offsite.target is in backup.target's bucket: the copy must be another bucket")
         return self
 
 
