@@ -16,14 +16,13 @@ import dagster as dg
 from resources.alerts import AlertError, AlertmanagerResource, PushgatewayResource
 from resources.gpg import GPGResource
 from resources.mariadb import MariaDBResource
-from resources.object_store import ObjectStoreResource, exists
-from resources.restic import ResticError
+from resources.object_store import ObjectStoreResource
 from resources.ssh import LocalRunner, NodeResource
 from wpfarm_assets.backups.backup import Backup
 from wpfarm_assets.backups.backup import back_up_database as _back_up_database
 from wpfarm_assets.backups.backup import back_up_files as _back_up_files
 from wpfarm_assets.backups.drill import DrillError, drill_site, sync_drill_alerts
-from wpfarm_assets.backups.health import check_subset, group_listing
+from wpfarm_assets.backups.health import group_listing
 from wpfarm_assets.backups.inventory import backup_inventory as inventory_frame
 from wpfarm_assets.backups.inventory import spaces_monthly_cost
 from wpfarm_assets.backups.offsite import copy_prefix, copy_site
@@ -39,7 +38,7 @@ from wpfarm_assets.backups.retired import (
 from wpfarm_assets.core.binlog import parse_position, seq_in
 from wpfarm_assets.core.config import FarmConfig, Site
 from wpfarm_assets.core.errors import WpfarmError
-from wpfarm_assets.core.keys import BINLOGS, SITES, repository_prefix
+from wpfarm_assets.core.keys import BINLOGS, SITES
 from wpfarm_assets.infrastructure.assets import database_tier, storage_tier
 from wpfarm_assets.partitions import for_each_site, mark_retired, sites
 from wpfarm_assets.provisioning.assets import site_provisioning
@@ -248,9 +247,8 @@ def offsite_copy(context: dg.AssetExecutionContext, farm: dg.ResourceParam[FarmC
     """The site's backups copied to the off-site target (backup.offsite), byte for byte and checked
     by sha256, each object locked (S3 Object Lock, COMPLIANCE) for backup.offsite.lock_days, and
     locked again while the copy holds it. Only what is new travels; read from the primary target,
-    never from the site. Then restic check of the site's repository on the copy reads today's 1/30
-    of its packs (with the copy's keys). Refused, for every site, while the copy's bucket has no
-    object lock."""
+    never from the site. Refused, for every site, while the copy's bucket has no object lock. (The
+    daily integrity check runs restic check on the copy's repositories.)"""
     now = datetime.now(timezone.utc)
     rules = farm.retention
     tiers = (rules.daily, rules.weekly, rules.monthly)
@@ -268,7 +266,6 @@ def offsite_copy(context: dg.AssetExecutionContext, farm: dg.ResourceParam[FarmC
         except WpfarmError as exc:
             binlogs = exc
             context.log.error(f"binary logs not copied: {exc}")
-    subset = check_subset(now)
 
     def one(site: Site) -> dict:
         report = copy_site(primary, copy, site.name, now, tiers, farm.database.pitr_days)
@@ -276,13 +273,6 @@ def offsite_copy(context: dg.AssetExecutionContext, farm: dg.ResourceParam[FarmC
             raise WpfarmError(f"site {site.name}: {len(report.changed)} backup object(s) changed on the primary "
                               f"since they were copied, e.g. {report.changed[0]}: the copy keeps its own (locked); "
                               "find out who rewrote them")
-        checked = "not run: no file store repository on the copy"
-        if exists(copy, f"{repository_prefix(site.name)}config"):  # the copy is restorable, read 1/30 at a time
-            try:
-                offsite.repository(site.name).check(subset)
-            except ResticError as exc:
-                raise WpfarmError(f"site {site.name}: copied, but restic check of the copy failed: {exc}") from None
-            checked = f"packs {subset}: no errors"
         if report.kept:
             context.log.info(f"site {site.name}: {len(report.kept)} object(s) gone from the primary are kept on the "
                              "copy (its own retention keeps them)")
@@ -293,8 +283,7 @@ def offsite_copy(context: dg.AssetExecutionContext, farm: dg.ResourceParam[FarmC
         return {"copy": copy.url, "objects_copied": len(report.copied), "backups_copied": report.backups_copied,
                 "bytes_copied": report.bytes_copied, "copied": size_text(report.bytes_copied),
                 "objects_deleted": len(report.deleted), "gone_from_primary_kept": len(report.kept),
-                "objects_locked_again": report.relocked, "restic_check_of_copy": checked,
-                "lock_days": offsite.lock_days}
+                "objects_locked_again": report.relocked, "lock_days": offsite.lock_days}
 
     yield from for_each_site(context, farm, OFFSITE_PARALLELISM, one)
     if isinstance(binlogs, WpfarmError):

@@ -8,7 +8,14 @@ import dagster as dg
 
 from resources.alerts import AlertmanagerResource
 from resources.object_store import ObjectStoreResource
-from wpfarm_assets.backups.assets import backup_inventory, binlog_archive, database_dump, file_archive, offsite_copy
+from wpfarm_assets.backups.assets import (
+    backup_inventory,
+    binlog_archive,
+    database_dump,
+    file_archive,
+    offsite_copy,
+    size_text,
+)
 from wpfarm_assets.backups.drill import DRILL_ALERT, farm_drill_findings
 from wpfarm_assets.backups.health import (
     ALERTING,
@@ -18,6 +25,7 @@ from wpfarm_assets.backups.health import (
     NEW,
     OK,
     WARNING,
+    Finding,
     backup_age,
     backup_integrity,
     farm_key,
@@ -25,20 +33,23 @@ from wpfarm_assets.backups.health import (
     identity_flags,
     sync_alerts,
 )
-from wpfarm_assets.backups.offsite import LOCK_SAMPLE, OFFSITE_ALERT, copy_health
+from wpfarm_assets.backups.inventory import spaces_monthly_cost
+from wpfarm_assets.backups.offsite import LOCK_SAMPLE, OFFSITE_ALERT, copy_health, copy_integrity
 from wpfarm_assets.backups.pitr import binlog_findings, read_archive
 from wpfarm_assets.backups.retired import retired_findings, retired_sites_of
 from wpfarm_assets.core.config import FarmConfig
+from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.keys import SITES
 
 
 def health_result(context, farm: FarmConfig, findings: list, alertmanager: AlertmanagerResource,
-                  alertname: str, ok_text: str | None = None) -> dg.AssetCheckResult:
+                  alertname: str, ok_text: str | None = None, extra: dict | None = None) -> dg.AssetCheckResult:
     """The check result for a set of findings, after bringing Alertmanager in line with them."""
     link = f"{farm.alerts.dagster_url.rstrip('/')}/runs/{context.run.run_id}"
     alerts = sync_alerts(alertmanager, alertname, findings, link, {s.name for s in farm.sites})
-    return findings_result(findings, {"alerts_firing": alerts["firing"], "alerts_resolved": alerts["resolved"]}
-                           if alertmanager.url else {"alerts": "off (no alerts.alertmanager_url)"}, ok_text)
+    return findings_result(findings, {**({"alerts_firing": alerts["firing"], "alerts_resolved": alerts["resolved"]}
+                                         if alertmanager.url else {"alerts": "off (no alerts.alertmanager_url)"}),
+                                      **(extra or {})}, ok_text)
 
 
 def age_findings(farm: FarmConfig, object_store: ObjectStoreResource) -> list:
@@ -91,12 +102,21 @@ file_archive_age_check = kind_age_check(file_archive, "files")
 
 
 @dg.asset_check(asset=backup_inventory, description="The newest backups match their manifests (dumps: sha256; snapshots: in their repository, "
-                "and restic check reads 1/30 of each repository's packs a day); sizes look normal.")
+                "and restic check reads 1/30 of each repository's packs a day, on the off-site copy too); sizes look normal.")
 def backup_integrity_check(context: dg.AssetCheckExecutionContext, farm: dg.ResourceParam[FarmConfig],
                            object_store: ObjectStoreResource, alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
     store = object_store.store()
     findings = backup_integrity(store, [s.name for s in farm.sites], group_listing(list(store.list(SITES))),
                                 repository=object_store.repository)
+    if farm.backup.offsite:  # the copy's repositories too, with the copy's keys
+        from wpfarm_assets.definitions import build_resources  # (definitions imports this module)
+
+        offsite = build_resources(farm)["offsite"].process_config_and_initialize()
+        try:
+            findings += copy_integrity(offsite.store(), offsite.repository, [s.name for s in farm.sites],
+                                       datetime.now(timezone.utc))
+        except WpfarmError as exc:
+            findings.append(Finding("farm", "offsite", CRITICAL, f"the off-site copy cannot be checked: {exc}"))
     return health_result(context, farm, findings, alertmanager, "WpfarmBackupIntegrity")
 
 
@@ -135,6 +155,10 @@ def offsite_copy_check(context: dg.AssetCheckExecutionContext, farm: dg.Resource
                        object_store: ObjectStoreResource, offsite: ObjectStoreResource,
                        alertmanager: AlertmanagerResource) -> dg.AssetCheckResult:
     farm_sites, now = [s.name for s in farm.sites], datetime.now(timezone.utc)
+    held: list = []
     findings = copy_health(offsite.store, farm_sites, group_listing(list(object_store.store().list(SITES))), now,
-                           farm.alerts.warning_after_hours, farm.alerts.critical_after_hours)
-    return health_result(context, farm, findings, alertmanager, OFFSITE_ALERT, findings[0].reason)
+                           farm.alerts.warning_after_hours, farm.alerts.critical_after_hours, held)
+    stored = sum(o.size for o in held)  # current versions; locked older ones are billed too, for up to lock_days
+    return health_result(context, farm, findings, alertmanager, OFFSITE_ALERT, findings[0].reason,
+                         {"copy_stored_bytes": stored, "copy_stored": size_text(stored),
+                          "copy_monthly_cost_usd_at_spaces_prices": round(spaces_monthly_cost(stored), 2)})

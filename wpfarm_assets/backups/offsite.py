@@ -41,7 +41,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from resources.object_store import S3Store, Store, StoredObject
-from wpfarm_assets.backups.health import CRITICAL, NEW, OK, WARNING, Finding, SiteBackups, group_listing
+from resources.restic import Repository, ResticError
+from wpfarm_assets.backups.health import (
+    CRITICAL,
+    NEW,
+    OK,
+    WARNING,
+    Finding,
+    SiteBackups,
+    check_subset,
+    group_listing,
+)
 from wpfarm_assets.backups.retention import CHECKPOINT_KEPT, plan_retention
 from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.keys import (
@@ -292,16 +302,37 @@ def lock_findings(copy: S3Store, listing: dict[str, SiteBackups], now: datetime,
 
 
 def copy_health(open_copy: Callable[[], S3Store], sites: list[str], listing: dict[str, SiteBackups], now: datetime,
-                warning_hours: float, critical_hours: float) -> list[Finding]:
+                warning_hours: float, critical_hours: float, held: list[StoredObject] | None = None) -> list[Finding]:
     """The copy's lock state (one farm finding, first), then each site's lag; a copy that cannot be
-    read (keys wrong, endpoint dead) is one critical finding."""
+    read (keys wrong, endpoint dead) is one critical finding. `held` gets the copy's listing."""
     try:
         copy = open_copy()
-        copied = group_listing(list(copy.list(SITES)))
+        objects = list(copy.list(SITES))
+        if held is not None:
+            held += objects
+        copied = group_listing(objects)
         state = lock_findings(copy, copied, now)
     except WpfarmError as exc:
         return [Finding("farm", "offsite", CRITICAL, f"the off-site copy cannot be read: {exc}")]
     return state + offsite_findings(sites, listing, copied, now, warning_hours, critical_hours)
+
+
+def copy_integrity(copy: S3Store, repository: Callable[[str], Repository], sites: list[str],
+                   now: datetime) -> list[Finding]:
+    """Per site with a file store on the copy: `restic check` of it (with the copy's keys), reading
+    today's 1/30 of its packs as the primary's integrity check does; critical on any error."""
+    subset, findings = check_subset(now), []
+    listing = group_listing(list(copy.list(SITES)))
+    for site in sites:
+        if f"{repository_prefix(site)}config" not in (listing[site].objects if site in listing else {}):
+            continue
+        try:
+            repository(site).check(subset)
+        except ResticError as exc:
+            findings.append(Finding(site, "offsite", CRITICAL, f"restic check of the off-site copy failed: {exc}"))
+            continue
+        findings.append(Finding(site, "offsite", OK, f"restic check of the off-site copy read packs {subset}, no errors"))
+    return findings
 
 
 def materialize_repository(store: Store, site: str, into: str | os.PathLike) -> Path:
