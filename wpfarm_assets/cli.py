@@ -210,6 +210,27 @@ def backup(names: list[str], config: FarmConfig, failed_only: bool = False) -> i
     return 0 if ok else 1
 
 
+def export(args: argparse.Namespace, config: FarmConfig) -> int:
+    """`wpfarm export SITE --to FILE`: the site's backup as one zip for its owner (backups/export.py)."""
+    from wpfarm_assets.backups.export import export_site
+    from wpfarm_assets.backups.retired import site_or_retired
+
+    if args.at:
+        parse_at(args.at)
+    to = Path(validate_absolute_path(str(Path(args.to).absolute())))
+    if not to.parent.is_dir():
+        raise ConfigError(f"--to {args.to}: folder {to.parent} does not exist")
+    resource = object_store_of(config)
+    site, _ = site_or_retired(config, resource.store(), args.site)
+    done = export_site(site, resource.store(), resource.repository(site.name), args.gnupg_home, to, args.at,
+                       args.include_secrets)
+    print(f"{site.name}: exported database {done['database']} ({done['sql_bytes']:,} bytes of SQL) and files "
+          f"{done['files']} ({done['file_count']} files) to {done['path']}, {done['bytes']:,} bytes"
+          + ("" if done["secrets"] else "; wp-config.php's password, keys and salts blanked"))
+    print(f"sha256 {done['sha256']}  {done['path']}")
+    return 0
+
+
 def offsite(args: argparse.Namespace, config: FarmConfig) -> int:
     """`offsite copy [SITE…]`: the copy_offsite job now. `offsite recover`: every site's backups (and
     the binary-log archive) from the copy as it was at --as-of, written to --to, manifests last;
@@ -749,6 +770,14 @@ def parser() -> argparse.ArgumentParser:
     fl.add_argument("action", choices=["ls", "cat"])
     fl.add_argument("path", nargs="?", metavar="PATH", help="wp-content/… or wp-config.php (ls: default the top)")
     fl.add_argument("--at", help="yyyymmddThhmmssZ: this files backup (default: the newest)")
+    ex = sub.add_parser("export", help="one zip of a site's backup for its owner: database.sql, wp-content, "
+                                       "wp-config.php (secrets blanked), README.txt; its sha256 printed")
+    ex.add_argument("site", metavar="SITE")
+    ex.add_argument("--to", required=True, metavar="FILE", help="the zip to write (replaced when whole)")
+    ex.add_argument("--at", help="yyyymmddThhmmssZ: this database backup, with the newest files backup before it")
+    ex.add_argument("--include-secrets", action="store_true",
+                    help="keep wp-config.php's database password, keys and salts (default: blanked)")
+    ex.add_argument("--gnupg-home", default=os.environ.get("GNUPGHOME"), help="keyring with the farm's private key")
     sub.add_parser("status", help="the newest backup of every site and kind, and its last drill: age and state")
     sub.add_parser("binlogs", help="archive the binary logs now (what the schedule runs every few minutes)")
     bk = sub.add_parser("backups", help="every restore point of a site, with its verification state")
@@ -810,6 +839,8 @@ def main(argv: list[str] | None = None) -> int:
             return provision(args, config)
         if args.command == "offsite":
             return offsite(args, config)
+        if args.command == "export":
+            return export(args, config)
         return backup(args.sites, config, args.failed) if args.command == "backup" else restore(args, config)
     except WpfarmError as exc:  # meant for the operator: one line; anything else is a bug and keeps its traceback
         print(f"wpfarm: {exc}", file=sys.stderr)
