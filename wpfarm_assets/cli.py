@@ -287,8 +287,10 @@ def drill(names: list[str], config: FarmConfig) -> int:
             print(f"{name:{width}}  NOT DRILLED")
             ok = False
             continue
-        proven = (f"{record.get('tables', 0)} tables, {record.get('rows', 0)} rows, {record.get('files', 0)} files, "
-                  f"{record['bytes_restored']:,} bytes")
+        proven = (f"{record.get('tables', 0)} tables, {record.get('rows', 0)} rows, "
+                  + (f"{record['views']} views and {record['routines_called']} routines run, "
+                     if record.get("views") or record.get("routines_called") else "")
+                  + f"{record.get('files', 0)} files, {record['bytes_restored']:,} bytes")
         timing = (f"(database {record.get('db_seconds', 0):.1f} s, files {record.get('files_seconds', 0):.1f} s)")
         if "pitr_seconds" in record:
             timing += (f" + binary logs to {record['pitr_reach'][11:19]}: {record['pitr_transactions']} transactions, "

@@ -129,7 +129,36 @@ def prove_database(db: MariaDB, database: str, manifest: Manifest) -> tuple[list
         siteurl = db.query(f"SELECT option_value FROM {options} WHERE option_name = 'siteurl'")
         if not siteurl or not siteurl[0][0].strip():
             problems.append(f"{prefix}options holds no siteurl")
-    return problems, {"tables": len(counts), "rows": sum(counts.values())}
+    routines, problems_of_objects = prove_objects(db, database)
+    return problems + problems_of_objects, {"tables": len(counts), "rows": sum(counts.values()), **routines}
+
+
+def prove_objects(db: MariaDB, database: str) -> tuple[dict, list[str]]:
+    """Every view of `database` answers a SELECT, every routine without parameters runs (a function
+    is selected, a procedure called, in the scratch database only): they work under this name and
+    this server's accounts. Returns what was proven and the problems."""
+    quoted = "`" + database.replace("`", "``") + "`"
+    problems, proven = [], {"views": 0, "routines_called": 0}
+    for (view,) in db.query(f"SELECT HEX(TABLE_NAME) FROM information_schema.VIEWS WHERE TABLE_SCHEMA = "
+                            f"'{database}'"):
+        name = bytes.fromhex(view).decode()
+        try:
+            db.query(f"SELECT 1 FROM {quoted}.`{name.replace('`', '``')}` LIMIT 1")
+            proven["views"] += 1
+        except WpfarmError as exc:
+            problems.append(f"view {name} cannot be selected: {str(exc).splitlines()[-1]}")
+    rows = db.query("SELECT HEX(r.ROUTINE_NAME), r.ROUTINE_TYPE FROM information_schema.ROUTINES r WHERE "
+                    f"r.ROUTINE_SCHEMA = '{database}' AND NOT EXISTS (SELECT 1 FROM information_schema.PARAMETERS p "
+                    "WHERE p.SPECIFIC_SCHEMA = r.ROUTINE_SCHEMA AND p.SPECIFIC_NAME = r.ROUTINE_NAME "
+                    "AND p.ORDINAL_POSITION > 0)")
+    for routine, kind in rows:
+        name = f"{quoted}.`{bytes.fromhex(routine).decode().replace('`', '``')}`"
+        try:
+            db.query(f"SELECT {name}()" if kind == "FUNCTION" else f"CALL {name}()")
+            proven["routines_called"] += 1
+        except WpfarmError as exc:
+            problems.append(f"{kind.lower()} {bytes.fromhex(routine).decode()} fails: {str(exc).splitlines()[-1]}")
+    return proven, problems
 
 
 def prove_files(runner: Runner, scratch: str, content: str, manifest: Manifest) -> tuple[list[str], dict]:

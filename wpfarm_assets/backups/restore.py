@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import re
 import secrets
 from collections.abc import Callable
 from datetime import date, datetime, timezone
@@ -130,7 +131,9 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
         drop_scratch(db, site.name)  # a killed restore's
     db.create_database(load_into)
     try:
-        plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), db.load(load_into),
+        source = manifest.database or site.database
+        client = db.load(load_into) if load_into == source else Retargeted(db.load(load_into), source, load_into)
+        plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), client,
                                    stall_timeout=db.stall_timeout)
         if tables is not None:
             db.create_database(target)
@@ -153,6 +156,45 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
     return {"backup": key.data_key, "database": target, "plaintext_bytes": plaintext, "backup_time": key.time,
             "refused": refused, "manifest": manifest, "swapped": bool(in_place and swapped),
             **({"tables": sorted(tables)} if tables is not None else {})}
+
+
+_DEFINER = re.compile(rb"DEFINER\s*=\s*(`[^`]*`|'[^']*'|[\w.%$-]+)@(`[^`]*`|'[^']*'|[\w.%$-]+)\s*")
+
+
+class Retargeted:
+    """The `mariadb` client a dump is loaded by, with the dump's views, triggers, routines and events
+    made to work in another database and on a server without their definers: every line but the
+    rows (`INSERT INTO …`) loses its `DEFINER=user@host` (the object is then the restoring
+    account's, which must be able to use it anyway), and its `source`.`…` names become `target`.`…`
+    (mariadb-dump writes them into a view whose definer was missing when it ran). Rows are never
+    touched. The chunks are cut at line ends; a row line passes through whole."""
+
+    def __init__(self, sink, source: str, target: str):
+        self._sink, self._pending = sink, b""
+        self._from = b"`" + source.replace("`", "``").encode() + b"`."
+        self._to = b"`" + target.replace("`", "``").encode() + b"`."
+
+    def _line(self, line: bytes) -> bytes:
+        if line.startswith(b"INSERT INTO "):
+            return line
+        return _DEFINER.sub(b"", line).replace(self._from, self._to)
+
+    def write(self, data: bytes) -> None:
+        *lines, self._pending = (self._pending + data).split(b"\n")
+        if lines:
+            self._sink.write(b"\n".join(map(self._line, lines)) + b"\n")
+
+    def close_stdin(self) -> None:
+        try:
+            if self._pending:
+                self._sink.write(self._line(self._pending))
+        except OSError:
+            pass  # the client died: its exit status says why
+        self._pending = b""
+        self._sink.close_stdin()
+
+    def __getattr__(self, name: str):  # kill, wait, stderr_tail: the client's
+        return getattr(self._sink, name)
 
 
 def logged(db: MariaDB) -> bool:
