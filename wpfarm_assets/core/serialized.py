@@ -1,0 +1,138 @@
+"""A site's address rewritten inside its database values, PHP serialization aware (a clone at a new
+address). WordPress keeps URLs inside PHP-serialized options, widgets and post meta, where a string
+is `s:<length in bytes>:"…";`: a plain text replace changes the bytes and not the length, and
+WordPress then silently drops the whole value. So a serialized value is decoded, each string in it
+rewritten (itself decoded first when it is serialized data too: WordPress nests them), and encoded
+again with the right lengths; anything else is rewritten as text. JSON-escaped (`https:\\/\\/old`)
+and URL-encoded (`https%3A%2F%2Fold`) addresses are rewritten too. A value that looks serialized but
+does not decode is left exactly as it was, and counted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+_INT = re.compile(rb"([bi]):(-?\d+);")
+_FLOAT = re.compile(rb"d:(-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|NAN|-?INF);")
+_COUNTED = re.compile(rb'(s|E):(\d+):"')
+_ARRAY = re.compile(rb"a:(\d+):\{")
+_OBJECT = re.compile(rb'(O|C):(\d+):"')
+_MEMBERS = re.compile(rb'":(\d+):\{')
+_REF = re.compile(rb"[rR]:(\d+);")
+LOOKS_SERIALIZED = re.compile(rb"^(?:[aOC]:\d+:|s:\d+:\"|[bi]:-?\d+;|d:|N;$)")
+
+
+class NotSerialized(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """What to rewrite: every old host (`shop.example.com`), in any scheme, to the new address."""
+
+    old_hosts: tuple[str, ...]
+    new_url: str  # scheme and host (and port), no trailing slash: http://staging.shop.example.com
+
+    def rewriter(self) -> Callable[[bytes], bytes]:
+        new = self.new_url.rstrip("/").encode()
+        new_host = new.split(b"//", 1)[1]
+        json_new, encoded_new = new.replace(b"/", b"\\/"), new.replace(b":", b"%3A").replace(b"/", b"%2F")
+        rules = []
+        for host in sorted(self.old_hosts, key=len, reverse=True):
+            h = re.escape(host.encode())
+            end = rb"(?![\w.-])"  # the whole host: not shop.example.com.evil
+            rules += [
+                (re.compile(rb"https?://" + h + end, re.I), new),
+                (re.compile(rb"https?:\\/\\/" + h + end, re.I), json_new),
+                (re.compile(rb"https?%3A%2F%2F" + h + end, re.I), encoded_new),
+                (re.compile(rb"(?<![:\w\\%])//" + h + end, re.I), b"//" + new_host),  # scheme-relative
+            ]
+
+        def rewrite(text: bytes) -> bytes:
+            for pattern, replacement in rules:
+                text = pattern.sub(lambda _m, r=replacement: r, text)
+            return text
+        return rewrite
+
+
+@dataclass
+class Rewritten:
+    value: bytes
+    serialized: bool  # it was PHP-serialized data (and decoded)
+    broken: bool  # it looked serialized but did not decode: left as it was
+
+
+def rewrite_value(value: bytes, replace: Callable[[bytes], bytes]) -> Rewritten:
+    """The value with every address rewritten (see the module's doc)."""
+    if LOOKS_SERIALIZED.match(value):
+        try:
+            return Rewritten(_rewrite_serialized(value, replace), True, False)
+        except NotSerialized:
+            return Rewritten(value, False, True)
+    return Rewritten(replace(value), False, False)
+
+
+def _rewrite_serialized(data: bytes, replace: Callable[[bytes], bytes]) -> bytes:
+    out: list[bytes] = []
+    end = _value(data, 0, out, replace)
+    if end != len(data):
+        raise NotSerialized(f"trailing bytes at {end}")
+    return b"".join(out)
+
+
+def _string(text: bytes, replace: Callable[[bytes], bytes]) -> bytes:
+    """A string inside serialized data: serialized data itself (decoded and rewritten), or text
+    (its length is counted again: a text replace is safe here)."""
+    if LOOKS_SERIALIZED.match(text):
+        try:
+            return _rewrite_serialized(text, replace)
+        except NotSerialized:
+            pass
+    return replace(text)
+
+
+def _value(d: bytes, i: int, out: list[bytes], replace: Callable[[bytes], bytes]) -> int:
+    """Rewrite the value starting at `i` into `out`; return where it ends."""
+    if d.startswith(b"N;", i):
+        out.append(b"N;")
+        return i + 2
+    if m := _INT.match(d, i) or _FLOAT.match(d, i) or _REF.match(d, i):
+        out.append(m[0])
+        return m.end()
+    if m := _COUNTED.match(d, i):  # s:N:"…"; a string (N bytes), or E:N:"Class:Case"; an enum
+        start = m.end()
+        stop = start + int(m[2])
+        if not d.startswith(b'";', stop):
+            raise NotSerialized(f"string at {i} is not {m[2].decode()} bytes long")
+        text = d[start:stop] if m[1] == b"E" else _string(d[start:stop], replace)
+        out.append(b'%s:%d:"%s";' % (m[1], len(text), text))
+        return stop + 2
+    if m := _ARRAY.match(d, i):
+        out.append(m[0])
+        i = m.end()
+        for _ in range(2 * int(m[1])):  # keys and values
+            i = _value(d, i, out, replace)
+        return _close(d, i, out)
+    if m := _OBJECT.match(d, i):  # O:N:"Class":M:{members} or C:N:"Class":M:{M bytes of its own format}
+        name_end = m.end() + int(m[2])
+        members = _MEMBERS.match(d, name_end)
+        if members is None:
+            raise NotSerialized(f"object at {i} has no member count")
+        out.append(d[i:members.end()])
+        i = members.end()
+        if m[1] == b"C":
+            out.append(d[i:i + int(members[1])])  # the class's own serialization: not ours to rewrite
+            return _close(d, i + int(members[1]), out)
+        for _ in range(2 * int(members[1])):
+            i = _value(d, i, out, replace)
+        return _close(d, i, out)
+    raise NotSerialized(f"no value at {i}")
+
+
+def _close(d: bytes, i: int, out: list[bytes]) -> int:
+    if not d.startswith(b"}", i):
+        raise NotSerialized(f"no closing brace at {i}")
+    out.append(b"}")
+    return i + 1
