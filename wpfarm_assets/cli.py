@@ -210,6 +210,44 @@ def backup(names: list[str], config: FarmConfig, failed_only: bool = False) -> i
     return 0 if ok else 1
 
 
+def clone(args: argparse.Namespace, config: FarmConfig) -> int:
+    """`wpfarm clone SITE NEW_NAME`: a staging clone at a new address; `--delete NAME` removes one
+    (backups/clone.py). Files restored on this machine; the database through this machine's client."""
+    from resources.ssh import LocalRunner
+    from wpfarm_assets.backups.clone import clone_site, delete_clone
+    from wpfarm_assets.backups.retired import site_or_retired
+    from wpfarm_assets.definitions import build_resources
+
+    runner = LocalRunner()  # the clone's folder is on this machine; its database through this client
+    db = build_resources(config)["mariadb"].process_config_and_initialize().client(runner)
+    resource = object_store_of(config)
+    store = resource.store()
+    if args.delete:
+        if args.name:
+            raise ConfigError("clone --delete takes one name: the clone's")
+        record = delete_clone(store, db, runner, config, args.site)
+        print(f"{args.site}: clone of {record['clone_of']} removed (database {record['database']}, "
+              f"folder {record['content_path'].rsplit('/', 1)[0]})")
+        return 0
+    if not args.name:
+        raise ConfigError("clone SITE NEW_NAME: the new name is missing")
+    if args.at:
+        parse_at(args.at)
+    site, _ = site_or_retired(config, store, args.site)
+    on = date.fromisoformat(args.date) if args.date else None
+    done = clone_site(config, site, store, db, runner, resource.repository(site.name, runner), args.gnupg_home,
+                      args.name, args.database, args.content_path, args.url, on, args.at)
+    print(f"{done['name']}: clone of {site.name} at {done['url']}: database {done['database']} "
+          f"(from {done['database_backup'].rsplit('/', 1)[-1]}), files in {done['content_path']}; "
+          "search engines asked to stay away (blog_public 0)")
+    for table, rows in sorted(done["rows_changed"].items()):
+        print(f"  {table}: {rows} row(s) rewritten")
+    if done["left_alone"]:
+        print(f"  {done['left_alone']} value(s) looked serialized but did not decode: left as they were")
+    print(f"remove it with: wpfarm clone --delete {done['name']}")
+    return 0
+
+
 def export(args: argparse.Namespace, config: FarmConfig) -> int:
     """`wpfarm export SITE --to FILE`: the site's backup as one zip for its owner (backups/export.py)."""
     from wpfarm_assets.backups.export import export_site
@@ -363,6 +401,13 @@ def status(config: FarmConfig) -> int:
         for f in retired:
             print(f"{f.site:{width}}  {f.severity.upper():8}  {f.reason}")
     findings += retired
+    from wpfarm_assets.backups.clone import clones
+
+    if staging := clones(store):
+        print("\nclones (staging copies: not backed up, not drilled; wpfarm clone --delete NAME removes one):")
+        for c in sorted(staging, key=lambda c: c["name"]):
+            print(f"{c['name']:{width}}  clone of {c['clone_of']} at {c['url']}, made {c['created_at'][:16]} "
+                  f"from {c['database_backup'].rsplit('/', 1)[-1]}, database {c['database']}")
     bad = [f for f in findings if f.severity in ALERTING]
     print(f"\n{sum(f.severity == OK for f in findings)} ok, {sum(f.severity == NEW for f in findings)} new "
           f"(nothing to check yet), {sum(f.severity == 'warning' for f in bad)} warning, "
@@ -772,6 +817,16 @@ def parser() -> argparse.ArgumentParser:
     fl.add_argument("action", choices=["ls", "cat"])
     fl.add_argument("path", nargs="?", metavar="PATH", help="wp-content/… or wp-config.php (ls: default the top)")
     fl.add_argument("--at", help="yyyymmddThhmmssZ: this files backup (default: the newest)")
+    cl = sub.add_parser("clone", help="a staging clone of a site at a new address (or --delete one)")
+    cl.add_argument("site", metavar="SITE", help="the site to clone (with --delete: the clone to remove)")
+    cl.add_argument("name", nargs="?", metavar="NEW_NAME", help="the clone's name and address")
+    cl.add_argument("--delete", action="store_true", help="remove the clone SITE: database, folder, record")
+    cl.add_argument("--date", help="YYYY-MM-DD (UTC): from the newest good backups of that day")
+    cl.add_argument("--at", help="yyyymmddThhmmssZ: from this database backup")
+    cl.add_argument("--database", type=identifier, help="default: wp_<name with _ for dots and dashes>_<digest>")
+    cl.add_argument("--content-path", type=absolute_path, help="default: <provisioning.sites_root>/NEW_NAME/wp-content")
+    cl.add_argument("--url", help="the clone's address (default http(s)://NEW_NAME, the site's scheme)")
+    cl.add_argument("--gnupg-home", default=os.environ.get("GNUPGHOME"), help="keyring with the farm's private key")
     ex = sub.add_parser("export", help="one zip of a site's backup for its owner: database.sql, wp-content, "
                                        "wp-config.php (secrets blanked), README.txt; its sha256 printed")
     ex.add_argument("site", metavar="SITE")
@@ -843,6 +898,8 @@ def main(argv: list[str] | None = None) -> int:
             return offsite(args, config)
         if args.command == "export":
             return export(args, config)
+        if args.command == "clone":
+            return clone(args, config)
         return backup(args.sites, config, args.failed) if args.command == "backup" else restore(args, config)
     except WpfarmError as exc:  # meant for the operator: one line; anything else is a bug and keeps its traceback
         print(f"wpfarm: {exc}", file=sys.stderr)

@@ -172,6 +172,14 @@ def split_future(keys: Iterable[BackupKey], now: datetime) -> tuple[list[BackupK
     return [k for k in ordered if k.time <= limit], [k for k in ordered if k.time > limit]
 
 
+# Staging clones (backups/clone.py): `clones/<name>.json`, which site each is of and where it is.
+CLONES = "clones/"
+
+
+def clone_record_key(name: str) -> str:
+    return f"{CLONES}{validate_site_name(name)}.json"
+
+
 # The farm's binary-log archive (point-in-time recovery): farm-wide, not per site, since one binary
 # log holds every site's writes. `binlogs/<archive stamp>-<nn>.binlog.zst.gpg` with its `.json`
 # manifest beside (written last), in the order they were archived; `binlogs/gaps/<stamp>.json`

@@ -1,0 +1,160 @@
+"""A staging clone of a site at a new address (`wpfarm clone`): its backup restored into a new
+database and folder, then every address of the site rewritten to the clone's in every table of its
+table prefix (core/serialized.py: PHP-serialized values decoded and encoded again), `guid` columns
+left alone (WordPress's own advice: they are identifiers, not links), search engines told to stay
+away (`blog_public` 0), and wp-config.php pointed at the clone's database. The production site is
+only read. A clone is recorded in the store as `clones/<name>.json` (which site, when, where), not in
+farm.yaml: it is not backed up, drilled or retired; `wpfarm clone --delete` removes it, and
+nothing that is not a clone.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date, datetime, timezone
+
+from resources.mariadb import MariaDB
+from resources.object_store import Store, StoreError, exists
+from resources.restic import Repository
+from resources.ssh import Runner, run
+from wpfarm_assets.backups.identity import host, table_prefix
+from wpfarm_assets.backups.restore import restore_database, restore_files
+from wpfarm_assets.core.config import FarmConfig, Site, validate_content_path, validate_identifier, validate_site_name
+from wpfarm_assets.core.errors import WpfarmError
+from wpfarm_assets.core.keys import CLONES, clone_record_key
+from wpfarm_assets.core.serialized import Addresses, rewrite_value
+
+TEXT_TYPES = ("char", "varchar", "tinytext", "text", "mediumtext", "longtext")
+
+
+class CloneError(WpfarmError):
+    """A clone refused or failed; the message says why."""
+
+
+def clone_problem(config: FarmConfig, store: Store, db: MariaDB, runner: Runner, name: str, database: str,
+                  content_path: str) -> str | None:
+    """Why the clone cannot go there: a name, database or folder that is a site's (or a clone's),
+    or a database or folder that exists already. No --force for this one."""
+    if any(s.name == name for s in config.sites):
+        return f"{name} is a site of the farm"
+    if exists(store, clone_record_key(name)):
+        return f"{name} is a clone already (wpfarm clone --delete {name} first)"
+    if database in config.databases or db.database_exists(database):
+        return f"database {database} exists" + (" and is a site's" if database in config.databases else "")
+    root = content_path.rsplit("/", 1)[0]
+    if any(s.root == root or s.content_path == content_path for s in config.sites) or runner.exists(root):
+        return f"folder {root} exists"
+    return None
+
+
+def rewrite_database(db: MariaDB, database: str, addresses: Addresses) -> dict:
+    """Rewrite every address in the text columns of the site's tables (those of its table prefix;
+    `guid` left alone). Each distinct value is rewritten once and updated where the column holds
+    exactly it, so tables without a primary key are handled too. Returns the rows changed per
+    table and the values left alone because they looked serialized and did not decode."""
+    quoted = "`" + database.replace("`", "``") + "`"
+    prefix = table_prefix(db.row_counts(database) or {})
+    if prefix is None:
+        raise CloneError(f"{database} holds no WordPress tables: nothing to rewrite")
+    columns = [(bytes.fromhex(t).decode(), bytes.fromhex(c).decode()) for t, c in db.query(
+        "SELECT HEX(TABLE_NAME), HEX(COLUMN_NAME) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = "
+        f"'{database}' AND DATA_TYPE IN ({', '.join(repr(t) for t in TEXT_TYPES)}) AND COLUMN_NAME <> 'guid'")]
+    replace = addresses.rewriter()
+    like = " OR ".join(f"{{col}} LIKE '%{h}%'" for h in addresses.old_hosts)
+    statements, changed, broken = [], {}, 0
+    for table, column in columns:
+        if not table.startswith(prefix):
+            continue
+        col = "`" + column.replace("`", "``") + "`"
+        target = f"{quoted}.`{table.replace('`', '``')}`"
+        for value, count in db.query(f"SELECT HEX({col}), COUNT(*) FROM {target} WHERE {like.format(col=col)} "
+                                     f"GROUP BY BINARY {col}"):
+            old = bytes.fromhex(value)
+            new = rewrite_value(old, replace)
+            broken += new.broken
+            if new.value != old:
+                statements.append(f"UPDATE {target} SET {col} = X'{new.value.hex()}' WHERE BINARY {col} = X'{value}';")
+                changed[table] = changed.get(table, 0) + int(count)
+    options = f"{quoted}.`{prefix}options`"
+    statements += [f"UPDATE {options} SET option_value = '0' WHERE option_name = 'blog_public';",
+                   f"INSERT INTO {options} (option_name, option_value, autoload) SELECT 'blog_public', '0', 'yes' "
+                   f"FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM {options} WHERE option_name = 'blog_public');"]
+    client = db.load(database)
+    client.write("\n".join(statements).encode() + b"\n")
+    client.close_stdin()
+    if (status := client.wait()) != 0:
+        raise CloneError(f"rewriting the addresses in {database} failed (status {status}): {client.stderr_tail()}")
+    return {"rows_changed": changed, "left_alone": broken}
+
+
+def clone_site(config: FarmConfig, site: Site, store: Store, db: MariaDB, runner: Runner, repository: Repository,
+               gnupg_home: str | None, name: str, database: str | None = None, content_path: str | None = None,
+               url: str | None = None, on: date | None = None, at: str | None = None) -> dict:
+    """Restore `site`'s backup as the clone `name` (see the module's doc); return what was done."""
+    from wpfarm_assets.provisioning.plans import default_database_name
+
+    validate_site_name(name)
+    database = validate_identifier(database or default_database_name(name))
+    content_path = validate_content_path(content_path or f"{config.provisioning.sites_root}/{name}/wp-content")
+    if problem := clone_problem(config, store, db, runner, name, database, content_path):
+        raise CloneError(f"clone {name} of {site.name}: {problem}; refused")
+    started = datetime.now(timezone.utc)
+    restored = restore_database(site, store, db, gnupg_home, to_database=database, on=on, at=at)
+    manifest = restored["manifest"]
+    scheme = (manifest.siteurl or "").split("://")[0] if "://" in (manifest.siteurl or "") else "http"
+    new_url = (url or f"{scheme}://{name}").rstrip("/")
+    old = {site.name, f"www.{site.name}", *(host(a) for a in [*(manifest.site_addresses or []), *site.addresses,
+                                                             *(a for a in (manifest.siteurl, manifest.home) if a)])}
+    old = tuple(sorted(h for h in old if h and h != host(new_url)))
+    addresses = Addresses(old, new_url)
+    try:
+        rewritten = rewrite_database(db, database, addresses)
+        root = content_path.rsplit("/", 1)[0]
+        files = restore_files(site, store, runner, gnupg_home, to_path=root, on=on, repository=repository)
+        _point_config(runner, f"{root}/wp-config.php", database, addresses)
+    except BaseException:
+        db.drop_database(database)  # nothing of a clone that did not complete is left
+        run(runner, ["rm", "-rf", "--one-file-system", "--", content_path.rsplit("/", 1)[0]])
+        raise
+    record = {"name": name, "clone_of": site.name, "database": database, "content_path": content_path,
+              "url": new_url, "created_at": started.isoformat(), "database_backup": restored["backup"],
+              "files_backup": files["backup"], "rows_changed": rewritten["rows_changed"],
+              "left_alone": rewritten["left_alone"], "old_hosts": list(old)}
+    store.put_bytes(clone_record_key(name), json.dumps(record, indent=1).encode())
+    return record
+
+
+def _point_config(runner: Runner, path: str, database: str, addresses: Addresses) -> None:
+    """wp-config.php: DB_NAME set to the clone's database, the site's addresses rewritten."""
+    if not runner.exists(path):
+        return
+    text = run(runner, ["cat", "--", path]).encode()
+    text = re.sub(rb"""(define\s*\(\s*['"]DB_NAME['"]\s*,\s*)(['"]).*?\2""",
+                  lambda m: m[1] + m[2] + database.encode() + m[2], text)
+    proc = runner.start(["sh", "-c", 'cat > "$1"', "sh", path], stdin=True)
+    proc.write(addresses.rewriter()(text))
+    proc.close_stdin()
+    if proc.wait() != 0:
+        raise CloneError(f"cannot write {path}: {proc.stderr_tail()}")
+
+
+def clones(store: Store) -> list[dict]:
+    """Every clone recorded in the store."""
+    return [json.loads(store.get_bytes(o.key)) for o in store.list(CLONES) if o.key.endswith(".json")]
+
+
+def delete_clone(store: Store, db: MariaDB, runner: Runner, config: FarmConfig, name: str) -> dict:
+    """Remove a clone: its database, its folder, its record. Refuses anything that is not a clone."""
+    validate_site_name(name)
+    try:
+        record = json.loads(store.get_bytes(clone_record_key(name)))
+    except StoreError:
+        raise CloneError(f"{name} is not a clone (no {clone_record_key(name)}): refused") from None
+    if record["database"] in config.databases or any(s.name == name for s in config.sites):
+        raise CloneError(f"{name}'s database {record['database']} is a site's: refused")
+    db.drop_database(validate_identifier(record["database"]))
+    root = validate_content_path(record["content_path"]).rsplit("/", 1)[0]
+    run(runner, ["rm", "-rf", "--one-file-system", "--", root])
+    store.delete([clone_record_key(name)])
+    return record
