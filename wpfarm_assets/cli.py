@@ -258,6 +258,8 @@ def export(args: argparse.Namespace, config: FarmConfig) -> int:
     to = Path(validate_absolute_path(str(Path(args.to).absolute())))
     if not to.parent.is_dir():
         raise ConfigError(f"--to {args.to}: folder {to.parent} does not exist")
+    if to.exists() or to.is_symlink():
+        raise ConfigError(f"--to {args.to} exists: refused (an export never replaces a file)")
     resource = object_store_of(config)
     site, _ = site_or_retired(config, resource.store(), args.site)
     done = export_site(site, resource.store(), resource.repository(site.name), args.gnupg_home, to, args.at,
@@ -830,7 +832,7 @@ def parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="one zip of a site's backup for its owner: database.sql, wp-content, "
                                        "wp-config.php (secrets blanked), README.txt; its sha256 printed")
     ex.add_argument("site", metavar="SITE")
-    ex.add_argument("--to", required=True, metavar="FILE", help="the zip to write (replaced when whole)")
+    ex.add_argument("--to", required=True, metavar="FILE", help="the zip to write (it must not exist)")
     ex.add_argument("--at", help="yyyymmddThhmmssZ: this database backup, with the newest files backup before it")
     ex.add_argument("--include-secrets", action="store_true",
                     help="keep wp-config.php's database password, keys and salts (default: blanked)")

@@ -49,6 +49,17 @@ def test_views_triggers_and_routines_of_a_vanished_definer_work_in_another_datab
         db.drop_database(other)
 
     capsys.readouterr()
+    clone = f"copy.{site['name']}"
+    assert main(["clone", site["name"], clone, "--content-path", f"{farm.workdir}/clones/{clone}/wp-content",
+                 "--gnupg-home", keyring.home]) == 0
+    database = next(line for line in capsys.readouterr().out.splitlines() if "database " in line).split(
+        "database ")[1].split(" ")[0]
+    posts = db.query(f"SELECT COUNT(*) FROM `{database}`.wp_posts")[0][0]
+    assert db.query(f"SELECT `{database}`.posts()")[0][0] == posts  # the clone's routines and views work
+    assert int(db.query(f"SELECT COUNT(*) FROM `{database}`.recent")[0][0]) > 0
+    db.query(f"UPDATE `{database}`.wp_posts SET post_title = 'edited' WHERE ID = 1")  # its trigger: no 1449
+    assert main(["clone", "--delete", clone]) == 0
+
     assert main(["drill", site["name"]]) == 0, capsys.readouterr()
     store = store_of(load_config())
     record = json.loads(store.get_bytes(max(o.key for o in store.list(f"{site_root(site['name'])}drills/"))))

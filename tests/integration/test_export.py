@@ -66,8 +66,12 @@ def test_an_export_loads_anywhere_and_keeps_no_secrets(make_farm, db, keyring, d
     finally:
         db.drop_database(scratch)
 
-    assert main(["export", site["name"], "--to", str(out_file), "--include-secrets", "--gnupg-home", keyring.home]) == 0
-    with zipfile.ZipFile(out_file) as zf:
+    capsys.readouterr()
+    assert main(["export", site["name"], "--to", str(out_file), "--gnupg-home", keyring.home]) == 2  # exists
+    assert "exists: refused" in capsys.readouterr().err and printed == hashlib.sha256(out_file.read_bytes()).hexdigest()
+    with_secrets = tmp_path / "export" / "with-secrets.zip"
+    assert main(["export", site["name"], "--to", str(with_secrets), "--include-secrets", "--gnupg-home", keyring.home]) == 0
+    with zipfile.ZipFile(with_secrets) as zf:
         assert zf.read("wp-config.php") == CONFIG
 
     capsys.readouterr()
