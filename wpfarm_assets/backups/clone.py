@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import date, datetime, timezone
 
 from resources.mariadb import MariaDB
@@ -109,7 +110,9 @@ def clone_site(config: FarmConfig, site: Site, store: Store, db: MariaDB, runner
     old = tuple(sorted(h for h in old if h and h != host(new_url)))
     addresses = Addresses(old, new_url)
     try:
+        rewriting = time.monotonic()
         rewritten = rewrite_database(db, database, addresses)
+        rewrite_seconds = time.monotonic() - rewriting
         root = content_path.rsplit("/", 1)[0]
         files = restore_files(site, store, runner, gnupg_home, to_path=root, on=on, repository=repository)
         _point_config(runner, f"{root}/wp-config.php", database, addresses)
@@ -120,7 +123,7 @@ def clone_site(config: FarmConfig, site: Site, store: Store, db: MariaDB, runner
     record = {"name": name, "clone_of": site.name, "database": database, "content_path": content_path,
               "url": new_url, "created_at": started.isoformat(), "database_backup": restored["backup"],
               "files_backup": files["backup"], "rows_changed": rewritten["rows_changed"],
-              "left_alone": rewritten["left_alone"], "old_hosts": list(old)}
+              "left_alone": rewritten["left_alone"], "old_hosts": list(old), "rewrite_seconds": round(rewrite_seconds, 2)}
     store.put_bytes(clone_record_key(name), json.dumps(record, indent=1).encode())
     return record
 
