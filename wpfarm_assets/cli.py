@@ -214,8 +214,7 @@ def clone(args: argparse.Namespace, config: FarmConfig) -> int:
     """`wpfarm clone SITE NEW_NAME`: a staging clone at a new address; `--delete NAME` removes one
     (backups/clone.py). Files restored on this machine; the database through this machine's client."""
     from resources.ssh import LocalRunner
-    from wpfarm_assets.backups.clone import clone_site, delete_clone
-    from wpfarm_assets.backups.retired import site_or_retired
+    from wpfarm_assets.backups.clone import clone_problem, clone_target, delete_clone
     from wpfarm_assets.definitions import build_resources
 
     runner = LocalRunner()  # the clone's folder is on this machine; its database through this client
@@ -233,11 +232,19 @@ def clone(args: argparse.Namespace, config: FarmConfig) -> int:
         raise ConfigError("clone SITE NEW_NAME: the new name is missing")
     if args.at:
         parse_at(args.at)
-    site, _ = site_or_retired(config, store, args.site)
-    on = date.fromisoformat(args.date) if args.date else None
-    done = clone_site(config, site, store, db, runner, resource.repository(site.name, runner), args.gnupg_home,
-                      args.name, args.database, args.content_path, args.url, on, args.at)
-    print(f"{done['name']}: clone of {site.name} at {done['url']}: database {done['database']} "
+    if args.date:
+        date.fromisoformat(args.date)
+    database, content_path = clone_target(config, args.name, args.database, args.content_path)
+    if problem := clone_problem(config, store, db, runner, args.name, database, content_path):
+        raise ConfigError(f"clone {args.name} of {args.site}: {problem}; refused")
+    op_config = {"site": args.site, "name": args.name, "date": args.date, "at": args.at, "database": args.database,
+                 "content_path": args.content_path, "url": args.url, "gnupg_home": args.gnupg_home}
+    result = run_job("clone_site", config, instance(), f"{args.site} as {args.name}",
+                     run_config={"ops": {"clone_site_op": {"config": op_config}}})
+    if not result.success:
+        return 1
+    done = result.output_for_node("clone_site_op")
+    print(f"{done['name']}: clone of {done['clone_of']} at {done['url']}: database {done['database']} "
           f"(from {done['database_backup'].rsplit('/', 1)[-1]}), files in {done['content_path']}; "
           "search engines asked to stay away (blog_public 0)")
     for table, rows in sorted(done["rows_changed"].items()):

@@ -33,6 +33,15 @@ class CloneError(WpfarmError):
     """A clone refused or failed; the message says why."""
 
 
+def clone_target(config: FarmConfig, name: str, database: str | None, content_path: str | None) -> tuple[str, str]:
+    """The clone's database and content folder: as given, or derived from its name (validated)."""
+    from wpfarm_assets.provisioning.plans import default_database_name
+
+    validate_site_name(name)
+    return (validate_identifier(database or default_database_name(name)),
+            validate_content_path(content_path or f"{config.provisioning.sites_root}/{name}/wp-content"))
+
+
 def clone_problem(config: FarmConfig, store: Store, db: MariaDB, runner: Runner, name: str, database: str,
                   content_path: str) -> str | None:
     """Why the clone cannot go there: a name, database or folder that is a site's (or a clone's),
@@ -93,11 +102,7 @@ def clone_site(config: FarmConfig, site: Site, store: Store, db: MariaDB, runner
                gnupg_home: str | None, name: str, database: str | None = None, content_path: str | None = None,
                url: str | None = None, on: date | None = None, at: str | None = None) -> dict:
     """Restore `site`'s backup as the clone `name` (see the module's doc); return what was done."""
-    from wpfarm_assets.provisioning.plans import default_database_name
-
-    validate_site_name(name)
-    database = validate_identifier(database or default_database_name(name))
-    content_path = validate_content_path(content_path or f"{config.provisioning.sites_root}/{name}/wp-content")
+    database, content_path = clone_target(config, name, database, content_path)
     if problem := clone_problem(config, store, db, runner, name, database, content_path):
         raise CloneError(f"clone {name} of {site.name}: {problem}; refused")
     started = datetime.now(timezone.utc)

@@ -38,6 +38,7 @@ from wpfarm_assets.backups.checks import (
     file_archive_age_check,
     restore_drill_check,
 )
+from wpfarm_assets.backups.clone import clone_site
 from wpfarm_assets.backups.offsite import (
     OffsiteError,
     materialize_repository,
@@ -274,6 +275,43 @@ def offsite_source(config: RestoreSiteConfig, farm: FarmConfig, site, storage_no
     except WpfarmError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
     return AsOfStore(copy, as_of), scratch_repository_dir() if config.kind != "db" else None
+
+
+class CloneSiteConfig(dg.Config):
+    site: str  # the site to clone (only read)
+    name: str  # the clone's name and address (NEW_NAME)
+    date: str | None = None  # YYYY-MM-DD: from the newest good backups of that UTC day
+    at: str | None = None  # yyyymmddThhmmssZ: from this database backup
+    database: str | None = None  # default: derived from the name, as `wpfarm site create` does
+    content_path: str | None = None  # default: <provisioning.sites_root>/<name>/wp-content
+    url: str | None = None  # default: http(s)://<name>, the site's scheme
+    gnupg_home: str | None = None  # keyring with the farm's private key; default $GNUPGHOME
+
+
+@dg.op
+def clone_site_op(context: dg.OpExecutionContext, config: CloneSiteConfig, farm: dg.ResourceParam[FarmConfig],
+                  mariadb: MariaDBResource, object_store: ObjectStoreResource) -> dict:
+    """A staging clone at a new address (backups/clone.py), on the machine running this op."""
+    runner, store = LocalRunner(), object_store.store()
+    try:
+        site, _ = site_or_retired(farm, store, config.site)
+        record = clone_site(farm, site, store, mariadb.client(runner), runner, object_store.repository(site.name, runner),
+                            config.gnupg_home, config.name, config.database, config.content_path, config.url,
+                            date.fromisoformat(config.date) if config.date else None, config.at)
+    except (WpfarmError, ValueError) as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
+    context.add_output_metadata({"clone": record["name"], "url": record["url"], "database": record["database"],
+                                 "content_path": record["content_path"],
+                                 "rows_changed": dg.MetadataValue.json(record["rows_changed"]),
+                                 "left_alone": record["left_alone"], "rewrite_seconds": record["rewrite_seconds"]})
+    return record
+
+
+@dg.job(name="clone_site", description="A staging clone of one site at a new address: its backup restored into a new "
+        "database and folder, every address rewritten (serialized-safe), blog_public 0. `wpfarm clone --delete` "
+        "removes it.")
+def clone_site_job():
+    clone_site_op()
 
 
 @dg.job(description="Restore one site's database and/or files from its newest (or a given day's) backup.")
