@@ -25,6 +25,11 @@ def test_a_restore_in_place_can_be_undone_from_its_checkpoint(make_farm, db, key
     edited.write_bytes(b"edited today")
     today = db.checksums(site["database"]), tree_digest(farm.site_root(0))
 
+    store = object_store_of(load_config()).store()
+    listed = sorted(o.key for o in store.list(site_root(site["name"])))
+    assert main(["restore", site["name"], "--kind", "db", "--table", "wp_nothing", "--gnupg-home", keyring.home]) == 1
+    assert sorted(o.key for o in store.list(site_root(site["name"]))) == listed  # refused: no checkpoint either
+
     capsys.readouterr()
     assert main(["restore", site["name"], "--gnupg-home", keyring.home]) == 0
     out = capsys.readouterr().out
@@ -33,7 +38,6 @@ def test_a_restore_in_place_can_be_undone_from_its_checkpoint(make_farm, db, key
     assert (db.checksums(site["database"]), tree_digest(farm.site_root(0))) == nightly
 
     resource = object_store_of(load_config())
-    store = resource.store()
     entry = group_listing(list(store.list(site_root(site["name"]))))[site["name"]]
     assert [k.stamp for k in entry.checkpoints["db"]] == [undo["db"]]  # not among the site's restore points
     assert undo["db"] not in [k.stamp for k in entry.backups["db"]]

@@ -74,9 +74,20 @@ def test_a_clone_reads_its_new_address_everywhere_and_production_is_untouched(ma
         main(["status"])
         assert f"{clone}  clone of {name} at https://{clone}" in capsys.readouterr().out
 
-        # Names, databases and folders that are a site's or exist: refused, --force or not.
-        assert main(["clone", name, name, "--gnupg-home", keyring.home]) == 2
-        assert main(["clone", name, "other.example.com", "--database", prod, "--gnupg-home", keyring.home]) == 2
+        # Names, databases and folders that are a site's or exist, and bad input: one line, nothing written.
+        databases = db.query("SHOW DATABASES")
+        for argv, words in (([name, name], "is a site of the farm"),
+                            ([name, "other.example.com", "--database", prod], "exists and is a site's"),
+                            ([name, "other.example.com", "--content-path", f"{farm.site_root(0)}/x/wp-content"],
+                             "overlaps"),
+                            ([name, "Not_A_Host"], "not a valid DNS host name"),
+                            ([name, "other.example.com", "--url", "staging.example.com"], "http(s)://host"),
+                            ([name, "other.example.com", "--date", "yesterday"], "YYYY-MM-DD")):
+            capsys.readouterr()
+            assert main(["clone", *argv, "--gnupg-home", keyring.home]) == 2, argv
+            err = capsys.readouterr().err
+            assert words in err and len(err.strip().splitlines()) == 1, err
+        assert db.query("SHOW DATABASES") == databases and not (tmp_path / "srv" / "other.example.com").exists()
         assert main(["clone", "--delete", name]) == 2
         assert "is not a clone" in capsys.readouterr().err
     finally:

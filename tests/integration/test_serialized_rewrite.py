@@ -83,5 +83,7 @@ def test_text_json_and_encoded_forms_and_what_is_left_alone():
     assert REWRITE(f'{{"url":"https:\\/\\/{OLD}\\/x"}}'.encode()) == b'{"url":"http:\\/\\/staging.shop.example.com\\/x"}'
     assert REWRITE(f"u=https%3A%2F%2F{OLD}%2F".encode()) == b"u=http%3A%2F%2Fstaging.shop.example.com%2F"
     assert REWRITE(f"https://{OLD}.evil.example and mail@{OLD}".encode()) == f"https://{OLD}.evil.example and mail@{OLD}".encode()
+    padded = rewrite_value(b' \n' + f's:{len(OLD) + 8}:"https://{OLD}";'.encode() + b'\n', REWRITE)  # WordPress trims
+    assert padded.serialized and padded.value == b' \n' + f's:{len(NEW)}:"{NEW}";'.encode() + b'\n'
     broken = rewrite_value(b's:99:"https://shop.example.com";', REWRITE)  # a length that lies: left exactly as it was
     assert broken.broken and broken.value == b's:99:"https://shop.example.com";'

@@ -14,19 +14,22 @@ import json
 import re
 import time
 from datetime import date, datetime, timezone
+from urllib.parse import urlsplit
 
 from resources.mariadb import MariaDB
 from resources.object_store import Store, StoreError, exists
 from resources.restic import Repository
 from resources.ssh import Runner, run
 from wpfarm_assets.backups.identity import host, table_prefix
-from wpfarm_assets.backups.restore import restore_database, restore_files
+from wpfarm_assets.backups.restore import nearest_backup, restore_database, restore_files
 from wpfarm_assets.core.config import FarmConfig, Site, validate_content_path, validate_identifier, validate_site_name
 from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.keys import CLONES, clone_record_key
 from wpfarm_assets.core.serialized import Addresses, rewrite_value
 
 TEXT_TYPES = ("char", "varchar", "tinytext", "text", "mediumtext", "longtext")
+INTEGER_TYPES = ("tinyint", "smallint", "mediumint", "int", "bigint")
+_HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
 
 
 class CloneError(WpfarmError):
@@ -53,39 +56,71 @@ def clone_problem(config: FarmConfig, store: Store, db: MariaDB, runner: Runner,
     if database in config.databases or db.database_exists(database):
         return f"database {database} exists" + (" and is a site's" if database in config.databases else "")
     root = content_path.rsplit("/", 1)[0]
-    if any(s.root == root or s.content_path == content_path for s in config.sites) or runner.exists(root):
+    for s in config.sites:  # neither inside a site's folder nor around one
+        if root == s.root or root.startswith(f"{s.root}/") or s.root.startswith(f"{root}/"):
+            return f"folder {root} overlaps {s.name}'s ({s.root})"
+    if runner.exists(root):
         return f"folder {root} exists"
     return None
 
 
+def clone_url(url: str | None, name: str, scheme: str) -> str:
+    """The clone's address: `url` (http(s)://host[:port], nothing after it), or scheme://name."""
+    if url is None:
+        return f"{scheme}://{name}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/") or parts.query:
+        raise CloneError(f"--url {url!r}: give the clone's address as http(s)://host[:port]")
+    return url.rstrip("/")
+
+
 def rewrite_database(db: MariaDB, database: str, addresses: Addresses) -> dict:
-    """Rewrite every address in the text columns of the site's tables (those of its table prefix;
-    `guid` left alone). Each distinct value is rewritten once and updated where the column holds
-    exactly it, so tables without a primary key are handled too. Returns the rows changed per
-    table and the values left alone because they looked serialized and did not decode."""
+    """Rewrite every address in the text columns of the site's base tables (those of its table
+    prefix; `guid` left alone). A row is updated by its primary key when the table has an integer
+    one (WordPress's tables do); else each distinct value is updated where the column holds exactly
+    it (tables without a primary key). Returns the rows changed per table and the values left alone
+    because they looked serialized and did not decode."""
     quoted = "`" + database.replace("`", "``") + "`"
     prefix = table_prefix(db.row_counts(database) or {})
     if prefix is None:
         raise CloneError(f"{database} holds no WordPress tables: nothing to rewrite")
     columns = [(bytes.fromhex(t).decode(), bytes.fromhex(c).decode()) for t, c in db.query(
-        "SELECT HEX(TABLE_NAME), HEX(COLUMN_NAME) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = "
-        f"'{database}' AND DATA_TYPE IN ({', '.join(repr(t) for t in TEXT_TYPES)}) AND COLUMN_NAME <> 'guid'")]
+        "SELECT HEX(c.TABLE_NAME), HEX(c.COLUMN_NAME) FROM information_schema.COLUMNS c JOIN information_schema.TABLES t "
+        "ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME AND t.TABLE_TYPE = 'BASE TABLE' "
+        f"WHERE c.TABLE_SCHEMA = '{database}' AND c.DATA_TYPE IN ({', '.join(repr(t) for t in TEXT_TYPES)}) "
+        "AND c.COLUMN_NAME <> 'guid'")]
+    keys: dict[str, list[tuple[str, str]]] = {}
+    for t, c, kind in db.query("SELECT HEX(k.TABLE_NAME), HEX(k.COLUMN_NAME), c.DATA_TYPE FROM "
+                               "information_schema.KEY_COLUMN_USAGE k JOIN information_schema.COLUMNS c ON "
+                               "c.TABLE_SCHEMA = k.TABLE_SCHEMA AND c.TABLE_NAME = k.TABLE_NAME AND "
+                               f"c.COLUMN_NAME = k.COLUMN_NAME WHERE k.TABLE_SCHEMA = '{database}' AND "
+                               "k.CONSTRAINT_NAME = 'PRIMARY' ORDER BY k.ORDINAL_POSITION"):
+        keys.setdefault(bytes.fromhex(t).decode(), []).append((bytes.fromhex(c).decode(), kind))
     replace = addresses.rewriter()
-    like = " OR ".join(f"{{col}} LIKE '%{h}%'" for h in addresses.old_hosts)
+    like = " OR ".join(f"{{col}} LIKE '%{h}%'" for h in addresses.old_hosts)  # hosts: DNS names only (clone_site)
+    name = lambda n: "`" + n.replace("`", "``") + "`"  # noqa: E731
     statements, changed, broken = [], {}, 0
     for table, column in columns:
         if not table.startswith(prefix):
             continue
-        col = "`" + column.replace("`", "``") + "`"
-        target = f"{quoted}.`{table.replace('`', '``')}`"
-        for value, count in db.query(f"SELECT HEX({col}), COUNT(*) FROM {target} WHERE {like.format(col=col)} "
-                                     f"GROUP BY BINARY {col}"):
-            old = bytes.fromhex(value)
+        col, target = name(column), f"{quoted}.{name(table)}"
+        pk = keys.get(table, [])
+        by_key = bool(pk) and all(kind in INTEGER_TYPES for _, kind in pk)
+        picked = ", ".join(name(k) for k, _ in pk) if by_key else "COUNT(*)"
+        grouping = "" if by_key else f" GROUP BY BINARY {col}"
+        for row in db.query(f"SELECT HEX({col}), {picked} FROM {target} WHERE {like.format(col=col)}{grouping}"):
+            old = bytes.fromhex(row[0])
             new = rewrite_value(old, replace)
             broken += new.broken
-            if new.value != old:
-                statements.append(f"UPDATE {target} SET {col} = X'{new.value.hex()}' WHERE BINARY {col} = X'{value}';")
-                changed[table] = changed.get(table, 0) + int(count)
+            if new.value == old:
+                continue
+            if by_key:
+                where = " AND ".join(f"{name(k)} = {int(v)}" for (k, _), v in zip(pk, row[1:], strict=True))
+                changed[table] = changed.get(table, 0) + 1
+            else:
+                where = f"BINARY {col} = X'{row[0]}'"
+                changed[table] = changed.get(table, 0) + int(row[1])
+            statements.append(f"UPDATE {target} SET {col} = X'{new.value.hex()}' WHERE {where};")
     options = f"{quoted}.`{prefix}options`"
     statements += [f"UPDATE {options} SET option_value = '0' WHERE option_name = 'blog_public';",
                    f"INSERT INTO {options} (option_name, option_value, autoload) SELECT 'blog_public', '0', 'yes' "
@@ -105,32 +140,38 @@ def clone_site(config: FarmConfig, site: Site, store: Store, db: MariaDB, runner
     database, content_path = clone_target(config, name, database, content_path)
     if problem := clone_problem(config, store, db, runner, name, database, content_path):
         raise CloneError(f"clone {name} of {site.name}: {problem}; refused")
+    clone_url(url, name, "http")  # a wrong --url is refused before anything is written
     started = datetime.now(timezone.utc)
-    restored = restore_database(site, store, db, gnupg_home, to_database=database, on=on, at=at)
-    manifest = restored["manifest"]
-    scheme = (manifest.siteurl or "").split("://")[0] if "://" in (manifest.siteurl or "") else "http"
-    new_url = (url or f"{scheme}://{name}").rstrip("/")
-    old = {site.name, f"www.{site.name}", *(host(a) for a in [*(manifest.site_addresses or []), *site.addresses,
-                                                             *(a for a in (manifest.siteurl, manifest.home) if a)])}
-    old = tuple(sorted(h for h in old if h and h != host(new_url)))
-    addresses = Addresses(old, new_url)
+    root = content_path.rsplit("/", 1)[0]
+    record = {"name": name, "clone_of": site.name, "database": database, "content_path": content_path,
+              "created_at": started.isoformat(), "state": "being made"}
+    store.put_bytes(clone_record_key(name), json.dumps(record).encode())  # first: --delete finds what a kill left
     try:
+        restored = restore_database(site, store, db, gnupg_home, to_database=database, on=on, at=at)
+        manifest = restored["manifest"]
+        scheme = manifest.siteurl.split("://")[0] if "://" in (manifest.siteurl or "") else "http"
+        new_url = clone_url(url, name, scheme)
+        old = {site.name, f"www.{site.name}", *(host(a) for a in [*(manifest.site_addresses or []), *site.addresses,
+                                                                 *(a for a in (manifest.siteurl, manifest.home) if a)])}
+        old = tuple(sorted(h for h in old if h and _HOST.match(h) and h != host(new_url)))  # DNS names only: SQL-safe
+        addresses = Addresses(old, new_url)
         rewriting = time.monotonic()
         rewritten = rewrite_database(db, database, addresses)
         rewrite_seconds = time.monotonic() - rewriting
-        root = content_path.rsplit("/", 1)[0]
-        files = restore_files(site, store, runner, gnupg_home, to_path=root, on=on, repository=repository)
+        files_at = nearest_backup(store, site.name, "files", restored["backup_time"]).stamp if at else None
+        files = restore_files(site, store, runner, gnupg_home, to_path=root, on=on, at=files_at, repository=repository)
         _point_config(runner, f"{root}/wp-config.php", database, addresses)
     except BaseException:
         db.drop_database(database)  # nothing of a clone that did not complete is left
-        run(runner, ["rm", "-rf", "--one-file-system", "--", content_path.rsplit("/", 1)[0]])
+        run(runner, ["rm", "-rf", "--one-file-system", "--", root])
+        store.delete([clone_record_key(name)])
         raise
-    record = {"name": name, "clone_of": site.name, "database": database, "content_path": content_path,
-              "url": new_url, "created_at": started.isoformat(), "database_backup": restored["backup"],
-              "files_backup": files["backup"], "rows_changed": rewritten["rows_changed"],
-              "left_alone": rewritten["left_alone"], "old_hosts": list(old), "rewrite_seconds": round(rewrite_seconds, 2)}
+    record.update(state="ready", url=new_url, database_backup=restored["backup"], files_backup=files["backup"],
+                  rows_changed=rewritten["rows_changed"], left_alone=rewritten["left_alone"], old_hosts=list(old),
+                  rewrite_seconds=round(rewrite_seconds, 2))
     store.put_bytes(clone_record_key(name), json.dumps(record, indent=1).encode())
     return record
+
 
 
 def _point_config(runner: Runner, path: str, database: str, addresses: Addresses) -> None:

@@ -134,11 +134,12 @@ def prove_database(db: MariaDB, database: str, manifest: Manifest) -> tuple[list
 
 
 def prove_objects(db: MariaDB, database: str) -> tuple[dict, list[str]]:
-    """Every view of `database` answers a SELECT, every routine without parameters runs (a function
-    is selected, a procedure called, in the scratch database only): they work under this name and
-    this server's accounts. Returns what was proven and the problems."""
+    """Every view of `database` answers a SELECT, and every function without parameters that says
+    it writes nothing (NO SQL, READS SQL DATA) answers one: they work under this name and this
+    server's accounts. Procedures are not called (a procedure may write anywhere): they are counted.
+    Returns what was proven and the problems."""
     quoted = "`" + database.replace("`", "``") + "`"
-    problems, proven = [], {"views": 0, "routines_called": 0}
+    problems, proven = [], {"views": 0, "routines_called": 0, "procedures": 0}
     for (view,) in db.query(f"SELECT HEX(TABLE_NAME) FROM information_schema.VIEWS WHERE TABLE_SCHEMA = "
                             f"'{database}'"):
         name = bytes.fromhex(view).decode()
@@ -147,17 +148,20 @@ def prove_objects(db: MariaDB, database: str) -> tuple[dict, list[str]]:
             proven["views"] += 1
         except WpfarmError as exc:
             problems.append(f"view {name} cannot be selected: {str(exc).splitlines()[-1]}")
-    rows = db.query("SELECT HEX(r.ROUTINE_NAME), r.ROUTINE_TYPE FROM information_schema.ROUTINES r WHERE "
-                    f"r.ROUTINE_SCHEMA = '{database}' AND NOT EXISTS (SELECT 1 FROM information_schema.PARAMETERS p "
-                    "WHERE p.SPECIFIC_SCHEMA = r.ROUTINE_SCHEMA AND p.SPECIFIC_NAME = r.ROUTINE_NAME "
+    rows = db.query("SELECT HEX(r.ROUTINE_NAME), r.ROUTINE_TYPE, r.SQL_DATA_ACCESS FROM information_schema.ROUTINES r "
+                    f"WHERE r.ROUTINE_SCHEMA = '{database}' AND NOT EXISTS (SELECT 1 FROM information_schema.PARAMETERS "
+                    "p WHERE p.SPECIFIC_SCHEMA = r.ROUTINE_SCHEMA AND p.SPECIFIC_NAME = r.ROUTINE_NAME "
                     "AND p.ORDINAL_POSITION > 0)")
-    for routine, kind in rows:
-        name = f"{quoted}.`{bytes.fromhex(routine).decode().replace('`', '``')}`"
+    for routine, kind, access in rows:
+        if kind != "FUNCTION" or access not in ("NO SQL", "READS SQL DATA"):
+            proven["procedures"] += kind == "PROCEDURE"
+            continue
+        name = bytes.fromhex(routine).decode()
         try:
-            db.query(f"SELECT {name}()" if kind == "FUNCTION" else f"CALL {name}()")
+            db.query(f"SELECT {quoted}.`{name.replace('`', '``')}`()")
             proven["routines_called"] += 1
         except WpfarmError as exc:
-            problems.append(f"{kind.lower()} {bytes.fromhex(routine).decode()} fails: {str(exc).splitlines()[-1]}")
+            problems.append(f"function {name} fails: {str(exc).splitlines()[-1]}")
     return proven, problems
 
 
@@ -200,7 +204,7 @@ def drill_site(site: Site, store: Store, db: MariaDB, runner: Runner, repository
         for kind in ("db", "files"):
             started = time.monotonic()
             try:
-                backups, _ = split_future(list_backups(store, site.name, kind), now)
+                backups, _ = split_future(list_backups(store, site.name, kind, checkpoints=False), now)
                 if not backups:
                     raise DrillError(f"no {kind} backup to drill")
                 stamp = backups[-1].stamp  # the newest, as it is: a drill that fell back would hide it

@@ -3,7 +3,8 @@
 `wp-config.php` (its database password and keys/salts blanked unless asked for), and `README.txt`
 saying how to import it anywhere. Streamed: the dump goes gpg -d | zstd -d straight into its zip
 entry, the files come out of `restic dump` as a tar stream and go into zip entries one by one, so a
-10 GB site is never in memory and on disk only once, as the archive. Zip, not tar: it opens by
+10 GB site is never in memory and on disk only once, as the archive (written under a temporary
+name in the same folder, then linked to its name: never over a file, never half). Zip, not tar: it opens by
 double-click on every system a site owner has.
 """
 
@@ -14,6 +15,7 @@ import os
 import posixpath
 import re
 import tarfile
+import tempfile
 import threading
 import zipfile
 from datetime import datetime, timezone
@@ -23,7 +25,7 @@ from resources.gpg import decrypt_argv
 from resources.object_store import Store
 from resources.restic import Repository
 from wpfarm_assets.backups.pipeline import restore_stream
-from wpfarm_assets.backups.restore import choose_backup, list_backups
+from wpfarm_assets.backups.restore import choose_backup, nearest_backup
 from wpfarm_assets.core.config import Site
 from wpfarm_assets.core.errors import WpfarmError
 
@@ -32,6 +34,7 @@ SECRETS = ("DB_PASSWORD", "AUTH_KEY", "SECURE_AUTH_KEY", "LOGGED_IN_KEY", "NONCE
 _DEFINE = re.compile(rb"""(define\s*\(\s*(['"])(%s)\2\s*,\s*)(['"])((?:\\.|(?!\4).)*)\4"""
                      % b"|".join(s.encode() for s in SECRETS), re.DOTALL)
 BLANKED = b"set-your-own"
+ZIP_EPOCH = datetime(1980, 1, 1, tzinfo=timezone.utc)
 CHUNK = 1 << 20
 
 README = """This is the backup of {site} taken on {db_time} (database) and {files_time} (files), exported by
@@ -86,7 +89,9 @@ class _EntrySink:
 
 
 def _member_name(name: str) -> str:
-    """A tar member's name as a safe relative zip name (no absolute path, no `..`)."""
+    """A tar member's name as a safe relative zip name: no absolute path, no `..`, no backslash
+    (a folder separator on Windows), bytes that are not UTF-8 replaced."""
+    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace").replace("\\", "_")
     clean = posixpath.normpath("/" + name).lstrip("/")
     if not clean or clean == "." or clean.startswith(".."):
         raise ExportError(f"the files backup holds a member named {name!r}: refused")
@@ -121,7 +126,8 @@ def _files_into(zf: zipfile.ZipFile, repository: Repository, snapshot: str, incl
                     continue  # folders are implied; links and devices are not what a site owner needs
                 name = _member_name(member.name)
                 source = tar.extractfile(member)
-                info = zipfile.ZipInfo(name, datetime.fromtimestamp(member.mtime, timezone.utc).timetuple()[:6])
+                info = zipfile.ZipInfo(name, max(datetime.fromtimestamp(member.mtime, timezone.utc),
+                                                 ZIP_EPOCH).timetuple()[:6])  # zip has no time before 1980
                 info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, (member.mode & 0o777) << 16
                 if name == "wp-config.php" and not include_secrets:
                     zf.writestr(info, redact_config(source.read()))
@@ -147,14 +153,17 @@ def export_site(site: Site, store: Store, repository: Repository, gnupg_home: st
     backup at or before it) as one zip at `to`; return what went in and the zip's sha256. The zip is
     written beside as `.partial` and renamed when whole; a failure leaves nothing at `to`."""
     db_key, db_manifest, _ = choose_backup(store, site.name, "db", gnupg_home, at=at)
-    files_key, files_manifest, _ = _files_backup(store, site.name, gnupg_home, repository, db_key.time if at else None)
+    files_at = nearest_backup(store, site.name, "files", db_key.time).stamp if at else None  # the same night's
+    files_key, files_manifest, _ = choose_backup(store, site.name, "files", gnupg_home, at=files_at, repository=repository)
     if not files_manifest.is_snapshot:
         raise ExportError(f"site {site.name}: files backup {files_key.stamp} is an older tar archive: restore it "
                           "with --to-path and zip that (export reads snapshots)")
     target = Path(to)
-    partial = target.with_name(f".{target.name}.partial")
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)  # never a link
+    partial = Path(name)
     try:
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, allowZip64=True, compresslevel=1) as zf:
+        with os.fdopen(fd, "wb") as out, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, allowZip64=True,
+                                                          compresslevel=1) as zf:
             info = zipfile.ZipInfo("database.sql", db_key.time.timetuple()[:6])
             info.compress_type = zipfile.ZIP_DEFLATED
             with zf.open(info, "w", force_zip64=True) as entry:
@@ -167,10 +176,11 @@ def export_site(site: Site, store: Store, repository: Repository, gnupg_home: st
                 now=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
                 secrets="" if include_secrets else " (database password, keys and salts blanked)",
                 keys="" if include_secrets else ", and new keys and salts from https://api.wordpress.org/secret-key/1.1/salt/"))
-        os.replace(partial, target)
-    except BaseException:
+        os.link(partial, target)  # whole, and never over a file that appeared meanwhile
+    except FileExistsError:
+        raise ExportError(f"{target} exists: refused (an export never replaces a file)") from None
+    finally:
         partial.unlink(missing_ok=True)
-        raise
     digest = hashlib.sha256()
     with open(target, "rb") as f:
         while chunk := f.read(CHUNK):
@@ -179,12 +189,3 @@ def export_site(site: Site, store: Store, repository: Repository, gnupg_home: st
             "database": db_key.stamp, "sql_bytes": sql_bytes, "files": files_key.stamp, "file_count": files,
             "secrets": include_secrets}
 
-
-def _files_backup(store: Store, site: str, gnupg_home: str | None, repository: Repository, until: datetime | None):
-    """The newest files backup (at or before `until`) that verifies."""
-    if until is None:
-        return choose_backup(store, site, "files", gnupg_home, repository=repository)
-    earlier = [k for k in list_backups(store, site, "files") if k.time <= until]
-    if not earlier:
-        raise ExportError(f"site {site}: no files backup at or before {until:%Y-%m-%d %H:%M:%S} UTC")
-    return choose_backup(store, site, "files", gnupg_home, at=earlier[-1].stamp, repository=repository)

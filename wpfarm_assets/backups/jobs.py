@@ -49,6 +49,7 @@ from wpfarm_assets.backups.restore import restore_database, restore_files
 from wpfarm_assets.backups.retired import in_place_problem, site_or_retired
 from wpfarm_assets.core.config import ConfigError, FarmConfig
 from wpfarm_assets.core.errors import WpfarmError
+from wpfarm_assets.core.keys import BackupKey
 
 back_up_sites_job = dg.define_asset_job(
     "back_up_sites",
@@ -182,23 +183,35 @@ def restore_site_op(
             clear_restoring(store, site.name, kind)
     checkpoints: dict[str, str] = {}
 
-    def checkpoint(kind: str, there: bool, take: Callable[[], Backup]) -> None:
-        """In place, first a backup of what is about to be overwritten, marked as a checkpoint (kept
-        7 days outside the tiers): `--at` its stamp undoes the restore. Not of a half-restored site,
-        nor of a database or folder that is not `there` (nothing to overwrite)."""
+    def before_writing(kind: str, there: Callable[[], bool], take: Callable[[datetime], Backup]):
+        """What runs once the restore has chosen and checked its backup, just before it first writes:
+        in place, a checkpoint, a backup of what is about to be overwritten (its `.checkpoint` marker
+        written first, so that a kill never leaves it an ordinary restore point; kept 7 days outside
+        the tiers: `--at` its stamp undoes the restore), none of a half-restored site or of a
+        database or folder that is not `there`; then the interrupted-restore record (live)."""
+        mark = live(kind)
         in_place = not config.to_database or config.to_database == site.database if kind == "db" else not config.to_path
-        if not config.checkpoint or not in_place:
-            return
-        if not there:
-            context.log.info(f"{site.name}: no {kind} checkpoint: there is nothing to overwrite")
-            return
+
+        def touching() -> None:
+            if config.checkpoint and in_place:
+                take_checkpoint(kind, there, take)
+            if mark:
+                mark()
+        return touching
+
+    def take_checkpoint(kind: str, there: Callable[[], bool], take: Callable[[datetime], Backup]) -> None:
         try:
+            if not there():
+                context.log.info(f"{site.name}: no {kind} checkpoint: there is nothing to overwrite")
+                return
             if restoring(store, site.name, kind) is not None:
                 context.log.warning(f"{site.name}: no {kind} checkpoint: an earlier restore did not complete, the "
                                     "site may be half-restored")
                 return
-            backup = take()
-            store.put_bytes(backup.key.checkpoint_key, f"taken before restore run {context.run.run_id}".encode())
+            now = datetime.now(timezone.utc).replace(microsecond=0)
+            store.put_bytes(BackupKey(site.name, kind, now).checkpoint_key,
+                            f"taken before restore run {context.run.run_id}".encode())
+            backup = take(now)
         except WpfarmError as exc:
             raise dg.Failure(f"{site.name}: the checkpoint before the restore failed, nothing was restored: {exc} "
                              "(restore without one: --no-checkpoint)", allow_retries=False) from None
@@ -215,30 +228,29 @@ def restore_site_op(
             db, server, passed = mariadb.source(database_node.runner(), farm.database.galera_nodes)
             for reason in passed:
                 context.log.warning(f"passed over {reason}")
-            checkpoint("db", db.database_exists(site.database), lambda: back_up_database(site, db, store, gpg.encrypt_argv(), gpg.fingerprint(),
-                                                      server=server))
-        if config.kind in ("all", "files"):
-            runner = storage_node.runner()
-            checkpoint("files", runner.exists(site.content_path), lambda: back_up_files(site, runner, store, object_store.repository(site.name, runner),
-                                                      max_file_bytes=farm.backup.max_file_bytes))
-        if config.kind in ("all", "db"):
+            touching_db = before_writing("db", lambda: db.database_exists(site.database), lambda now: back_up_database(
+                site, db, store, gpg.encrypt_argv(), gpg.fingerprint(), now=now, server=server))
             if t is not None:
                 restored["db"] = restore_to_time(site, source, db, config.gnupg_home, t, config.to_database,
-                                                 config.force, farm_databases=farm.databases, touching=live("db"))
+                                                 config.force, farm_databases=farm.databases, touching=touching_db)
                 context.log.info(f"{site.name}: database restored to {t.isoformat()}: {restored['db']['dump']} and "
                                  f"{restored['db']['transactions_replayed']} transactions of "
                                  f"{len(restored['db']['binlogs'])} binary log(s)")
             else:
                 restored["db"] = restore_database(site, source, db, config.gnupg_home, config.to_database, on, at,
-                                                  config.force, touching=live("db"), tables=config.tables)
+                                                  config.force, touching=touching_db, tables=config.tables)
                 context.log.info(f"{site.name}: database restored from {restored['db']['backup']}")
             completed("db")
         if config.kind in ("all", "files"):
+            runner = storage_node.runner()
+            touching_files = before_writing("files", lambda: runner.exists(site.content_path), lambda now: back_up_files(
+                site, runner, store, object_store.repository(site.name, runner), now=now,
+                max_file_bytes=farm.backup.max_file_bytes))
             repository = object_store.repository(site.name, runner) if scratch is None else Repository(
                 runner, str(materialize_repository(source, site.name, scratch.name)),
                 site_password(object_store.restic_password, site.name) if object_store.restic_password else None)
             restored["files"] = restore_files(site, source, runner, config.gnupg_home, config.to_path, on, at,
-                                              repository, config.path, touching=live("files"))
+                                              repository, config.path, touching=touching_files)
             context.log.info(f"{site.name}: files restored from {restored['files']['backup']}")
             completed("files")
     except (PitrError, NodeError, OffsiteError) as exc:
@@ -290,12 +302,15 @@ class CloneSiteConfig(dg.Config):
 
 @dg.op
 def clone_site_op(context: dg.OpExecutionContext, config: CloneSiteConfig, farm: dg.ResourceParam[FarmConfig],
-                  mariadb: MariaDBResource, object_store: ObjectStoreResource) -> dict:
-    """A staging clone at a new address (backups/clone.py), on the machine running this op."""
-    runner, store = LocalRunner(), object_store.store()
+                  mariadb: MariaDBResource, database_node: NodeResource, storage_node: NodeResource,
+                  object_store: ObjectStoreResource) -> dict:
+    """A staging clone at a new address (backups/clone.py): its files where the sites' are (the
+    storage node), its database through the database tier's client, as restore_site does."""
+    runner, store = storage_node.runner(), object_store.store()
     try:
         site, _ = site_or_retired(farm, store, config.site)
-        record = clone_site(farm, site, store, mariadb.client(runner), runner, object_store.repository(site.name, runner),
+        db = mariadb.client(database_node.runner())
+        record = clone_site(farm, site, store, db, runner, object_store.repository(site.name, runner),
                             config.gnupg_home, config.name, config.database, config.content_path, config.url,
                             date.fromisoformat(config.date) if config.date else None, config.at)
     except (WpfarmError, ValueError) as exc:

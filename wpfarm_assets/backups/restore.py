@@ -42,10 +42,22 @@ class RestoreError(WpfarmError):
     """Nothing suitable to restore, or the restore failed; the message says which and why."""
 
 
-def list_backups(store: Store, site: str, kind: str) -> list[BackupKey]:
-    """Every complete backup (one with a manifest) of a site and kind, oldest first."""
-    keys = (parse_manifest_key(obj.key) for obj in store.list(site_prefix(site, kind)))
-    return sorted(k for k in keys if k is not None and k.site == site and k.kind == kind)
+def list_backups(store: Store, site: str, kind: str, checkpoints: bool = True) -> list[BackupKey]:
+    """Every complete backup (one with a manifest) of a site and kind, oldest first; without
+    `checkpoints`, those taken before a restore left out."""
+    listed = {obj.key for obj in store.list(site_prefix(site, kind))}
+    keys = (parse_manifest_key(key) for key in listed)
+    return sorted(k for k in keys if k is not None and k.site == site and k.kind == kind
+                  and (checkpoints or k.checkpoint_key not in listed))
+
+
+def nearest_backup(store: Store, site: str, kind: str, when: datetime) -> BackupKey:
+    """The backup of `kind` (not a checkpoint) stamped nearest to `when`: a night's dump and
+    snapshot are stamped seconds apart, so this is the other half of the night `when` names."""
+    backups = list_backups(store, site, kind, checkpoints=False)
+    if not backups:
+        raise RestoreError(f"site {site}: no {kind} backup in {store.url}")
+    return min(backups, key=lambda k: abs((k.time - when).total_seconds()))
 
 
 def choose_backup(store: Store, site: str, kind: str, gnupg_home: str | None, on: date | None = None,
@@ -132,7 +144,8 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
     db.create_database(load_into)
     try:
         source = manifest.database or site.database
-        client = db.load(load_into) if load_into == source else Retargeted(db.load(load_into), source, load_into)
+        client = (db.load(load_into) if load_into == source
+                  else Retargeted(db.load(load_into), source, load_into, accounts(db)))
         plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), client,
                                    stall_timeout=db.stall_timeout)
         if tables is not None:
@@ -158,26 +171,37 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
             **({"tables": sorted(tables)} if tables is not None else {})}
 
 
-_DEFINER = re.compile(rb"DEFINER\s*=\s*(`[^`]*`|'[^']*'|[\w.%$-]+)@(`[^`]*`|'[^']*'|[\w.%$-]+)\s*")
+_DEFINER = re.compile(rb"DEFINER\s*=\s*(`(?:[^`]|``)*`|'[^']*'|[\w.%$-]+)@(`(?:[^`]|``)*`|'[^']*'|[\w.%$-]+)\s*")
+
+
+def _unquoted(name: bytes) -> bytes:
+    return name[1:-1].replace(b"``", b"`") if name[:1] == b"`" else name[1:-1] if name[:1] == b"'" else name
 
 
 class Retargeted:
     """The `mariadb` client a dump is loaded by, with the dump's views, triggers, routines and events
-    made to work in another database and on a server without their definers: every line but the
-    rows (`INSERT INTO …`) loses its `DEFINER=user@host` (the object is then the restoring
-    account's, which must be able to use it anyway), and its `source`.`…` names become `target`.`…`
-    (mariadb-dump writes them into a view whose definer was missing when it ran). Rows are never
-    touched. The chunks are cut at line ends; a row line passes through whole."""
+    made to work in another database: outside the rows, the source database's name before a dot
+    (`` `wp_shop`.`wp_posts` `` or `wp_shop.wp_posts`, which mariadb-dump writes into a view whose
+    definer was missing) becomes the target's, and a `DEFINER=user@host` that is no account of this
+    server is dropped (the object is then the restoring account's; a definer that exists stays, so
+    an object never gains rights its owner did not have). Rows are never touched: from a line that
+    starts `INSERT INTO` to the line that ends the statement (mariadb-dump writes a row per line,
+    with its line breaks escaped). The chunks are cut at line ends."""
 
-    def __init__(self, sink, source: str, target: str):
-        self._sink, self._pending = sink, b""
-        self._from = b"`" + source.replace("`", "``").encode() + b"`."
-        self._to = b"`" + target.replace("`", "``").encode() + b"`."
+    def __init__(self, sink, source: str, target: str, accounts: set[tuple[bytes, bytes]]):
+        self._sink, self._pending, self._in_rows, self._accounts = sink, b"", False, accounts
+        self._source = re.compile(rb"(`" + re.escape(source.replace("`", "``").encode()) + rb"`|(?<![\w$`])"
+                                  + re.escape(source.encode()) + rb"(?![\w$]))(?=\s*\.)")
+        self._to = b"`" + target.replace("`", "``").encode() + b"`"
+
+    def _definer(self, m: re.Match) -> bytes:
+        return m[0] if (_unquoted(m[1]), _unquoted(m[2])) in self._accounts else b""
 
     def _line(self, line: bytes) -> bytes:
-        if line.startswith(b"INSERT INTO "):
+        if self._in_rows or line.startswith(b"INSERT INTO "):
+            self._in_rows = not line.rstrip().endswith(b";")
             return line
-        return _DEFINER.sub(b"", line).replace(self._from, self._to)
+        return self._source.sub(self._to, _DEFINER.sub(self._definer, line))
 
     def write(self, data: bytes) -> None:
         *lines, self._pending = (self._pending + data).split(b"\n")
@@ -195,6 +219,14 @@ class Retargeted:
 
     def __getattr__(self, name: str):  # kill, wait, stderr_tail: the client's
         return getattr(self._sink, name)
+
+
+def accounts(db: MariaDB) -> set[tuple[bytes, bytes]]:
+    """The (user, host) of every account of the server: the definers a restore may keep."""
+    try:
+        return {(bytes.fromhex(u), bytes.fromhex(h)) for u, h in db.query("SELECT HEX(User), HEX(Host) FROM mysql.user")}
+    except WpfarmError:  # not readable by this account: every definer is dropped
+        return set()
 
 
 def logged(db: MariaDB) -> bool:

@@ -20,7 +20,7 @@ def clone(args: argparse.Namespace, config: FarmConfig) -> int:
     """`wpfarm clone SITE NEW_NAME`: a staging clone at a new address; `--delete NAME` removes one
     (backups/clone.py). Files restored on this machine; the database through this machine's client."""
     from resources.ssh import LocalRunner
-    from wpfarm_assets.backups.clone import clone_problem, clone_target, delete_clone
+    from wpfarm_assets.backups.clone import clone_problem, clone_target, clone_url, delete_clone
     from wpfarm_assets.definitions import build_resources
 
     runner = LocalRunner()  # the clone's folder is on this machine; its database through this client
@@ -39,7 +39,12 @@ def clone(args: argparse.Namespace, config: FarmConfig) -> int:
     if args.at:
         parse_at(args.at)
     if args.date:
-        date.fromisoformat(args.date)
+        try:
+            date.fromisoformat(args.date)
+        except ValueError:
+            raise ConfigError(f"--date {args.date!r}: use YYYY-MM-DD (a UTC day)") from None
+    if args.url:
+        clone_url(args.url, args.name, "http")
     database, content_path = clone_target(config, args.name, args.database, args.content_path)
     if problem := clone_problem(config, store, db, runner, args.name, database, content_path):
         raise ConfigError(f"clone {args.name} of {args.site}: {problem}; refused")

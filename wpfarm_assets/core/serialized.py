@@ -64,11 +64,21 @@ class Rewritten:
     broken: bool  # it looked serialized but did not decode: left as it was
 
 
+PHP_TRIM = b" \t\n\r\0\x0b"  # what PHP's trim() removes: WordPress trims a value before unserializing it
+
+
+def _split(value: bytes) -> tuple[bytes, bytes, bytes]:
+    core = value.strip(PHP_TRIM)
+    start = value.find(core) if core else len(value)
+    return value[:start], core, value[start + len(core):]
+
+
 def rewrite_value(value: bytes, replace: Callable[[bytes], bytes]) -> Rewritten:
     """The value with every address rewritten (see the module's doc)."""
-    if LOOKS_SERIALIZED.match(value):
+    lead, core, trail = _split(value)
+    if LOOKS_SERIALIZED.match(core):
         try:
-            return Rewritten(_rewrite_serialized(value, replace), True, False)
+            return Rewritten(lead + _rewrite_serialized(core, replace) + trail, True, False)
         except NotSerialized:
             return Rewritten(value, False, True)
     return Rewritten(replace(value), False, False)
@@ -85,9 +95,10 @@ def _rewrite_serialized(data: bytes, replace: Callable[[bytes], bytes]) -> bytes
 def _string(text: bytes, replace: Callable[[bytes], bytes]) -> bytes:
     """A string inside serialized data: serialized data itself (decoded and rewritten), or text
     (its length is counted again: a text replace is safe here)."""
-    if LOOKS_SERIALIZED.match(text):
+    lead, core, trail = _split(text)
+    if LOOKS_SERIALIZED.match(core):
         try:
-            return _rewrite_serialized(text, replace)
+            return lead + _rewrite_serialized(core, replace) + trail
         except NotSerialized:
             pass
     return replace(text)
