@@ -8,6 +8,7 @@ import json
 import random
 import subprocess
 
+from wpfarm_assets.backups.clone import sql_literal, sql_rewrite
 from wpfarm_assets.core.serialized import Addresses, rewrite_value
 
 OLD, NEW = "shop.example.com", "http://staging.shop.example.com"
@@ -87,3 +88,12 @@ def test_text_json_and_encoded_forms_and_what_is_left_alone():
     assert padded.serialized and padded.value == b' \n' + f's:{len(NEW)}:"{NEW}";'.encode() + b'\n'
     broken = rewrite_value(b's:99:"https://shop.example.com";', REWRITE)  # a length that lies: left exactly as it was
     assert broken.broken and broken.value == b's:99:"https://shop.example.com";'
+
+
+def test_the_server_rewrites_plain_text_exactly_as_python_does(db):
+    """The clone rewrites plain values in MariaDB (REGEXP_REPLACE, PCRE) and serialized ones here:
+    the same patterns must give the same bytes."""
+    texts = [*TEXTS, f"HTTPS://{OLD.upper()}/Caps", f"x//{OLD}", f"a:b //{OLD}/ and https://{OLD}"]
+    for text in texts:
+        sql = sql_rewrite(sql_literal(text.encode()), Addresses((OLD,), NEW))
+        assert bytes.fromhex(db.query(f"SELECT HEX({sql})")[0][0]) == REWRITE(text.encode()), text

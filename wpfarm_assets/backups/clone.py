@@ -25,7 +25,7 @@ from wpfarm_assets.backups.restore import nearest_backup, restore_database, rest
 from wpfarm_assets.core.config import FarmConfig, Site, validate_content_path, validate_identifier, validate_site_name
 from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.keys import CLONES, clone_record_key
-from wpfarm_assets.core.serialized import Addresses, rewrite_value
+from wpfarm_assets.core.serialized import LOOKS_SERIALIZED_SQL, Addresses, rewrite_value
 
 TEXT_TYPES = ("char", "varchar", "tinytext", "text", "mediumtext", "longtext")
 INTEGER_TYPES = ("tinyint", "smallint", "mediumint", "int", "bigint")
@@ -74,6 +74,19 @@ def clone_url(url: str | None, name: str, scheme: str) -> str:
     return url.rstrip("/")
 
 
+def sql_literal(value: bytes) -> str:
+    return f"CONVERT(X'{value.hex()}' USING utf8mb4)"
+
+
+def sql_rewrite(expression: str, addresses: Addresses) -> str:
+    """`expression` with every address rewritten, in SQL: the same patterns, through MariaDB's
+    REGEXP_REPLACE (PCRE; a backslash in its replacement is doubled)."""
+    for pattern, replacement in addresses.rules():
+        escaped = replacement.replace(b"\\", b"\\\\")
+        expression = f"REGEXP_REPLACE({expression}, {sql_literal(b'(?i)' + pattern)}, {sql_literal(escaped)})"
+    return expression
+
+
 def rewrite_database(db: MariaDB, database: str, addresses: Addresses) -> dict:
     """Rewrite every address in the text columns of the site's base tables (those of its table
     prefix; `guid` left alone). A row is updated by its primary key when the table has an integer
@@ -99,16 +112,25 @@ def rewrite_database(db: MariaDB, database: str, addresses: Addresses) -> dict:
     replace = addresses.rewriter()
     like = " OR ".join(f"{{col}} LIKE '%{h}%'" for h in addresses.old_hosts)  # hosts: DNS names only (clone_site)
     name = lambda n: "`" + n.replace("`", "``") + "`"  # noqa: E731
+    serialized = f"{{col}} REGEXP {sql_literal(LOOKS_SERIALIZED_SQL.encode())}"
     statements, changed, broken = [], {}, 0
     for table, column in columns:
         if not table.startswith(prefix):
             continue
         col, target = name(column), f"{quoted}.{name(table)}"
+        # Plain text (post content, comments, most of the rows): rewritten in the server, by the
+        # same patterns as below (REGEXP_REPLACE is PCRE; a backslash in a replacement is doubled).
+        count = db.query(f"UPDATE {target} SET {col} = {sql_rewrite(col, addresses)} WHERE ({like.format(col=col)}) AND NOT "
+                         f"{serialized.format(col=col)}; SELECT ROW_COUNT()")
+        if rows := int(count[-1][0]):
+            changed[table] = changed.get(table, 0) + rows
+        # Serialized data: decoded, rewritten and encoded again here.
         pk = keys.get(table, [])
         by_key = bool(pk) and all(kind in INTEGER_TYPES for _, kind in pk)
         picked = ", ".join(name(k) for k, _ in pk) if by_key else "COUNT(*)"
         grouping = "" if by_key else f" GROUP BY BINARY {col}"
-        for row in db.query(f"SELECT HEX({col}), {picked} FROM {target} WHERE {like.format(col=col)}{grouping}"):
+        for row in db.query(f"SELECT HEX({col}), {picked} FROM {target} WHERE ({like.format(col=col)}) AND "
+                            f"{serialized.format(col=col)}{grouping}"):
             old = bytes.fromhex(row[0])
             new = rewrite_value(old, replace)
             broken += new.broken

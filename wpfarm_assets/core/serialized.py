@@ -22,6 +22,9 @@ _OBJECT = re.compile(rb'(O|C):(\d+):"')
 _MEMBERS = re.compile(rb'":(\d+):\{')
 _REF = re.compile(rb"[rR]:(\d+);")
 LOOKS_SERIALIZED = re.compile(rb"^(?:[aOC]:\d+:|s:\d+:\"|[bi]:-?\d+;|d:|N;$)")
+# The same, as MariaDB's REGEXP sees a column's value before PHP's trim(): serialized-looking values
+# are rewritten here (decoded), everything else in the server (clone.py).
+LOOKS_SERIALIZED_SQL = r'^[[:space:]]*([aOC]:[0-9]+:|s:[0-9]+:"|[bi]:-?[0-9]+;|d:|N;[[:space:]]*$)'
 
 
 class NotSerialized(ValueError):
@@ -35,7 +38,9 @@ class Addresses:
     old_hosts: tuple[str, ...]
     new_url: str  # scheme and host (and port), no trailing slash: http://staging.shop.example.com
 
-    def rewriter(self) -> Callable[[bytes], bytes]:
+    def rules(self) -> list[tuple[bytes, bytes]]:
+        """(pattern, replacement) pairs, case-insensitive, each a PCRE that Python's `re` reads the
+        same way (MariaDB's REGEXP_REPLACE applies them to plain text in the server)."""
         new = self.new_url.rstrip("/").encode()
         new_host = new.split(b"//", 1)[1]
         json_new, encoded_new = new.replace(b"/", b"\\/"), new.replace(b":", b"%3A").replace(b"/", b"%2F")
@@ -44,14 +49,18 @@ class Addresses:
             h = re.escape(host.encode())
             end = rb"(?![\w.-])"  # the whole host: not shop.example.com.evil
             rules += [
-                (re.compile(rb"https?://" + h + end, re.I), new),
-                (re.compile(rb"https?:\\/\\/" + h + end, re.I), json_new),
-                (re.compile(rb"https?%3A%2F%2F" + h + end, re.I), encoded_new),
-                (re.compile(rb"(?<![:\w\\%])//" + h + end, re.I), b"//" + new_host),  # scheme-relative
+                (rb"https?://" + h + end, new),
+                (rb"https?:\\/\\/" + h + end, json_new),
+                (rb"https?%3A%2F%2F" + h + end, encoded_new),
+                (rb"(?<![:\w\\%])//" + h + end, b"//" + new_host),  # scheme-relative
             ]
+        return rules
+
+    def rewriter(self) -> Callable[[bytes], bytes]:
+        compiled = [(re.compile(pattern, re.I), replacement) for pattern, replacement in self.rules()]
 
         def rewrite(text: bytes) -> bytes:
-            for pattern, replacement in rules:
+            for pattern, replacement in compiled:
                 text = pattern.sub(lambda _m, r=replacement: r, text)
             return text
         return rewrite
