@@ -65,6 +65,7 @@ def test_a_mistake_through_one_node_is_undone_to_the_second_from_the_archive(gal
                    f"'{n}' WHERE option_name = 'blogname'; " + post(b["database"], f"b order {n}"))
     t = a_second_later()
     at_t = db.checksums(a["database"])
+    posts_at_t = db.query(f"SELECT COUNT(*) FROM {a['database']}.wp_posts")
     galera.sql(2, f"DELETE FROM {a['database']}.wp_posts")  # the mistake, through node 3
     galera.sql(1, post(b["database"], "b after the mistake"))
     b_now = db.checksums(b["database"])
@@ -80,6 +81,15 @@ def test_a_mistake_through_one_node_is_undone_to_the_second_from_the_archive(gal
     for node in range(3):  # every table as it was at T, on every node; the other site untouched
         assert client(galera, node).checksums(a["database"]) == at_t
     assert db.checksums(b["database"]) == b_now
+
+    # A staging clone of the site as it was at T: its posts are those of T.
+    clone = f"staging.{a['name']}"
+    assert main(["clone", a["name"], clone, "--time", t.isoformat().replace("+00:00", "Z"), "--content-path",
+                 f"{farm.workdir}/clones/{clone}/wp-content", "--gnupg-home", farm.keyring.home]) == 0
+    clone_db = next(line for line in capsys.readouterr().out.splitlines() if "database " in line).split(
+        "database ")[1].split(" ")[0]
+    assert db.query(f"SELECT COUNT(*) FROM {clone_db}.wp_posts") == posts_at_t
+    assert main(["clone", "--delete", clone]) == 0
 
     # The replay gave the replayed transactions new GTIDs: the next archive carries on from them.
     galera.sql(1, post(a["database"], "after the restore"))

@@ -21,6 +21,7 @@ from resources.object_store import Store, StoreError, exists
 from resources.restic import Repository
 from resources.ssh import Runner, run
 from wpfarm_assets.backups.identity import host, table_prefix
+from wpfarm_assets.backups.pitr import newest_before, restore_to_time
 from wpfarm_assets.backups.restore import nearest_backup, restore_database, restore_files
 from wpfarm_assets.core.config import FarmConfig, Site, validate_content_path, validate_identifier, validate_site_name
 from wpfarm_assets.core.errors import WpfarmError
@@ -114,9 +115,16 @@ def rewrite_database(db: MariaDB, database: str, addresses: Addresses) -> dict:
     name = lambda n: "`" + n.replace("`", "``") + "`"  # noqa: E731
     serialized = f"{{col}} REGEXP {sql_literal(LOOKS_SERIALIZED_SQL.encode())}"
     statements, changed, broken = [], {}, 0
+    by_table: dict[str, list[str]] = {}
     for table, column in columns:
-        if not table.startswith(prefix):
-            continue
+        if table.startswith(prefix):
+            by_table.setdefault(table, []).append(column)
+    holding = []  # (table, column) that hold an address at all: one scan of each table finds them
+    for table, cols in by_table.items():
+        counts = db.query(f"SELECT {', '.join(f'SUM({like.format(col=name(c))})' for c in cols)} FROM "
+                          f"{quoted}.{name(table)}")[0]
+        holding += [(table, c) for c, n in zip(cols, counts, strict=True) if n not in ("NULL", "0")]
+    for table, column in holding:
         col, target = name(column), f"{quoted}.{name(table)}"
         # Plain text (post content, comments, most of the rows): rewritten in the server, by the
         # same patterns as below (REGEXP_REPLACE is PCRE; a backslash in a replacement is doubled).
@@ -157,8 +165,10 @@ def rewrite_database(db: MariaDB, database: str, addresses: Addresses) -> dict:
 
 def clone_site(config: FarmConfig, site: Site, store: Store, db: MariaDB, runner: Runner, repository: Repository,
                gnupg_home: str | None, name: str, database: str | None = None, content_path: str | None = None,
-               url: str | None = None, on: date | None = None, at: str | None = None) -> dict:
-    """Restore `site`'s backup as the clone `name` (see the module's doc); return what was done."""
+               url: str | None = None, on: date | None = None, at: str | None = None,
+               to_time: datetime | None = None) -> dict:
+    """Restore `site`'s backup (the newest, of day `on`, stamped `at`, or the database as it was at
+    `to_time` from the binary-log archive) as the clone `name` (see the module's doc)."""
     database, content_path = clone_target(config, name, database, content_path)
     if problem := clone_problem(config, store, db, runner, name, database, content_path):
         raise CloneError(f"clone {name} of {site.name}: {problem}; refused")
@@ -169,7 +179,11 @@ def clone_site(config: FarmConfig, site: Site, store: Store, db: MariaDB, runner
               "created_at": started.isoformat(), "state": "being made"}
     store.put_bytes(clone_record_key(name), json.dumps(record).encode())  # first: --delete finds what a kill left
     try:
-        restored = restore_database(site, store, db, gnupg_home, to_database=database, on=on, at=at)
+        if to_time is not None:
+            restored = restore_to_time(site, store, db, gnupg_home, to_time, to_database=database,
+                                       farm_databases=config.databases)
+        else:
+            restored = restore_database(site, store, db, gnupg_home, to_database=database, on=on, at=at)
         manifest = restored["manifest"]
         scheme = manifest.siteurl.split("://")[0] if "://" in (manifest.siteurl or "") else "http"
         new_url = clone_url(url, name, scheme)
@@ -180,7 +194,8 @@ def clone_site(config: FarmConfig, site: Site, store: Store, db: MariaDB, runner
         rewriting = time.monotonic()
         rewritten = rewrite_database(db, database, addresses)
         rewrite_seconds = time.monotonic() - rewriting
-        files_at = nearest_backup(store, site.name, "files", restored["backup_time"]).stamp if at else None
+        files_at = (newest_before(store, site.name, "files", to_time).stamp if to_time is not None  # that night's
+                    else nearest_backup(store, site.name, "files", restored["backup_time"]).stamp if at else None)
         files = restore_files(site, store, runner, gnupg_home, to_path=root, on=on, at=files_at, repository=repository)
         _point_config(runner, f"{root}/wp-config.php", database, addresses)
     except BaseException:

@@ -294,6 +294,7 @@ class CloneSiteConfig(dg.Config):
     name: str  # the clone's name and address (NEW_NAME)
     date: str | None = None  # YYYY-MM-DD: from the newest good backups of that UTC day
     at: str | None = None  # yyyymmddThhmmssZ: from this database backup
+    time: str | None = None  # ISO 8601 UTC: the database as it was at that second (binary logs)
     database: str | None = None  # default: derived from the name, as `wpfarm site create` does
     content_path: str | None = None  # default: <provisioning.sites_root>/<name>/wp-content
     url: str | None = None  # default: http(s)://<name>, the site's scheme
@@ -312,7 +313,8 @@ def clone_site_op(context: dg.OpExecutionContext, config: CloneSiteConfig, farm:
         db = mariadb.client(database_node.runner())
         record = clone_site(farm, site, store, db, runner, object_store.repository(site.name, runner),
                             config.gnupg_home, config.name, config.database, config.content_path, config.url,
-                            date.fromisoformat(config.date) if config.date else None, config.at)
+                            date.fromisoformat(config.date) if config.date else None, config.at,
+                            parse_time(config.time) if config.time else None)
     except (WpfarmError, ValueError) as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
     context.add_output_metadata({"clone": record["name"], "url": record["url"], "database": record["database"],

@@ -71,6 +71,7 @@ def parser() -> argparse.ArgumentParser:
     cl.add_argument("--delete", action="store_true", help="remove the clone SITE: database, folder, record")
     cl.add_argument("--date", help="YYYY-MM-DD (UTC): from the newest good backups of that day")
     cl.add_argument("--at", help="yyyymmddThhmmssZ: from this database backup")
+    cl.add_argument("--time", help="2026-12-07T14:32:05Z (UTC): the database as it was at that second (binary logs)")
     cl.add_argument("--database", type=identifier, help="default: wp_<name with _ for dots and dashes>_<digest>")
     cl.add_argument("--content-path", type=absolute_path, help="default: <provisioning.sites_root>/NEW_NAME/wp-content")
     cl.add_argument("--url", help="the clone's address (default http(s)://NEW_NAME, the site's scheme)")

@@ -48,7 +48,14 @@ def clone(args: argparse.Namespace, config: FarmConfig) -> int:
     database, content_path = clone_target(config, args.name, args.database, args.content_path)
     if problem := clone_problem(config, store, db, runner, args.name, database, content_path):
         raise ConfigError(f"clone {args.name} of {args.site}: {problem}; refused")
-    op_config = {"site": args.site, "name": args.name, "date": args.date, "at": args.at, "database": args.database,
+    if args.time:
+        from wpfarm_assets.backups.pitr import parse_time
+
+        if args.at or args.date:
+            raise ConfigError("--time, --date and --at each choose what to clone: give one")
+        parse_time(args.time)
+    op_config = {"site": args.site, "name": args.name, "date": args.date, "at": args.at, "time": args.time,
+                 "database": args.database,
                  "content_path": args.content_path, "url": args.url, "gnupg_home": args.gnupg_home}
     result = run_job("clone_site", config, instance(), f"{args.site} as {args.name}",
                      run_config={"ops": {"clone_site_op": {"config": op_config}}})
