@@ -140,14 +140,18 @@ def prove_objects(db: MariaDB, database: str) -> tuple[dict, list[str]]:
     Returns what was proven and the problems."""
     quoted = "`" + database.replace("`", "``") + "`"
     problems, proven = [], {"views": 0, "routines_called": 0, "procedures": 0}
+
+    def answers(sql: str, counted: str, failure: str) -> None:
+        try:
+            db.query(sql)
+            proven[counted] += 1
+        except WpfarmError as exc:
+            problems.append(f"{failure}: {str(exc).splitlines()[-1]}")
+
     for (view,) in db.query(f"SELECT HEX(TABLE_NAME) FROM information_schema.VIEWS WHERE TABLE_SCHEMA = "
                             f"'{database}'"):
         name = bytes.fromhex(view).decode()
-        try:
-            db.query(f"SELECT 1 FROM {quoted}.`{name.replace('`', '``')}` LIMIT 1")
-            proven["views"] += 1
-        except WpfarmError as exc:
-            problems.append(f"view {name} cannot be selected: {str(exc).splitlines()[-1]}")
+        answers(f"SELECT 1 FROM {quoted}.`{name.replace('`', '``')}` LIMIT 1", "views", f"view {name} cannot be selected")
     rows = db.query("SELECT HEX(r.ROUTINE_NAME), r.ROUTINE_TYPE, r.SQL_DATA_ACCESS FROM information_schema.ROUTINES r "
                     f"WHERE r.ROUTINE_SCHEMA = '{database}' AND NOT EXISTS (SELECT 1 FROM information_schema.PARAMETERS "
                     "p WHERE p.SPECIFIC_SCHEMA = r.ROUTINE_SCHEMA AND p.SPECIFIC_NAME = r.ROUTINE_NAME "
@@ -157,11 +161,7 @@ def prove_objects(db: MariaDB, database: str) -> tuple[dict, list[str]]:
             proven["procedures"] += kind == "PROCEDURE"
             continue
         name = bytes.fromhex(routine).decode()
-        try:
-            db.query(f"SELECT {quoted}.`{name.replace('`', '``')}`()")
-            proven["routines_called"] += 1
-        except WpfarmError as exc:
-            problems.append(f"function {name} fails: {str(exc).splitlines()[-1]}")
+        answers(f"SELECT {quoted}.`{name.replace('`', '``')}`()", "routines_called", f"function {name} fails")
     return proven, problems
 
 
