@@ -40,7 +40,8 @@ def test_a_clone_reads_its_new_address_everywhere_and_production_is_untouched(ma
     db.query(f"INSERT INTO `{prod}`.wp_options (option_name, option_value, autoload) VALUES "
              f"('widget_text', X'{widget.encode().hex()}', 'yes'), "
              f"('theme_mods_json', '{{\"header\":\"https:\\\\/\\\\/{name}\\\\/h.jpg\"}}', 'yes')")
-    db.query(f"CREATE TABLE `{prod}`.wp_redirects (source TEXT, target TEXT)")  # no primary key
+    db.query(f"CREATE TABLE `{prod}`.wp_redirects (source TEXT, target TEXT) "  # no primary key; WordPress's collation
+             "DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_520_ci")
     db.query(f"INSERT INTO `{prod}`.wp_redirects VALUES ('/old', 'https://{name}/new'), ('/old', 'https://{name}/new')")
     assert main(["backup"]) == 0
     before = db.checksums(prod)

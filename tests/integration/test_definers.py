@@ -35,12 +35,18 @@ def test_views_triggers_and_routines_of_a_vanished_definer_work_in_another_datab
         f"DELETE FROM `{source}`.wp_comments WHERE 1 = 0",
     ):
         db.query(statement)
+    owner = f"wpt_owner_{uuid.uuid4().hex[:6]}"  # the site's own account: it exists, with rights on its database only
+    db.query(f"CREATE USER '{owner}'@'localhost'")
+    db.query(f"GRANT ALL ON `{source}`.* TO '{owner}'@'localhost'")
+    db.query(f"CREATE DEFINER=`{owner}`@`localhost` SQL SECURITY DEFINER VIEW `{source}`.mine AS SELECT ID FROM "
+             f"`{source}`.wp_posts")
     db.query(f"DROP USER '{user}'@'localhost'")  # the definer is gone, as after a server move
     assert main(["backup"]) == 0
 
     other = f"{source}_elsewhere"
     try:
         assert main(["restore", site["name"], "--kind", "db", "--to-database", other, "--gnupg-home", keyring.home]) == 0
+        assert db.query(f"SELECT COUNT(*) FROM `{other}`.mine") == db.query(f"SELECT COUNT(*) FROM `{source}`.mine")
         assert db.query(f"SELECT COUNT(*) FROM `{other}`.recent")[0][0] == db.query(  # (the source's fails: 1449)
             f"SELECT COUNT(*) FROM `{source}`.wp_posts WHERE post_type = 'post'")[0][0]
         view = db.query(f"SELECT VIEW_DEFINITION FROM information_schema.VIEWS WHERE TABLE_SCHEMA = '{other}'")[0][0]
@@ -73,4 +79,5 @@ def test_views_triggers_and_routines_of_a_vanished_definer_work_in_another_datab
     store = store_of(load_config())
     record = json.loads(store.get_bytes(max(o.key for o in store.list(f"{site_root(site['name'])}drills/"))))
     # The view selected, the function that reads only called; the procedure not called (it may write).
-    assert record["passed"] and record["views"] == 1 and record["routines_called"] == 1 and record["procedures"] == 1
+    assert record["passed"] and record["views"] == 2 and record["routines_called"] == 1 and record["procedures"] == 1
+    db.query(f"DROP USER '{owner}'@'localhost'")

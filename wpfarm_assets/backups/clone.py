@@ -76,7 +76,9 @@ def clone_url(url: str | None, name: str, scheme: str) -> str:
 
 
 def sql_literal(value: bytes) -> str:
-    return f"CONVERT(X'{value.hex()}' USING utf8mb4)"
+    """A text literal that compares with a column of any utf8mb4 collation (WordPress's tables are
+    utf8mb4_unicode_520_ci): byte-exact, its collation explicit."""
+    return f"CONVERT(X'{value.hex()}' USING utf8mb4) COLLATE utf8mb4_bin"
 
 
 def sql_rewrite(expression: str, addresses: Addresses) -> str:

@@ -176,7 +176,14 @@ def export_site(site: Site, store: Store, repository: Repository, gnupg_home: st
                 now=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
                 secrets="" if include_secrets else " (database password, keys and salts blanked)",
                 keys="" if include_secrets else ", and new keys and salts from https://api.wordpress.org/secret-key/1.1/salt/"))
-        os.link(partial, target)  # whole, and never over a file that appeared meanwhile
+        os.chmod(partial, 0o644)
+        try:
+            os.link(partial, target)  # whole, and never over a file that appeared meanwhile
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links (FAT on a USB stick): claim the name, then move
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            os.replace(partial, target)
     except FileExistsError:
         raise ExportError(f"{target} exists: refused (an export never replaces a file)") from None
     finally:

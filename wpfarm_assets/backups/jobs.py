@@ -182,19 +182,24 @@ def restore_site_op(
         if kind in marked or (live(kind) and not config.path and not config.tables and config.source == "primary"):
             clear_restoring(store, site.name, kind)
     checkpoints: dict[str, str] = {}
+    pending: dict[str, tuple[Callable[[], bool], Callable[[datetime], Backup]]] = {}  # kind -> (there, take)
 
     def before_writing(kind: str, there: Callable[[], bool], take: Callable[[datetime], Backup]):
         """What runs once the restore has chosen and checked its backup, just before it first writes:
-        in place, a checkpoint, a backup of what is about to be overwritten (its `.checkpoint` marker
-        written first, so that a kill never leaves it an ordinary restore point; kept 7 days outside
-        the tiers: `--at` its stamp undoes the restore), none of a half-restored site or of a
-        database or folder that is not `there`; then the interrupted-restore record (live)."""
+        in place, the checkpoints of every kind this restore overwrites (all before its first write:
+        a backup of what is about to be overwritten, its `.checkpoint` marker written first, so that
+        a kill never leaves it an ordinary restore point; kept 7 days outside the tiers: `--at` its
+        stamp undoes the restore), none of a half-restored site or of a database or folder that is
+        not `there`; then the interrupted-restore record (live)."""
         mark = live(kind)
         in_place = not config.to_database or config.to_database == site.database if kind == "db" else not config.to_path
+        if config.checkpoint and in_place:
+            pending[kind] = (there, take)
 
         def touching() -> None:
-            if config.checkpoint and in_place:
-                take_checkpoint(kind, there, take)
+            while pending:
+                taken, (is_there, taker) = pending.popitem()
+                take_checkpoint(taken, is_there, taker)
             if mark:
                 mark()
         return touching
@@ -224,6 +229,11 @@ def restore_site_op(
         t = parse_time(config.time) if config.time else None
         if t is not None and config.kind in ("all", "files"):  # before the database is touched
             at = newest_before(store, site.name, "files", t).stamp
+        if config.kind in ("all", "files"):  # its checkpoint is taken with the database's, before either is written
+            runner = storage_node.runner()
+            touching_files = before_writing("files", lambda: runner.exists(site.content_path), lambda now: back_up_files(
+                site, runner, store, object_store.repository(site.name, runner), now=now,
+                max_file_bytes=farm.backup.max_file_bytes))
         if config.kind in ("all", "db"):
             db, server, passed = mariadb.source(database_node.runner(), farm.database.galera_nodes)
             for reason in passed:
@@ -242,10 +252,6 @@ def restore_site_op(
                 context.log.info(f"{site.name}: database restored from {restored['db']['backup']}")
             completed("db")
         if config.kind in ("all", "files"):
-            runner = storage_node.runner()
-            touching_files = before_writing("files", lambda: runner.exists(site.content_path), lambda now: back_up_files(
-                site, runner, store, object_store.repository(site.name, runner), now=now,
-                max_file_bytes=farm.backup.max_file_bytes))
             repository = object_store.repository(site.name, runner) if scratch is None else Repository(
                 runner, str(materialize_repository(source, site.name, scratch.name)),
                 site_password(object_store.restic_password, site.name) if object_store.restic_password else None)
@@ -308,6 +314,8 @@ def clone_site_op(context: dg.OpExecutionContext, config: CloneSiteConfig, farm:
     """A staging clone at a new address (backups/clone.py): its files where the sites' are (the
     storage node), its database through the database tier's client, as restore_site does."""
     runner, store = storage_node.runner(), object_store.store()
+    if config.time and (config.date or config.at):
+        raise dg.Failure("time, date and at each choose what to clone: set one", allow_retries=False)
     try:
         site, _ = site_or_retired(farm, store, config.site)
         db = mariadb.client(database_node.runner())

@@ -144,8 +144,7 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
     db.create_database(load_into)
     try:
         source = manifest.database or site.database
-        client = (db.load(load_into) if load_into == source
-                  else Retargeted(db.load(load_into), source, load_into, accounts(db)))
+        client = db.load(load_into) if load_into == source else Retargeted(db.load(load_into), source, load_into)
         plaintext = restore_stream(store, key.data_key, manifest.sha256, decrypt_argv(gnupg_home), client,
                                    stall_timeout=db.stall_timeout)
         if tables is not None:
@@ -174,34 +173,41 @@ def restore_database(site: Site, store: Store, db: MariaDB, gnupg_home: str | No
 _DEFINER = re.compile(rb"DEFINER\s*=\s*(`(?:[^`]|``)*`|'[^']*'|[\w.%$-]+)@(`(?:[^`]|``)*`|'[^']*'|[\w.%$-]+)\s*")
 
 
-def _unquoted(name: bytes) -> bytes:
-    return name[1:-1].replace(b"``", b"`") if name[:1] == b"`" else name[1:-1] if name[:1] == b"'" else name
+_ROWS = re.compile(rb"^INSERT INTO `(?:[^`]|``)+` (?:\([^)]*\) )?VALUES")  # mariadb-dump's row statements
+_LITERAL = re.compile(rb"('(?:[^'\\]|\\.|'')*')")
 
 
 class Retargeted:
     """The `mariadb` client a dump is loaded by, with the dump's views, triggers, routines and events
-    made to work in another database: outside the rows, the source database's name before a dot
-    (`` `wp_shop`.`wp_posts` `` or `wp_shop.wp_posts`, which mariadb-dump writes into a view whose
-    definer was missing) becomes the target's, and a `DEFINER=user@host` that is no account of this
-    server is dropped (the object is then the restoring account's; a definer that exists stays, so
-    an object never gains rights its owner did not have). Rows are never touched: from a line that
-    starts `INSERT INTO` to the line that ends the statement (mariadb-dump writes a row per line,
-    with its line breaks escaped). The chunks are cut at line ends."""
+    made to work in another database: outside the rows and string literals, the source database's
+    name before a dot (`` `wp_shop`.`wp_posts` ``, which mariadb-dump writes into a view whose
+    definer was missing, or `wp_shop.wp_audit` in a trigger's body) becomes the target's, so a copy
+    never writes into the site it came from; every `DEFINER=user@host` is dropped (the object is the
+    restoring account's: the site's own account, kept, would have no rights on the new database, and
+    one that no longer exists breaks every write a trigger watches, error 1449), and views and
+    routines run `SQL SECURITY INVOKER`, with the rights of whoever uses them. Triggers and events
+    have no invoker: they run as the restoring account. Rows are never touched: a row statement
+    (`INSERT INTO `t` VALUES`, outside a routine's `DELIMITER ;;` block) passes whole to the line
+    that ends it (mariadb-dump writes a row per line, line breaks escaped)."""
 
-    def __init__(self, sink, source: str, target: str, accounts: set[tuple[bytes, bytes]]):
-        self._sink, self._pending, self._in_rows, self._accounts = sink, b"", False, accounts
-        self._source = re.compile(rb"(`" + re.escape(source.replace("`", "``").encode()) + rb"`|(?<![\w$`])"
-                                  + re.escape(source.encode()) + rb"(?![\w$]))(?=\s*\.)")
+    def __init__(self, sink, source: str, target: str):
+        self._sink, self._pending, self._in_rows, self._in_routine = sink, b"", False, False
+        self._source = re.compile(rb"(`" + re.escape(source.replace("`", "``").encode()) + rb"`|(?<![0-9A-Za-z_$`])"
+                                  + re.escape(source.encode()) + rb"(?![0-9A-Za-z_$]))(?=\s*\.)")
         self._to = b"`" + target.replace("`", "``").encode() + b"`"
 
-    def _definer(self, m: re.Match) -> bytes:
-        return m[0] if (_unquoted(m[1]), _unquoted(m[2])) in self._accounts else b""
+    def _code(self, text: bytes) -> bytes:
+        text = _DEFINER.sub(b"", text).replace(b"SQL SECURITY DEFINER", b"SQL SECURITY INVOKER")
+        return self._source.sub(self._to, text)
 
     def _line(self, line: bytes) -> bytes:
-        if self._in_rows or line.startswith(b"INSERT INTO "):
+        if self._in_rows or (not self._in_routine and _ROWS.match(line)):
             self._in_rows = not line.rstrip().endswith(b";")
             return line
-        return self._source.sub(self._to, _DEFINER.sub(self._definer, line))
+        if line.startswith(b"DELIMITER "):
+            self._in_routine = line.strip() != b"DELIMITER ;"
+        parts = _LITERAL.split(line)  # string literals (odd parts) stay as they are
+        return b"".join(part if i % 2 else self._code(part) for i, part in enumerate(parts))
 
     def write(self, data: bytes) -> None:
         *lines, self._pending = (self._pending + data).split(b"\n")
@@ -219,14 +225,6 @@ class Retargeted:
 
     def __getattr__(self, name: str):  # kill, wait, stderr_tail: the client's
         return getattr(self._sink, name)
-
-
-def accounts(db: MariaDB) -> set[tuple[bytes, bytes]]:
-    """The (user, host) of every account of the server: the definers a restore may keep."""
-    try:
-        return {(bytes.fromhex(u), bytes.fromhex(h)) for u, h in db.query("SELECT HEX(User), HEX(Host) FROM mysql.user")}
-    except WpfarmError:  # not readable by this account: every definer is dropped
-        return set()
 
 
 def logged(db: MariaDB) -> bool:

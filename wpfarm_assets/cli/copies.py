@@ -17,14 +17,25 @@ from wpfarm_assets.core.config import (
 
 
 def clone(args: argparse.Namespace, config: FarmConfig) -> int:
-    """`wpfarm clone SITE NEW_NAME`: a staging clone at a new address; `--delete NAME` removes one
-    (backups/clone.py). Files restored on this machine; the database through this machine's client."""
+    """`wpfarm clone SITE NEW_NAME`: a staging clone at a new address (the clone_site job); `--delete
+    NAME` removes one (backups/clone.py). Its folder on the storage node, its database through this
+    machine's client."""
+    from resources.ssh import LocalRunner, SSHRunner
+
+    # The clone's folder is where the sites' are (the storage node, as the clone_site job writes it).
+    runner = SSHRunner(config.storage.ssh) if config.storage.ssh else LocalRunner()
+    try:
+        return _clone(args, config, runner)
+    finally:
+        runner.close()
+
+
+def _clone(args: argparse.Namespace, config: FarmConfig, runner) -> int:
     from resources.ssh import LocalRunner
     from wpfarm_assets.backups.clone import clone_problem, clone_target, clone_url, delete_clone
     from wpfarm_assets.definitions import build_resources
 
-    runner = LocalRunner()  # the clone's folder is on this machine; its database through this client
-    db = build_resources(config)["mariadb"].process_config_and_initialize().client(runner)
+    db = build_resources(config)["mariadb"].process_config_and_initialize().client(LocalRunner())
     resource = object_store_of(config)
     store = resource.store()
     if args.delete:

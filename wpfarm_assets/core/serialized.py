@@ -24,7 +24,7 @@ _REF = re.compile(rb"[rR]:(\d+);")
 LOOKS_SERIALIZED = re.compile(rb"^(?:[aOC]:\d+:|s:\d+:\"|[bi]:-?\d+;|d:|N;$)")
 # The same, as MariaDB's REGEXP sees a column's value before PHP's trim(): serialized-looking values
 # are rewritten here (decoded), everything else in the server (clone.py).
-LOOKS_SERIALIZED_SQL = r'^[[:space:]]*([aOC]:[0-9]+:|s:[0-9]+:"|[bi]:-?[0-9]+;|d:|N;[[:space:]]*$)'
+LOOKS_SERIALIZED_SQL = r'^[ \t\n\r\x0b\x00]*([aOC]:[0-9]+:|s:[0-9]+:"|[bi]:-?[0-9]+;|d:|N;[ \t\n\r\x0b\x00]*$)'
 
 
 class NotSerialized(ValueError):
@@ -47,12 +47,12 @@ class Addresses:
         rules = []
         for host in sorted(self.old_hosts, key=len, reverse=True):
             h = re.escape(host.encode())
-            end = rb"(?![\w.-])"  # the whole host: not shop.example.com.evil
+            end = rb"(?![0-9A-Za-z_.-])"  # the whole host: not shop.example.com.evil (ASCII: PCRE's \w is Unicode)
             rules += [
                 (rb"https?://" + h + end, new),
                 (rb"https?:\\/\\/" + h + end, json_new),
                 (rb"https?%3A%2F%2F" + h + end, encoded_new),
-                (rb"(?<![:\w\\%])//" + h + end, b"//" + new_host),  # scheme-relative
+                (rb"(?<![:0-9A-Za-z_\\%])//" + h + end, b"//" + new_host),  # scheme-relative
             ]
         return rules
 
