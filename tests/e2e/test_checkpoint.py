@@ -34,13 +34,17 @@ def test_a_restore_in_place_can_be_undone_from_its_checkpoint(make_farm, db, key
     assert main(["restore", site["name"], "--gnupg-home", keyring.home]) == 0
     out = capsys.readouterr().out
     undo = dict(re.findall(rf"to undo: wpfarm restore {re.escape(site['name'])} --kind (\w+) --at (\w+)", out))
-    assert set(undo) == {"db", "files"}, out
+    assert set(undo) == {"db", "files"} and f"--at {undo['db']} --gnupg-home {keyring.home}" in out, out
     assert (db.checksums(site["database"]), tree_digest(farm.site_root(0))) == nightly
 
     resource = object_store_of(load_config())
     entry = group_listing(list(store.list(site_root(site["name"]))))[site["name"]]
     assert [k.stamp for k in entry.checkpoints["db"]] == [undo["db"]]  # not among the site's restore points
     assert undo["db"] not in [k.stamp for k in entry.backups["db"]]
+    capsys.readouterr()
+    main(["backups", site["name"]])
+    listed = capsys.readouterr().out  # listed, marked, so the stamp can be found again
+    assert re.search(rf"db     {undo['db']} .* checkpoint before a restore \(kept 7 days; --at {undo['db']}\)", listed), listed
 
     assert main(["restore", site["name"], "--kind", "db", "--at", undo["db"], "--gnupg-home", keyring.home]) == 0
     assert main(["restore", site["name"], "--kind", "files", "--at", undo["files"], "--gnupg-home", keyring.home]) == 0

@@ -90,10 +90,13 @@ def test_a_site_comes_back_from_the_locked_copy_after_both_targets_are_wiped(
     assert "the checkpoint before the restore failed, nothing was restored" in capsys.readouterr().err
     assert main(["restore", site["name"], "--from", "offsite", "--as-of", as_of, "--no-checkpoint",
                  "--gnupg-home", keyring.home]) == 0
+    assert f"(the off-site copy as of {as_of})" in capsys.readouterr().out
     assert db.checksums(site["database"]) == before[0]
     assert tree_digest(farm.site_root(0)) == before[1]
 
     client.create_bucket(Bucket=primary)  # a new, empty primary, then rebuilt from the copy
+    assert main(["offsite", "recover", "--as-of", as_of, "--to", f"s3://{primary}/farm", "--site", "nosuch.example"]) == 2
+    assert "held nothing of nosuch.example" in capsys.readouterr().err
     assert main(["offsite", "recover", "--as-of", as_of, "--to", f"s3://{primary}/farm"]) == 0
     assert keys(s3, primary, "farm/sites/") == [k.replace("wpfarm/", "farm/", 1) for k in copied
                                                  if not k.endswith("offsite-lock.json")]

@@ -66,13 +66,21 @@ def redact_config(php: bytes) -> bytes:
     return _DEFINE.sub(lambda m: m[1] + m[4] + BLANKED + m[4], php)
 
 
+SANDBOX = b"/*M!999999"  # newer mariadb-dump's first line ("enable the sandbox mode"): MySQL's client refuses it
+
+
 class _EntrySink:
-    """The pipeline's sink process, writing into an open zip entry instead."""
+    """The pipeline's sink process, writing into an open zip entry instead (without mariadb-dump's
+    sandbox line, so that the SQL loads into MySQL too)."""
 
     def __init__(self, entry):
-        self.entry, self.failed = entry, None
+        self.entry, self.first = entry, True
 
     def write(self, data: bytes) -> None:
+        if self.first:
+            self.first = False
+            if data.startswith(SANDBOX) and b"\n" in data:
+                data = data.split(b"\n", 1)[1]
         self.entry.write(data)
 
     def close_stdin(self) -> None:

@@ -131,6 +131,12 @@ def offsite(args: argparse.Namespace, config: FarmConfig) -> int:
     from resources.object_store import AsOfStore
 
     as_of = parse_time(args.as_of, "--as-of")
+    held = AsOfStore(offsite_store_of(config)(), as_of)
+    for name in args.site or []:
+        if not any(True for _ in held.list(f"sites/{name}/")):
+            raise ConfigError(f"the off-site copy held nothing of {name} as of {as_of:%Y-%m-%d %H:%M:%S} UTC")
+    if not args.site and not any(True for _ in held.list("sites/")):
+        raise ConfigError(f"the off-site copy held nothing as of {as_of:%Y-%m-%d %H:%M:%S} UTC: nothing to recover")
     for name in args.site or []:
         validate_site_name(name)
     copy = offsite_store_of(config)()

@@ -80,6 +80,7 @@ def demo(args: argparse.Namespace) -> int:
     print("\npoint-in-time recovery (a MariaDB of the demo's own that writes binary logs, in "
           f"{workdir / 'pitr'}):")
     recovered = demo_pitr(workdir / "pitr", str(gnupg), fingerprint, args.prefix)
+    print(f"\nthe farm's private key (restores, exports, clones need it): --gnupg-home {gnupg}")
     print(f"\nweb UI: DAGSTER_HOME={os.environ['DAGSTER_HOME']} WPFARM_CONFIG={path} {password_hint}"
           f"{Path(sys.executable).parent / 'dagster'} dev -m wpfarm_assets.definitions")
     return 0 if tables_equal and files_equal and drilled and checked and infrastructure and recovered else 1

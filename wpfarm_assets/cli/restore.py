@@ -94,8 +94,9 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
         for refusal in restored["refused"]:
             print(f"{args.site}: {kind} backup {refusal}: refused", file=sys.stderr)
         if restored["checkpoint"]:
+            keyring = f" --gnupg-home {args.gnupg_home}" if args.gnupg_home else ""
             print(f"{args.site}: {kind} checkpoint {restored['checkpoint']} taken first (kept 7 days); to undo: "
-                  f"wpfarm restore {args.site} --kind {kind} --at {restored['checkpoint']}")
+                  f"wpfarm restore {args.site} --kind {kind} --at {restored['checkpoint']}{keyring}")
         elif not args.checkpoint:
             print(f"{args.site}: no {kind} checkpoint taken (--no-checkpoint): this restore cannot be undone")
         where = restored.get("database") or restored.get("path")
@@ -107,7 +108,8 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
             print(f"{args.site}: table(s) {', '.join(restored['tables'])} restored into {where} from "
                   f"{restored['backup']} (swapped in at once; every other table untouched)")
         else:
-            print(f"{args.site}: {kind} restored into {where} from {restored['backup']}")
+            origin = f" (the off-site copy as of {args.as_of or 'now'})" if args.source == "offsite" else ""
+            print(f"{args.site}: {kind} restored into {where} from {restored['backup']}{origin}")
     return 0
 
 
@@ -130,7 +132,7 @@ def backups(args: argparse.Namespace, config: FarmConfig) -> int:
     bad = 0
     print("KIND   STAMP              STORED BYTES  STATE     DETAIL")
     for kind in KINDS:
-        keys = entry.backups[kind] if entry else []
+        keys = sorted(entry.backups[kind] + entry.checkpoints[kind]) if entry else []
         _, future = split_future(keys, now)
         for key in reversed(keys):
             stored, manifest = entry.objects.get(key.data_key), None
@@ -145,6 +147,8 @@ def backups(args: argparse.Namespace, config: FarmConfig) -> int:
                 detail = detail or ("refused earlier: " + store.get_bytes(key.refusal_key).decode(errors="replace")
                                     if key in entry.refused else "snapshot in the repository" if manifest.is_snapshot
                                     else "sha256 verified" if args.verify else "size matches")
+            if key in (entry.checkpoints[kind] if entry else []):  # restored only by its stamp (--at)
+                detail = f"checkpoint before a restore (kept 7 days; --at {key.stamp}); {detail}"
             bad += state != "ok"
             size = f"{stored.size:,}" if stored else f"+{manifest.stored_bytes:,}" if manifest and manifest.is_snapshot else "-"
             print(f"{kind:5}  {key.stamp}  {size:>12}  {state:8}  {detail}")
