@@ -128,6 +128,12 @@ def build_resources(config: FarmConfig) -> dict:
     }
 
 
+def initialized(config: FarmConfig, name: str):
+    """One of the farm's resources outside a run (the CLI, or an op that needs an optional one):
+    its dg.EnvVar credentials resolved here."""
+    return build_resources(config)[name].process_config_and_initialize()
+
+
 def target_kinds(asset: dg.AssetsDefinition, config: FarmConfig) -> dg.AssetsDefinition:
     """The asset's kinds as the configured target is: "s3" for S3 (Spaces), "filesystem" for a local folder."""
     store = "s3" if config.backup.target.startswith("s3://") else "filesystem"

@@ -109,9 +109,9 @@ def backup_integrity_check(context: dg.AssetCheckExecutionContext, farm: dg.Reso
     findings = backup_integrity(store, [s.name for s in farm.sites], group_listing(list(store.list(SITES))),
                                 repository=object_store.repository)
     if farm.backup.offsite:  # the copy's repositories too, with the copy's keys
-        from wpfarm_assets.definitions import build_resources  # (definitions imports this module)
+        from wpfarm_assets.definitions import initialized  # (definitions imports this module)
 
-        offsite = build_resources(farm)["offsite"].process_config_and_initialize()
+        offsite = initialized(farm, "offsite")
         try:
             findings += copy_integrity(offsite.store(), offsite.repository, [s.name for s in farm.sites],
                                        datetime.now(timezone.utc))

@@ -275,7 +275,7 @@ def restore_site_op(
 
 def offsite_source(config: RestoreSiteConfig, farm: FarmConfig, site, storage_node: NodeResource):
     """(the off-site copy as of config.as_of (default now), a scratch folder for its restic repository)."""
-    from wpfarm_assets.definitions import build_resources  # (definitions imports this module)
+    from wpfarm_assets.definitions import initialized  # (definitions imports this module)
 
     if config.source != "offsite":
         raise dg.Failure(f"source must be primary or offsite, not {config.source!r}", allow_retries=False)
@@ -289,7 +289,7 @@ def offsite_source(config: RestoreSiteConfig, farm: FarmConfig, site, storage_no
                          "with to_path here, or `wpfarm offsite recover` first", allow_retries=False)
     try:
         as_of = parse_time(config.as_of, "as_of") if config.as_of else datetime.now(timezone.utc)
-        copy = build_resources(farm)["offsite"].process_config_and_initialize().store()
+        copy = initialized(farm, "offsite").store()
     except WpfarmError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
     return AsOfStore(copy, as_of), scratch_repository_dir() if config.kind != "db" else None

@@ -52,7 +52,7 @@ from wpfarm_assets.backups.health import (
     check_subset,
     group_listing,
 )
-from wpfarm_assets.backups.retention import CHECKPOINT_KEPT, plan_retention
+from wpfarm_assets.backups.retention import plan_kind
 from wpfarm_assets.core.errors import WpfarmError
 from wpfarm_assets.core.keys import (
     BINLOG_SUFFIX,
@@ -218,9 +218,7 @@ def deletable(copy: Store, prefix: str, there: dict[str, StoredObject], primary:
         backups = sorted(k for k in map(parse_manifest_key, there) if k and k.kind == kind)
         if not backups:
             continue
-        checkpoints = {k for k in backups if k.checkpoint_key in there}
-        plan = set(plan_retention([k.time for k in backups if k not in checkpoints], *tiers))
-        plan |= {k.time for k in checkpoints if now - k.time < CHECKPOINT_KEPT} | {backups[-1].time}
+        plan = plan_kind(backups, there, now, *tiers)
         for key in backups:
             if key.time not in plan:
                 allowed |= {key.manifest_key, key.data_key, key.refusal_key, key.identity_key, key.checkpoint_key}

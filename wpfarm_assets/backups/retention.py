@@ -90,6 +90,18 @@ def plan_retention(backup_times: Iterable[datetime], daily: int = 14, weekly: in
     return kept
 
 
+def plan_kind(backups: list[BackupKey], listed, now: datetime, daily: int = 14, weekly: int = 26,
+              monthly: int = 12) -> dict[datetime, str]:
+    """The plan for one site and kind (`backups` oldest first, none in the future): the tiers over
+    its backups, its checkpoints (a `.checkpoint` among the `listed` keys) kept CHECKPOINT_KEPT
+    outside them, and the newest never deleted, whatever the counts say."""
+    checkpoints = {k for k in backups if k.checkpoint_key in listed}
+    plan = plan_retention([k.time for k in backups if k not in checkpoints], daily, weekly, monthly)
+    plan.update({k.time: "checkpoint" for k in checkpoints if now - k.time < CHECKPOINT_KEPT})
+    plan.setdefault(backups[-1].time, "checkpoint" if backups[-1] in checkpoints else "daily")
+    return plan
+
+
 def _utc(time: datetime) -> datetime:
     if time.tzinfo is None:
         raise ValueError(f"backup time {time} must be timezone-aware (UTC)")
@@ -194,10 +206,7 @@ def apply_retention(store: Store, site: str, now: datetime, *, daily: int = 14, 
             raise RetentionRefused(f"site {site}: newest {kind} backup {newest.stamp} failed verification "
                                    "(a restore or check refused it); retention skipped, nothing deleted")
         _verify(store, newest, objects)
-        checkpoints = {k for k in backups if k.checkpoint_key in objects}  # kept CHECKPOINT_KEPT, outside the tiers
-        plan = plan_retention([k.time for k in backups if k not in checkpoints], daily, weekly, monthly)
-        plan.update({k.time: "checkpoint" for k in checkpoints if now - k.time < CHECKPOINT_KEPT})
-        plan.setdefault(newest.time, "checkpoint" if newest in checkpoints else "daily")  # never deleted
+        plan = plan_kind(backups, objects, now, daily, weekly, monthly)
         for key in backups:
             if key.time in plan:
                 kind_report.kept[plan[key.time]] += 1

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import date
 from pathlib import Path
 
-from wpfarm_assets.cli.runs import instance, object_store_of, parse_at, run_job
+from wpfarm_assets.cli.runs import instance, object_store_of, parse_at, parse_date, run_job
 from wpfarm_assets.core.config import (
     ConfigError,
     FarmConfig,
@@ -33,9 +32,9 @@ def clone(args: argparse.Namespace, config: FarmConfig) -> int:
 def _clone(args: argparse.Namespace, config: FarmConfig, runner) -> int:
     from resources.ssh import LocalRunner
     from wpfarm_assets.backups.clone import clone_problem, clone_target, clone_url, delete_clone
-    from wpfarm_assets.definitions import build_resources
+    from wpfarm_assets.definitions import initialized
 
-    db = build_resources(config)["mariadb"].process_config_and_initialize().client(LocalRunner())
+    db = initialized(config, "mariadb").client(LocalRunner())
     resource = object_store_of(config)
     store = resource.store()
     if args.delete:
@@ -50,10 +49,7 @@ def _clone(args: argparse.Namespace, config: FarmConfig, runner) -> int:
     if args.at:
         parse_at(args.at)
     if args.date:
-        try:
-            date.fromisoformat(args.date)
-        except ValueError:
-            raise ConfigError(f"--date {args.date!r}: use YYYY-MM-DD (a UTC day)") from None
+        parse_date(args.date)
     if args.url:
         clone_url(args.url, args.name, "http")
     database, content_path = clone_target(config, args.name, args.database, args.content_path)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
-from wpfarm_assets.cli.runs import instance, parse_at, run_job, store_of
+from wpfarm_assets.cli.runs import instance, parse_at, parse_date, run_job, store_of
 from wpfarm_assets.core.config import (
     ConfigError,
     FarmConfig,
@@ -34,10 +34,7 @@ def restore(args: argparse.Namespace, config: FarmConfig) -> int:
 
         validate_member_path(args.path, Path(site.content_path).name)
     if args.date:
-        try:
-            date.fromisoformat(args.date)
-        except ValueError:
-            raise ConfigError(f"--date {args.date!r}: use YYYY-MM-DD (a UTC day)") from None
+        parse_date(args.date)
     if args.as_of and args.source != "offsite":
         raise ConfigError("--as-of is a time of the off-site copy: it goes with --from offsite")
     if args.source == "offsite":

@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 import sys
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -56,16 +56,16 @@ def step_failures(result) -> list[str]:
 
 def object_store_of(config: FarmConfig):
     """The object_store resource, outside a run: its dg.EnvVar credentials resolved here."""
-    from wpfarm_assets.definitions import build_resources
+    from wpfarm_assets.definitions import initialized
 
-    return build_resources(config)["object_store"].process_config_and_initialize()
+    return initialized(config, "object_store")
 
 
 def offsite_store_of(config: FarmConfig):
     """A function opening the off-site copy (backup.offsite), outside a run."""
-    from wpfarm_assets.definitions import build_resources
+    from wpfarm_assets.definitions import initialized
 
-    return build_resources(config)["offsite"].process_config_and_initialize().store
+    return initialized(config, "offsite").store
 
 
 def store_of(config: FarmConfig):
@@ -157,6 +157,13 @@ def run_over_sites(job_name: str, names: list[str], order: list[str], config: Fa
         ok = run_job(job_name, config, inst, f"site {run[0]}" if len(run) == 1 else f"sites {run[0]} .. {run[-1]}",
                      tags={**run_tags(run), **(tags or {})}, **kwargs).success and ok
     return ok
+
+
+def parse_date(text: str):
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--date {text!r}: use YYYY-MM-DD (a UTC day)") from None
 
 
 def parse_at(text: str):
