@@ -81,6 +81,13 @@ def test_a_site_comes_back_from_the_locked_copy_after_both_targets_are_wiped(
             client.put_object(Bucket=copy, Key=key, Body=b"ransom note")
         else:
             client.delete_object(Bucket=copy, Key=key)
+    capsys.readouterr()
+    client.create_bucket(Bucket=primary)  # empty, as an operator finds it: status must not call the sites new
+    assert main(["status"]) == 1
+    assert "the primary target holds no backup of the site" in capsys.readouterr().out
+    for key in keys(s3, primary):  # (status recorded the sites it took for new)
+        client.delete_object(Bucket=primary, Key=key)
+    client.delete_bucket(Bucket=primary)
     db.query(f"DROP TABLE `{site['database']}`.`wp_posts`")
     shutil.rmtree(Path(site["content_path"]) / "uploads")
 

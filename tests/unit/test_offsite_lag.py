@@ -24,6 +24,8 @@ def site(*ages: tuple[str, float]) -> dict[str, SiteBackups]:
     (site(("db", 30), ("db", 27)), site(), WARNING, "2 backup(s) not on the copy yet"),
     (site(("db", 55), ("files", 1)), site(("files", 1)), CRITICAL, "(55.0 h)"),
     (site(), site(), NEW, "nothing to copy yet"),
+    ({}, site(("db", 3), ("files", 3)), CRITICAL, "the primary target holds no backup"),  # a wiped primary
+    (site(), site(("db", 3)), CRITICAL, "was the primary wiped?"),
 ])
 def test_the_lag_is_the_age_of_the_oldest_backup_the_copy_lacks(primary, copy, state, words):
     (finding,) = offsite_findings([SITE], primary, copy, NOW, 26, 50)

@@ -261,7 +261,8 @@ LOCK_SAMPLE = 5  # objects of the copy whose lock is read back each check
 def offsite_findings(sites: Iterable[str], primary: dict[str, SiteBackups], copy: dict[str, SiteBackups],
                      now: datetime, warning_hours: float, critical_hours: float) -> list[Finding]:
     """Per site: the copy's lag, the age of the oldest backup on the primary that the copy lacks
-    (warning, critical after the backup-age thresholds); ok when it lacks none."""
+    (warning, critical after the backup-age thresholds); ok when it lacks none; critical when the
+    copy holds backups of a site the primary has none of (a wiped primary looks like a new farm)."""
     findings = []
     for site in sites:
         ours = primary.get(site)
@@ -271,7 +272,10 @@ def offsite_findings(sites: Iterable[str], primary: dict[str, SiteBackups], copy
         copied = [k for kind in KINDS for k in (theirs.backups[kind] if theirs else [])]
         newest = max((k.time for k in copied), default=None)
         age = round((now - newest).total_seconds() / 3600, 2) if newest else None
-        if not missing:
+        if copied and not any(ours.backups[kind] for kind in KINDS) if ours else copied:
+            state, reason = CRITICAL, (f"the primary target holds no backup of the site, the off-site copy holds "
+                                       f"{len(copied)}: was the primary wiped? (wpfarm offsite recover)")
+        elif not missing:
             state, reason = (OK, f"copied up to {newest:%Y-%m-%d %H:%M} UTC") if copied else (NEW, "nothing to copy yet")
         else:
             lag = (now - missing[0].time).total_seconds() / 3600
